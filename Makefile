@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv, installs ctrlsparse, trains the digits problem three ways
+#               (constrained model-wise, constrained per-layer, penalized) and compares them
+#   make test   creates .venv-dev with the dev extras and runs the test suite
+PYTHON ?= python3
+VENV := .venv
+DEV_VENV := .venv-dev
+RUNS ?= runs/demo
+DEMO_PROBLEM := problems/digits_mlp.toml
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[digits]"
+	touch $@
+
+$(DEV_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_VENV)/bin/pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --target-density 0.3 --out $(RUNS)/constrained-model
+	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --target-density fc1=0.3,fc2=0.5,fc3=0.8 --out $(RUNS)/constrained-layer
+	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --penalty 0.5 --out $(RUNS)/penalized
+	$(VENV)/bin/ctrlsparse compare $(RUNS)/constrained-model $(RUNS)/constrained-layer $(RUNS)/penalized --out $(RUNS)
+
+# pytest exits 5 when it collected no test: treat that as a failure with a clear message.
+test: $(DEV_VENV)/.installed
+	@$(DEV_VENV)/bin/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+
+lint: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/ruff check src tests examples
+	$(DEV_VENV)/bin/ruff format --check src tests examples
+
+clean:
+	rm -rf $(VENV) $(DEV_VENV) runs

@@ -1,0 +1,57 @@
+"""ctrlsparse: neural-network sparsity as a constraint you state.
+
+Data flow: :mod:`~ctrlsparse.data` → :mod:`~ctrlsparse.gates` / :mod:`~ctrlsparse.layers`
+/ :func:`sparsify` (gated model) → :class:`SparsityProblem` (loss + density constraints)
+→ :class:`GDA` (primal-dual step) → :func:`fit` (run directory) → reports.
+
+Example:
+    >>> import torch, ctrlsparse as cs
+    >>> model = cs.sparsify(my_model, structure="neuron")  # doctest: +SKIP
+    >>> problem = cs.SparsityProblem(model, torch.nn.functional.cross_entropy,
+    ...                              target_density={"features.0": 0.5, "classifier": 0.3})  # doctest: +SKIP
+    >>> opt = cs.GDA(problem, primal_optimizer=torch.optim.Adam(model.parameters(), lr=7e-4), dual_lr=1e-4)
+    ...  # doctest: +SKIP
+    >>> for x, y in loader:  # doctest: +SKIP
+    ...     step = opt.step(x, y)
+"""
+
+from ctrlsparse.config import ProblemConfig, load_problem
+from ctrlsparse.counting import count
+from ctrlsparse.data import Batches, load_dataset
+from ctrlsparse.experiment import run_problem
+from ctrlsparse.gates import HardConcrete
+from ctrlsparse.gda import GDA, GDAStep
+from ctrlsparse.layers import GatedConv2d, GatedLayer, GatedLinear, Structure
+from ctrlsparse.models import lenet5, mlp
+from ctrlsparse.problem import SparsityProblem, penalty_from_per_parameter
+from ctrlsparse.runs import load_run, read_metrics
+from ctrlsparse.sparsify import sparse_layers, sparsify
+from ctrlsparse.train import evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GDA",
+    "Batches",
+    "GDAStep",
+    "GatedConv2d",
+    "GatedLayer",
+    "GatedLinear",
+    "HardConcrete",
+    "ProblemConfig",
+    "SparsityProblem",
+    "Structure",
+    "count",
+    "evaluate",
+    "fit",
+    "lenet5",
+    "load_dataset",
+    "load_problem",
+    "load_run",
+    "mlp",
+    "penalty_from_per_parameter",
+    "read_metrics",
+    "run_problem",
+    "sparse_layers",
+    "sparsify",
+]

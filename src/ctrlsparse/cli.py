@@ -1,0 +1,119 @@
+"""Command line: ``ctrlsparse run`` and ``ctrlsparse compare``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ctrlsparse.config import ProblemFileError, load_problem
+from ctrlsparse.runs import RunFormatError, load_run
+
+_LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
+
+
+class CLIError(ValueError):
+    """Bad command-line input."""
+
+
+def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]:
+    """Parse ``0.3``, ``0.5,0.3,0.7`` or ``fc1=0.5,fc2=0.3``.
+
+    Example:
+        >>> parse_levels("fc1=0.5,fc2=0.3", "--target-density")
+        {'fc1': 0.5, 'fc2': 0.3}
+    """
+    parts = [p.strip() for p in text.split(",")]
+
+    def number(value: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise CLIError(f"{flag}: cannot read {value!r} as a number in {text!r}; use {_LEVELS_HELP}") from None
+
+    if any(not p for p in parts):
+        raise CLIError(f"{flag}: empty entry in {text!r}; use {_LEVELS_HELP}")
+    if all("=" in p for p in parts):
+        pairs = [p.split("=", 1) for p in parts]
+        return {name.strip(): number(value) for name, value in pairs}
+    if any("=" in p for p in parts):
+        raise CLIError(f"{flag}: mix of named and unnamed entries in {text!r}; use {_LEVELS_HELP}")
+    values = [number(p) for p in parts]
+    return values[0] if len(values) == 1 else values
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ctrlsparse.experiment import run_problem  # imports torch: keep `--help` fast
+
+    config = load_problem(args.problem)
+    sparsity, train = config.sparsity, config.train
+    if args.target_density is not None or args.penalty is not None:
+        target = parse_levels(args.target_density, "--target-density") if args.target_density else None
+        penalty = parse_levels(args.penalty, "--penalty") if args.penalty else None
+        sparsity = dataclasses.replace(sparsity, target_density=target, penalty=penalty)
+    overrides = {
+        k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device)) if v is not None
+    }
+    if args.epochs is not None and args.epochs < 1:
+        raise CLIError(f"--epochs must be >= 1, got {args.epochs}")
+    train = dataclasses.replace(train, **overrides)
+    config = dataclasses.replace(config, sparsity=sparsity, train=train)
+    out = Path(args.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # Bad targets, penalties and layer names fail while building, before `out` is created.
+    summary = run_problem(config, out, progress=not args.quiet)
+    error = "n/a" if summary["test_error"] is None else f"{100 * summary['test_error']:.2f}%"
+    print(f"{out}: {summary['mode']}, density {summary['density']:.4f}, test error {error}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ctrlsparse.report import comparison_table
+
+    runs = [load_run(path) for path in args.runs]
+    table = comparison_table(runs)
+    print(table, end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("# ctrlsparse comparison\n\n" + table)
+        print(f"wrote {out / 'report.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctrlsparse", description="Sparsity as a constraint you state.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a problem file and write a run directory")
+    run.add_argument("problem", help="problem file (TOML), e.g. problems/digits_mlp.toml")
+    levels = run.add_mutually_exclusive_group()
+    levels.add_argument("--target-density", help=f"constrained mode: {_LEVELS_HELP}")
+    levels.add_argument("--penalty", help=f"penalized mode, λ >= 0: {_LEVELS_HELP}")
+    run.add_argument("--epochs", type=int, help="override the problem file's epochs")
+    run.add_argument("--seed", type=int, help="override the problem file's seed")
+    run.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    run.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    compare = sub.add_parser("compare", help="compare finished runs in a table")
+    compare.add_argument("runs", nargs="+", help="run directories")
+    compare.add_argument("--out", help="directory to write report.md into")
+    compare.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, ProblemFileError, RunFormatError, ValueError, TypeError, FloatingPointError) as err:
+        print(f"ctrlsparse {args.command}: error: {err}", file=sys.stderr)
+        return 2 if not isinstance(err, FloatingPointError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

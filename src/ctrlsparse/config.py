@@ -1,0 +1,171 @@
+"""Problem files: a TOML description of data, model, sparsity targets, optimizers and training.
+
+Example ``problems/digits_mlp.toml``::
+
+    name = "digits_mlp"
+    [data]
+    name = "digits"
+    [model]
+    name = "mlp"
+    hidden = [300, 100]
+    [sparsity]
+    target_density = 0.3
+    [optim]
+    dual_lr = 0.05
+    [train]
+    epochs = 60
+
+Every key is optional except ``name``; unknown keys and wrong types are errors that
+name the file, the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctrlsparse.data import DATASETS
+from ctrlsparse.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR
+from ctrlsparse.layers import Structure
+from ctrlsparse.models import MODELS
+
+_NUMBER = (int, float)
+_LEVELS = (int, float, list, dict)
+PRIMAL_OPTIMIZERS = ("adam", "sgd")
+
+
+def _field(default: Any, types: tuple[type, ...], choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"types": types, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = _field("digits", (str,), tuple(DATASETS))
+    root: str | None = _field(None, (str,))
+
+
+@dataclass
+class ModelConfig:
+    name: str = _field("mlp", (str,), tuple(MODELS))
+    hidden: list[int] = _field([300, 100], (list,))
+    structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
+    drop_rate: float = _field(0.5, _NUMBER)
+
+
+@dataclass
+class SparsityConfig:
+    target_density: float | list | dict | None = _field(None, _LEVELS)
+    penalty: float | list | dict | None = _field(None, _LEVELS)
+    weight_decay: float = _field(0.0, _NUMBER)
+
+
+@dataclass
+class OptimConfig:
+    primal: str = _field("adam", (str,), PRIMAL_OPTIMIZERS)
+    primal_lr: float = _field(DEFAULT_PRIMAL_LR, _NUMBER)
+    gate_lr: float | None = _field(None, _NUMBER)
+    dual_lr: float = _field(DEFAULT_DUAL_LR, _NUMBER)
+    dual_restarts: bool = _field(False, (bool,))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _field(200, (int,))
+    batch_size: int = _field(128, (int,))
+    seed: int = _field(0, (int,))
+    log_every: int = _field(1, (int,))
+    device: str = _field("cpu", (str,))
+
+
+@dataclass
+class ProblemConfig:
+    """A parsed problem file. ``to_dict()`` is what a run records in ``config.json``."""
+
+    name: str
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "sparsity": SparsityConfig, "optim": OptimConfig, "train": TrainConfig}
+
+
+class ProblemFileError(ValueError):
+    """A problem file is unreadable or holds an unknown key, a wrong type or an invalid value."""
+
+
+def _section(source: str, section: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ProblemFileError(f"{source}: [{section}] must be a table, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ProblemFileError(
+                f"{source}: unknown key {key!r} in [{section}]; valid keys: {', '.join(fields)}"
+            )
+        types, choices = fields[key].metadata["types"], fields[key].metadata["choices"]
+        if value is None and fields[key].default is None:
+            continue  # optional key left unset (as ProblemConfig.to_dict writes it)
+        bad_bool = isinstance(value, bool) and bool not in types
+        if bad_bool or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise ProblemFileError(f"{source}: [{section}] {key} must be {expected}, got {value!r}")
+        if choices is not None and value not in choices:
+            raise ProblemFileError(
+                f"{source}: [{section}] {key} = {value!r} is not valid; valid choices: {', '.join(choices)}"
+            )
+    return cls(**values)
+
+
+def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
+    """Validate a problem description (the TOML document as a dict)."""
+    top = {"name", "description", *_SECTIONS}
+    unknown = [k for k in data if k not in top]
+    if unknown:
+        raise ProblemFileError(f"{source}: unknown key {unknown[0]!r}; valid top-level keys: {', '.join(sorted(top))}")
+    if not isinstance(data.get("name"), str):
+        raise ProblemFileError(f"{source}: needs a top-level name = \"...\" string")
+    if not isinstance(data.get("description", ""), str):
+        raise ProblemFileError(f"{source}: description must be a string")
+    sections = {name: _section(source, name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
+    config = ProblemConfig(name=data["name"], description=data.get("description", ""), **sections)
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.model.hidden):
+        raise ProblemFileError(f"{source}: [model] hidden must be a list of positive integers, got {config.model.hidden!r}")
+    if not 0.0 < config.model.drop_rate < 1.0:
+        raise ProblemFileError(f"{source}: [model] drop_rate must lie in (0, 1), got {config.model.drop_rate!r}")
+    for key in ("epochs", "batch_size", "log_every"):
+        if getattr(config.train, key) < 1:
+            raise ProblemFileError(f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}")
+    for key in ("primal_lr", "gate_lr", "dual_lr"):
+        if getattr(config.optim, key) is not None and not getattr(config.optim, key) > 0:
+            raise ProblemFileError(f"{source}: [optim] {key} must be > 0, got {getattr(config.optim, key)!r}")
+    return config
+
+
+def load_problem(path: str | Path) -> ProblemConfig:
+    """Read and validate a problem file.
+
+    Example:
+        >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
+        >>> config.train.epochs  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProblemFileError(f"{path}: no such problem file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ProblemFileError(f"{path}: not valid TOML ({err})") from None
+    return parse_problem(data, str(path))

@@ -1,0 +1,130 @@
+r"""Simultaneous gradient descent-ascent on the Lagrangian of a :class:`SparsityProblem`.
+
+.. math::
+    \theta_{t+1} = \text{primal\_step}\big(\nabla_\theta \mathcal L(\theta_t, \lambda_t)\big),\qquad
+    \lambda_{t+1} = \big[\lambda_t + \eta_\lambda\,(\text{density}_t - \epsilon)\big]_+
+
+built on cooper's ``SimultaneousOptimizer``. Penalized constraints never take a dual
+step, so penalized and constrained runs go through this same loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from cooper.optim import SimultaneousOptimizer
+
+from ctrlsparse.problem import SparsityProblem
+
+DEFAULT_PRIMAL_LR = 7e-4
+"""Adam learning rate of Gallego-Posada et al.'s MNIST runs."""
+DEFAULT_DUAL_LR = 1e-4
+"""Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps); short runs need larger."""
+
+
+@dataclass
+class GDAStep:
+    """What one primal-dual step saw and did.
+
+    Attributes:
+        loss: task loss on the minibatch (without the gated L2 term).
+        density: expected model density before the step.
+        densities: expected density per gated layer before the step.
+        multipliers: value of each constraint's multiplier after the step.
+        violations: density − ε per constraint before the step (ε = 0 for penalties).
+    """
+
+    loss: float
+    density: float
+    densities: dict[str, float]
+    multipliers: dict[str, float]
+    violations: dict[str, float]
+
+
+class GDA:
+    """One simultaneous primal-dual step per minibatch.
+
+    Args:
+        problem: the sparsity problem.
+        primal_optimizer: optimizer of the weights *and* the gates; defaults to
+            ``Adam(model.parameters(), lr=7e-4)``.
+        dual_lr: learning rate of the dual SGD ascent on the multipliers.
+        dual_restarts: reset a multiplier to exactly 0 whenever its constraint is
+            satisfied (Gallego-Posada et al., 2022).
+
+    Example:
+        >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=7e-4), dual_lr=1e-4)  # doctest: +SKIP
+        >>> step = opt.step(x, y)  # doctest: +SKIP
+        >>> step.density, step.multipliers  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        problem: SparsityProblem,
+        primal_optimizer: torch.optim.Optimizer | None = None,
+        dual_lr: float = DEFAULT_DUAL_LR,
+        dual_restarts: bool = False,
+    ) -> None:
+        if not dual_lr > 0:
+            raise ValueError(f"dual_lr must be positive, got {dual_lr!r}")
+        if primal_optimizer is None:
+            primal_optimizer = torch.optim.Adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)
+        optimized = {id(p) for group in primal_optimizer.param_groups for p in group["params"]}
+        for name, layer in problem.layers.items():
+            if id(layer.gate.log_alpha) not in optimized:
+                raise ValueError(
+                    f"the primal optimizer does not update the gates of layer {name!r}; "
+                    "build it on model.parameters() after calling sparsify()"
+                )
+        self.problem = problem
+        self.primal_optimizer = primal_optimizer
+        self.dual_lr = dual_lr
+        self.dual_restarts = dual_restarts
+        # Every multiplier is in the dual optimizer; penalized ones receive no gradient
+        # (their ConstraintState does not contribute to the dual update), so SGD skips them.
+        self.dual_optimizer = torch.optim.SGD(problem.dual_parameters(), lr=dual_lr, maximize=True)
+        self._cooper = SimultaneousOptimizer(problem, primal_optimizer, self.dual_optimizer)
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep:
+        """One simultaneous primal descent and dual ascent step on a minibatch."""
+        rollout = self._cooper.roll(compute_cmp_state_kwargs={"inputs": inputs, "targets": targets})
+        problem = self.problem
+        for layer in problem.layers.values():
+            layer.gate.clamp_()
+        states = rollout.cmp_state.observed_constraints
+        if self.dual_restarts:
+            with torch.no_grad():
+                for name, constraint in problem.named_constraints():
+                    if not problem.is_penalized(name):
+                        # Zero the multiplier where this step's violation is <= 0, without a host sync.
+                        satisfied = states[constraint].violation.detach().reshape(1) <= 0
+                        constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
+        return self._record(rollout.cmp_state)
+
+    def _record(self, cmp_state) -> GDAStep:
+        # One host transfer for every logged scalar.
+        misc = cmp_state.misc
+        names = [name for name, _ in self.problem.named_constraints()]
+        constraints = [c for _, c in self.problem.named_constraints()]
+        layer_names = list(misc["densities"])
+        values = torch.cat(
+            [
+                misc["loss"].reshape(1),
+                misc["density"].reshape(1),
+                torch.stack([misc["densities"][n].detach() for n in layer_names]),
+                torch.cat([c.multiplier.weight.detach() for c in constraints]),
+                torch.stack([cmp_state.observed_constraints[c].violation.detach() for c in constraints]),
+            ]
+        ).tolist()
+        n_layers, n_constraints = len(layer_names), len(names)
+        densities = values[2 : 2 + n_layers]
+        multipliers = values[2 + n_layers : 2 + n_layers + n_constraints]
+        violations = values[2 + n_layers + n_constraints :]
+        return GDAStep(
+            loss=values[0],
+            density=values[1],
+            densities=dict(zip(layer_names, densities)),
+            multipliers=dict(zip(names, multipliers)),
+            violations=dict(zip(names, violations)),
+        )

@@ -1,0 +1,178 @@
+r"""Sparsity as a constrained minimization problem (Gallego-Posada et al., 2022).
+
+.. math::
+    \min_{\tilde\theta,\phi}\ \mathbb E_z[\mathcal L(\tilde\theta\odot z)]
+    \quad\text{s.t.}\quad \frac{\mathbb E_z[\|z\|_0]}{|\theta|} \le \epsilon
+
+for the whole model or per layer. The expected L0 norm is eq. 16 of Louizos et al.
+(2018) summed over the gated layers; densities are fractions in [0, 1].
+
+Penalized mode is the same problem with each multiplier frozen at its penalty
+:math:`\lambda` (a constraint ``density <= 0`` whose multiplier is never updated): the
+Lagrangian term :math:`\lambda\,(\text{density} - \epsilon)` has the same primal gradient
+as :math:`\lambda\,\text{density}` for any constant :math:`\epsilon`, so this is exactly
+the classic penalty :math:`\lambda\,\mathbb E\|z\|_0 / |\theta|`. Louizos et al. write
+the penalty per parameter, :math:`\lambda_\text{count}\,\mathbb E\|z\|_0`; the two agree
+when :math:`\lambda = \lambda_\text{count}\cdot|\theta|` (see :func:`penalty_from_per_parameter`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import cooper
+import torch
+from cooper.multipliers import DenseMultiplier
+from torch import nn
+
+from ctrlsparse.sparsify import sparse_layers
+
+MODEL = "model"
+"""Name of the model-wise constraint (layer-wise constraints carry their layer's name)."""
+
+Levels = float | Sequence[float] | Mapping[str, float] | None
+
+
+def _parse_levels(value: Levels, layer_names: list[str], argument: str) -> dict[str, float]:
+    """Normalise a target/penalty specification to ``{constraint name: value}``."""
+    if value is None:
+        return {}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {MODEL: float(value)}
+    if isinstance(value, Mapping):
+        valid = [MODEL, *layer_names]
+        unknown = [k for k in value if k not in valid]
+        if unknown:
+            raise ValueError(
+                f"{argument}: unknown layer name {unknown[0]!r}; valid names: {', '.join(valid)}"
+            )
+        levels = dict(value)
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != len(layer_names):
+            raise ValueError(
+                f"{argument}: a list needs one value per gated layer in forward order "
+                f"({len(layer_names)}: {', '.join(layer_names)}), got {len(value)}"
+            )
+        levels = dict(zip(layer_names, value))
+    else:
+        raise TypeError(f"{argument} must be a number, a list or a {{layer: value}} dict, got {value!r}")
+    for name, level in levels.items():
+        if isinstance(level, bool) or not isinstance(level, int | float):
+            raise TypeError(f"{argument}[{name!r}] must be a number, got {level!r}")
+    return {name: float(level) for name, level in levels.items()}
+
+
+def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
+    r"""Convert Louizos et al.'s per-parameter penalty to ctrlsparse's density penalty.
+
+    Louizos et al. add :math:`\lambda_\text{count}\,\mathbb E\|z\|_0`; ctrlsparse adds
+    :math:`\lambda\,\mathbb E\|z\|_0/|\theta|`, so :math:`\lambda=\lambda_\text{count}|\theta|`.
+
+    Example:
+        >>> # lambda = 0.1 / N with N = 60000 MNIST training images
+        >>> penalty_from_per_parameter(0.1 / 60000, model)  # doctest: +SKIP
+    """
+    total = sum(layer.num_sparsifiable for layer in sparse_layers(model).values())
+    return lambda_count * total
+
+
+class SparsityProblem(cooper.ConstrainedMinimizationProblem):
+    """Task loss subject to expected-L0 density constraints, or penalized by them.
+
+    Args:
+        model: a model with gated layers (see :func:`ctrlsparse.sparsify`).
+        loss_fn: ``loss_fn(model(inputs), targets)`` → scalar task loss.
+        target_density: maximum expected density ε in (0, 1]: a number (one model-wise
+            constraint), ``{layer: ε}`` (one constraint per listed layer, ``"model"``
+            allowed as a key) or a list (one per gated layer, forward order).
+        penalty: λ ≥ 0 of penalized mode, in the same forms; its multiplier is fixed at
+            λ and never updated. A layer cannot have both a target and a penalty.
+        weight_decay: coefficient of the gated L2 term ``weight_decay / 2 * E[||θ||²]``
+            (eq. 15 and 17), added to the objective; 0 disables it.
+
+    Example:
+        >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
+        ...                           target_density={"fc1": 0.5, "fc2": 0.3})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        target_density: Levels = None,
+        penalty: Levels = None,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.layers = sparse_layers(model)
+        if not self.layers:
+            raise ValueError(
+                f"{type(model).__name__} has no gated layer: call ctrlsparse.sparsify(model) before "
+                "building a SparsityProblem"
+            )
+        names = list(self.layers)
+        if MODEL in names:
+            raise ValueError(f"a layer is named {MODEL!r}, the name of the model-wise constraint; rename it")
+        self.targets = _parse_levels(target_density, names, "target_density")
+        self.penalties = _parse_levels(penalty, names, "penalty")
+        for name, eps in self.targets.items():
+            if not (0.0 < eps <= 1.0):
+                raise ValueError(f"target_density for {name!r} must lie in (0, 1], got {eps!r}")
+        for name, lam in self.penalties.items():
+            if not (lam >= 0.0 and math.isfinite(lam)):
+                raise ValueError(f"penalty for {name!r} must be a finite number >= 0, got {lam!r}")
+        both = sorted(set(self.targets) & set(self.penalties))
+        if both:
+            raise ValueError(f"{both[0]!r} has both a target_density and a penalty; give one of them")
+        if not self.targets and not self.penalties:
+            raise ValueError("give a target_density (constrained mode) or a penalty (penalized mode)")
+        if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        self.weight_decay = weight_decay
+        self._num_sparsifiable = sum(layer.num_sparsifiable for layer in self.layers.values())
+
+        levels = {**self.targets, **{name: 0.0 for name in self.penalties}}
+        init = {**{name: 0.0 for name in self.targets}, **self.penalties}
+        # Model-wise first, then layers in forward order: a stable order for logs and plots.
+        for name in sorted(levels, key=lambda n: -1 if n == MODEL else names.index(n)):
+            multiplier = DenseMultiplier(init=torch.tensor([init[name]]))
+            multiplier.to(next(model.parameters()).device)
+            setattr(self, name, cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier))
+        self.levels = {name: levels[name] for name, _ in self.named_constraints()}
+
+    @property
+    def mode(self) -> str:
+        """``"constrained"`` when any multiplier is learned, else ``"penalized"``."""
+        return "constrained" if self.targets else "penalized"
+
+    def is_penalized(self, name: str) -> bool:
+        return name in self.penalties
+
+    def expected_densities(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Expected model density and ``{layer: expected density}`` (differentiable)."""
+        actives = {name: layer.expected_active() for name, layer in self.layers.items()}
+        model_density = torch.stack(list(actives.values())).sum() / self._num_sparsifiable
+        densities = {name: actives[name] / self.layers[name].num_sparsifiable for name in actives}
+        return model_density, densities
+
+    def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
+        outputs = self.model(inputs)
+        loss = self.loss_fn(outputs, targets)
+        objective = loss
+        if self.weight_decay:
+            l2 = torch.stack([layer.expected_l2() for layer in self.layers.values()]).sum()
+            objective = loss + 0.5 * self.weight_decay * l2
+        model_density, densities = self.expected_densities()
+        observed = {}
+        for name, constraint in self.named_constraints():
+            density = model_density if name == MODEL else densities[name]
+            observed[constraint] = cooper.ConstraintState(
+                violation=density - self.levels[name],
+                # Penalized mode: the multiplier stays at lambda.
+                contributes_to_dual_update=not self.is_penalized(name),
+            )
+        misc = {"loss": loss.detach(), "density": model_density.detach(), "densities": densities}
+        return cooper.CMPState(loss=objective, observed_constraints=observed, misc=misc)

@@ -1,0 +1,40 @@
+"""Comparison tables of finished runs (markdown)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ctrlsparse.runs import Run
+
+
+def _levels(levels: dict[str, float], symbol: str) -> str:
+    return ", ".join(f"{symbol}[{name}]={value:g}" for name, value in levels.items())
+
+
+def _percent(counts: dict) -> str:
+    return f"{100 * counts['remaining'] / counts['dense']:.1f}%" if counts.get("dense") else "–"
+
+
+def comparison_table(runs: Sequence[Run]) -> str:
+    """A markdown table: one row per run with its setting, final densities, error and multipliers.
+
+    Example:
+        >>> print(comparison_table([load_run("runs/demo/penalized")]))  # doctest: +SKIP
+    """
+    header = (
+        "| run | mode | target ε / penalty λ | density | layer densities | realized density "
+        "| params | MACs | test error | multipliers |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for run in runs:
+        s = run.summary
+        setting = "; ".join(x for x in (_levels(s["targets"], "ε"), _levels(s["penalties"], "λ")) if x)
+        layers = ", ".join(f"{name} {d:.3f}" for name, d in s["densities"].items())
+        error = "–" if s["test_error"] is None else f"{100 * s['test_error']:.2f}%"
+        multipliers = ", ".join(f"{name} {value:.3g}" for name, value in s["multipliers"].items())
+        lines.append(
+            f"| {run.name} | {s['mode']} | {setting} | {s['density']:.4f} | {layers} "
+            f"| {s['realized_density']:.4f} | {_percent(s['params'])} | {_percent(s['macs'])} "
+            f"| {error} | {multipliers} |"
+        )
+    return "\n".join(lines) + "\n"

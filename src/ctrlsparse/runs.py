@@ -1,0 +1,138 @@
+"""Run directories: what ``fit`` writes and what plots and reports read.
+
+A run directory holds ``config.json`` (how the run was set up), ``metrics.jsonl``
+(one JSON record per logged step), ``summary.json`` (final numbers) and ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG, METRICS, SUMMARY, MODEL = "config.json", "metrics.jsonl", "summary.json", "model.pt"
+METRIC_KEYS = ("step", "epoch", "loss", "density", "densities", "multipliers", "violations")
+SUMMARY_KEYS = (
+    "mode",
+    "targets",
+    "penalties",
+    "density",
+    "densities",
+    "realized_density",
+    "test_error",
+    "multipliers",
+    "params",
+    "macs",
+)
+
+
+class RunFormatError(ValueError):
+    """A run directory file is missing, garbled or incomplete."""
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by None: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically (a reader never sees a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class MetricsWriter:
+    """Appends one JSON line per record to ``metrics.jsonl`` and flushes it at once."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / METRICS
+        self._file = self.path.open("w")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(_json_safe(record)) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Read a ``metrics.jsonl`` file (or the one in a run directory).
+
+    Raises:
+        RunFormatError: naming the file and line of a garbled or incomplete record.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS
+    if not path.exists():
+        raise RunFormatError(f"{path}: no such metrics file")
+    records = []
+    with path.open() as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                raise RunFormatError(f"{path}, line {number}: empty line")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RunFormatError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise RunFormatError(f"{path}, line {number}: expected a JSON object")
+            missing = [k for k in METRIC_KEYS if k not in record]
+            if missing:
+                raise RunFormatError(f"{path}, line {number}: missing keys {', '.join(missing)}")
+            records.append(record)
+    return records
+
+
+def _read_json(path: Path, required: tuple[str, ...]) -> dict:
+    if not path.exists():
+        raise RunFormatError(f"{path}: no such file (is {path.parent} a finished ctrlsparse run?)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunFormatError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise RunFormatError(f"{path}: missing keys {', '.join(missing)}")
+    return data
+
+
+@dataclass
+class Run:
+    """A finished run read back from its directory."""
+
+    path: Path
+    config: dict
+    summary: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.path / METRICS)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read ``config.json`` and ``summary.json`` of a run directory.
+
+    Example:
+        >>> run = load_run("runs/demo/penalized")  # doctest: +SKIP
+        >>> run.summary["density"]  # doctest: +SKIP
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunFormatError(f"{path}: not a run directory")
+    return Run(path, _read_json(path / CONFIG, ()), _read_json(path / SUMMARY, SUMMARY_KEYS))

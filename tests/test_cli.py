@@ -1,0 +1,71 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from ctrlsparse.cli import CLIError, main, parse_levels
+
+DIGITS = str(Path(__file__).parent.parent / "problems" / "digits_mlp.toml")
+
+
+def test_parse_levels_forms():
+    assert parse_levels("0.3", "--target-density") == 0.3
+    assert parse_levels("0.5,0.3,0.7", "--target-density") == [0.5, 0.3, 0.7]
+    assert parse_levels("fc1=0.5, fc2=0.3", "--target-density") == {"fc1": 0.5, "fc2": 0.3}
+
+
+@pytest.mark.parametrize("text", ["abc", "0.5,,0.3", "fc1=0.5,0.3", "fc1=x"])
+def test_parse_levels_rejects(text):
+    with pytest.raises(CLIError, match="--target-density"):
+        parse_levels(text, "--target-density")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target-density", "1.5"], r"must lie in \(0, 1\], got 1.5"),
+        (["--target-density", "0"], r"must lie in \(0, 1\]"),
+        (["--penalty", "-0.1"], "must be a finite number >= 0"),
+        (["--target-density", "fc9=0.5"], "unknown layer name 'fc9'; valid names: model, fc1, fc2, fc3"),
+        (["--target-density", "0.5,0.5"], "one value per gated layer"),
+        (["--target-density", "zero"], "cannot read 'zero'"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+    ],
+)
+def test_run_rejects_bad_input_before_training(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["run", DIGITS, "--out", str(out), *args]) == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_target_and_penalty_flags_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", DIGITS, "--target-density", "0.3", "--penalty", "0.1"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_broken_problem_file(tmp_path, capsys):
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\n[train]\nepochs = "many"\n')
+    assert main(["run", str(path)]) == 2
+    assert "epochs must be int" in capsys.readouterr().err
+
+
+def test_run_and_compare(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["run", DIGITS, "--epochs", "1", "--target-density", "fc1=0.5", "--out", str(a), "--quiet"]) == 0
+    assert main(["run", DIGITS, "--epochs", "1", "--penalty", "0.5", "--seed", "3", "--out", str(b), "--quiet"]) == 0
+    config = json.loads((b / "config.json").read_text())
+    assert config["train"]["seed"] == 3 and config["sparsity"]["penalty"] == 0.5
+    assert config["sparsity"]["target_density"] is None
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "| a | constrained | ε[fc1]=0.5 |" in table and "| b | penalized | λ[model]=0.5 |" in table
+    assert (tmp_path / "report.md").read_text().count("\n| ") == 3
+
+
+def test_compare_rejects_unfinished_run(tmp_path, capsys):
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "config.json: no such file" in capsys.readouterr().err

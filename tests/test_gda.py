@@ -1,0 +1,110 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ctrlsparse import GDA, SparsityProblem, mlp, sparsify
+from ctrlsparse.gda import GDAStep
+
+
+def _toy(n=512, seed=0):
+    """3 classes decided by the first 3 of 10 features: a small learnable problem."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 10, generator=g)
+    y = x[:, :3].argmax(1)
+    return x, y
+
+
+def _setup(target=None, penalty=None, restarts=False, dual_lr=0.5):
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    problem = SparsityProblem(model, F.cross_entropy, target_density=target, penalty=penalty)
+    gates = [layer.gate.log_alpha for layer in problem.layers.values()]
+    weights = [p for p in model.parameters() if all(p is not g for g in gates)]
+    primal = torch.optim.Adam([{"params": weights}, {"params": gates, "lr": 0.05}], lr=1e-2)
+    return problem, GDA(problem, primal, dual_lr=dual_lr, dual_restarts=restarts)
+
+
+def _train(gda, steps, seed=0):
+    x, y = _toy(seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    step = None
+    for _ in range(steps):
+        index = torch.randint(0, len(y), (64,), generator=g)
+        step = gda.step(x[index], y[index])
+    return step
+
+
+def test_step_returns_named_record():
+    _, gda = _setup(target={"fc1": 0.5, "fc2": 0.4})
+    step = _train(gda, 1)
+    assert isinstance(step, GDAStep)
+    assert set(step.densities) == {"fc1", "fc2"} and set(step.multipliers) == {"fc1", "fc2"}
+    assert step.violations["fc1"] == pytest.approx(step.densities["fc1"] - 0.5, abs=1e-6)
+
+
+def test_penalized_multipliers_never_change():
+    problem, gda = _setup(penalty={"model": 0.3})
+    for _ in range(3):
+        step = _train(gda, 20)
+        assert step.multipliers == {"model": pytest.approx(0.3)}
+    assert float(problem.model.fc1.gate.log_alpha.grad.abs().sum()) > 0  # the gates did learn
+
+
+def test_mixed_penalty_and_target():
+    _, gda = _setup(target={"fc1": 0.5}, penalty={"fc2": 0.2})
+    step = _train(gda, 30)
+    assert step.multipliers["fc2"] == pytest.approx(0.2)
+    assert step.multipliers["fc1"] > 0  # initial density ~0.83 > 0.5: the multiplier rose
+
+
+def test_dual_step_is_sgd_ascent_on_the_violation():
+    problem, gda = _setup(target=0.5, dual_lr=0.1)
+    step = _train(gda, 1)
+    # lambda_1 = [0 + 0.1 * (density_0 - 0.5)]_+
+    assert step.multipliers["model"] == pytest.approx(max(0.0, 0.1 * step.violations["model"]), abs=1e-6)
+
+
+def test_dual_restarts_reset_satisfied_constraints_to_exactly_zero():
+    problem, gda = _setup(target={"fc1": 0.99, "fc2": 0.05}, restarts=True, dual_lr=1.0)
+    for _ in range(5):
+        step = _train(gda, 1)
+        assert step.violations["fc1"] <= 0 and step.multipliers["fc1"] == 0.0  # satisfied from the start
+        assert step.violations["fc2"] > 0 and step.multipliers["fc2"] > 0
+
+
+def test_without_restarts_a_satisfied_multiplier_decays_gradually():
+    problem, gda = _setup(target=0.99, dual_lr=0.01)
+    with torch.no_grad():
+        dict(problem.named_constraints())["model"].multiplier.weight.fill_(1.0)
+    step = _train(gda, 1)
+    assert 0.99 < step.multipliers["model"] < 1.0
+
+
+@pytest.mark.parametrize("target", [0.4, {"fc1": 0.3, "fc2": 0.6}])
+def test_constrained_run_lands_within_001_of_every_target(target):
+    torch.manual_seed(0)
+    _, gda = _setup(target=target)
+    step = None
+    densities = []
+    for seed in range(6):
+        step = _train(gda, 100, seed=seed)
+    targets = target if isinstance(target, dict) else {"model": target}
+    for name, eps in targets.items():
+        final = step.density if name == "model" else step.densities[name]
+        densities.append(final)
+        assert abs(final - eps) <= 0.01, (name, final, eps)
+
+
+def test_primal_optimizer_must_include_gates():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
+    weights_only = torch.optim.Adam([model.fc1.weight, model.fc2.weight])
+    with pytest.raises(ValueError, match="gates of layer 'fc1'"):
+        GDA(problem, weights_only)
+
+
+def test_default_primal_optimizer_and_bad_dual_lr():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
+    assert isinstance(GDA(problem).primal_optimizer, torch.optim.Adam)
+    with pytest.raises(ValueError, match="dual_lr"):
+        GDA(problem, dual_lr=0.0)

@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from ctrlsparse.runs import RunFormatError, load_run, read_metrics, write_json
+
+RECORD = {"step": 1, "epoch": 1, "loss": 1.0, "density": 0.5, "densities": {}, "multipliers": {}, "violations": {}}
+
+
+def test_garbled_line_is_named(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(RECORD) + "\n{not json\n")
+    with pytest.raises(RunFormatError, match=r"metrics.jsonl, line 2: not valid JSON"):
+        read_metrics(path)
+
+
+def test_missing_keys_are_named(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1}) + "\n")
+    with pytest.raises(RunFormatError, match="line 1: missing keys epoch"):
+        read_metrics(tmp_path)
+
+
+def test_missing_summary(tmp_path):
+    write_json(tmp_path / "config.json", {})
+    with pytest.raises(RunFormatError, match="summary.json: no such file"):
+        load_run(tmp_path)
+
+
+def test_write_json_replaces_nan_by_null(tmp_path):
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
+    assert not list(tmp_path.glob("*.tmp"))
