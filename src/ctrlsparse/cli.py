@@ -1,4 +1,4 @@
-"""Command line: ``ctrlsparse run`` and ``ctrlsparse compare``."""
+"""Command line: ``ctrlsparse run``, ``plot`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -60,7 +60,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise CLIError(f"--epochs must be >= 1, got {args.epochs}")
     train = dataclasses.replace(train, **overrides)
-    config = dataclasses.replace(config, sparsity=sparsity, train=train)
+    optim = config.optim
+    if args.dual_lr is not None:
+        if not args.dual_lr > 0:
+            raise CLIError(f"--dual-lr must be > 0, got {args.dual_lr}")
+        optim = dataclasses.replace(optim, dual_lr=args.dual_lr)
+    if args.dual_restarts is not None:
+        optim = dataclasses.replace(optim, dual_restarts=args.dual_restarts)
+    config = dataclasses.replace(config, sparsity=sparsity, optim=optim, train=train)
     out = Path(args.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Bad targets, penalties and layer names fail while building, before `out` is created.
     summary = run_problem(config, out, progress=not args.quiet)
@@ -69,17 +76,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from ctrlsparse import plot
+
+    run_dir = Path(args.run)
+    out = Path(args.out) if args.out else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "dynamics.png": plot.dynamics(run_dir, smooth=args.smooth, log_multipliers=args.log_multipliers),
+        "gates.png": plot.gates(run_dir),
+    }
+    for name, figure in figures.items():
+        figure.savefig(out / name, dpi=110)
+        print(f"wrote {out / name}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from ctrlsparse import plot
     from ctrlsparse.report import comparison_table
 
     runs = [load_run(path) for path in args.runs]
+    problems = sorted({run.config.get("name", "?") for run in runs})
+    if len(problems) > 1 and not args.allow_mixed:
+        raise CLIError(
+            f"the runs solve different problems ({', '.join(problems)}); "
+            "pass --allow-mixed to compare them anyway"
+        )
     table = comparison_table(runs)
     print(table, end="")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text("# ctrlsparse comparison\n\n" + table)
-        print(f"wrote {out / 'report.md'}")
+        plot.comparison(runs).savefig(out / "comparison.png", dpi=110)
+        title = f"# ctrlsparse comparison: {', '.join(problems)}\n\n"
+        (out / "report.md").write_text(title + table + "\n![control and trade-off](comparison.png)\n")
+        print(f"wrote {out / 'report.md'} and {out / 'comparison.png'}")
     return 0
 
 
@@ -94,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     levels.add_argument("--penalty", help=f"penalized mode, λ >= 0: {_LEVELS_HELP}")
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")
     run.add_argument("--seed", type=int, help="override the problem file's seed")
+    run.add_argument("--dual-lr", type=float, help="override the dual SGD learning rate")
+    run.add_argument(
+        "--dual-restarts",
+        action=argparse.BooleanOptionalAction,
+        help="reset a multiplier to 0 when its constraint is satisfied (default: the problem file's)",
+    )
     run.add_argument("--device", help="torch device, e.g. cpu or cuda")
     run.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -101,8 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="compare finished runs in a table")
     compare.add_argument("runs", nargs="+", help="run directories")
-    compare.add_argument("--out", help="directory to write report.md into")
+    compare.add_argument("--out", help="directory to write report.md and comparison.png into")
+    compare.add_argument("--allow-mixed", action="store_true", help="compare runs of different problems")
     compare.set_defaults(func=_cmd_compare)
+    plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
+    plot.add_argument("run", help="run directory")
+    plot.add_argument("--out", help="directory for the figures (default: the run directory)")
+    plot.add_argument("--smooth", type=float, help="EMA weight in [0, 1) for the training loss")
+    plot.add_argument("--log-multipliers", action="store_true", help="log-scale the multiplier axis")
+    plot.set_defaults(func=_cmd_plot)
     return parser
 
 

@@ -71,7 +71,7 @@ class OptimConfig:
     primal_lr: float = _field(DEFAULT_PRIMAL_LR, _NUMBER)
     gate_lr: float | None = _field(None, _NUMBER)
     dual_lr: float = _field(DEFAULT_DUAL_LR, _NUMBER)
-    dual_restarts: bool = _field(False, (bool,))
+    dual_restarts: bool = _field(True, (bool,))
 
 
 @dataclass
