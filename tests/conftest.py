@@ -1,5 +1,9 @@
+import json
+
 import pytest
 import torch
+
+from ctrlsparse.runs import write_json
 
 
 @pytest.fixture(autouse=True)
@@ -10,3 +14,50 @@ def _seed():
 def pytest_configure(config):
     # Two CPU cores: keep torch from oversubscribing them when pytest-xdist is not used.
     torch.set_num_threads(2)
+
+
+def _fake_run(
+    path, name="digits_mlp", targets=None, penalties=None, layers=("fc1", "fc2"), steps=30, error=0.05
+):
+    """A synthetic run directory, as fit() writes it."""
+    targets, penalties = targets or {}, penalties or {}
+    path.mkdir(parents=True)
+    write_json(path / "config.json", {"name": name})
+    levels = {**targets, **{k: 0.0 for k in penalties}}
+    with (path / "metrics.jsonl").open("w") as f:
+        for step in range(1, steps + 1):
+            densities = {n: 0.8 - 0.5 * step / steps for n in layers}
+            density = sum(densities.values()) / len(layers)
+            record = {
+                "step": step,
+                "epoch": 1 + step // 10,
+                "loss": 2.0 / step,
+                "density": density,
+                "densities": densities,
+                "multipliers": {k: penalties.get(k, 0.01 * step) for k in levels},
+                "violations": {k: (density if k == "model" else densities[k]) - v for k, v in levels.items()},
+            }
+            if step % 10 == 0:
+                record["test_error"] = error + 0.1 / step
+            f.write(json.dumps(record) + "\n")
+    summary = {
+        "mode": "constrained" if targets else "penalized",
+        "targets": targets,
+        "penalties": penalties,
+        "density": density,
+        "densities": densities,
+        "realized_density": density,
+        "test_error": error,
+        "multipliers": {k: penalties.get(k, 0.3) for k in levels},
+        "params": {"dense": 100, "remaining": 40},
+        "macs": {"dense": 1000, "remaining": 300},
+    }
+    write_json(path / "summary.json", summary)
+    torch.save({f"{n}.gate.log_alpha": torch.linspace(-10, 10, 50) for n in layers}, path / "model.pt")
+    return path
+
+
+@pytest.fixture
+def make_run():
+    """Factory of synthetic run directories (see _fake_run)."""
+    return _fake_run

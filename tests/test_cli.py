@@ -54,8 +54,13 @@ def test_broken_problem_file(tmp_path, capsys):
 
 def test_run_and_compare(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["run", DIGITS, "--epochs", "1", "--target-density", "fc1=0.5", "--out", str(a), "--quiet"]) == 0
-    assert main(["run", DIGITS, "--epochs", "1", "--penalty", "0.5", "--seed", "3", "--out", str(b), "--quiet"]) == 0
+    assert (
+        main(["run", DIGITS, "--epochs", "1", "--target-density", "fc1=0.5", "--out", str(a), "--quiet"]) == 0
+    )
+    assert (
+        main(["run", DIGITS, "--epochs", "1", "--penalty", "0.5", "--seed", "3", "--out", str(b), "--quiet"])
+        == 0
+    )
     config = json.loads((b / "config.json").read_text())
     assert config["train"]["seed"] == 3 and config["sparsity"]["penalty"] == 0.5
     assert config["sparsity"]["target_density"] is None
@@ -69,3 +74,26 @@ def test_run_and_compare(tmp_path, capsys):
 def test_compare_rejects_unfinished_run(tmp_path, capsys):
     assert main(["compare", str(tmp_path)]) == 2
     assert "config.json: no such file" in capsys.readouterr().err
+
+
+def test_compare_refuses_different_problems_unless_allowed(tmp_path, capsys, make_run):
+    a = make_run(tmp_path / "a", name="digits_mlp", targets={"model": 0.3})
+    b = make_run(tmp_path / "b", name="fashion_mlp", penalties={"model": 0.1})
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "different problems (digits_mlp, fashion_mlp); pass --allow-mixed" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--allow-mixed", "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
+
+
+def test_plot_writes_figures(tmp_path, make_run):
+    run = make_run(tmp_path / "a", targets={"model": 0.3})
+    assert main(["plot", str(run)]) == 0
+    assert (run / "dynamics.png").exists() and (run / "gates.png").exists()
+
+
+def test_plot_reports_garbled_metrics(tmp_path, capsys, make_run):
+    run = make_run(tmp_path / "a", targets={"model": 0.3})
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write("{oops\n")
+    assert main(["plot", str(run)]) == 2
+    assert "metrics.jsonl, line 31: not valid JSON" in capsys.readouterr().err

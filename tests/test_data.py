@@ -9,7 +9,7 @@ def test_digits_split_is_fixed_and_scaled():
     assert a.input_shape == (1, 8, 8) and a.num_classes == 10
     assert len(a.train[1]) == 1437 and len(a.test[1]) == 360
     assert torch.equal(a.test[1], b.test[1])
-    assert 0.0 <= float(a.train[0].min()) and float(a.train[0].max()) <= 1.0
+    assert float(a.train[0].min()) >= 0.0 and float(a.train[0].max()) <= 1.0
 
 
 def test_unknown_data_set_lists_choices():

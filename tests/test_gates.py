@@ -58,7 +58,9 @@ def test_prob_active_closed_form_value():
     with torch.no_grad():
         gate.log_alpha.zero_()
     # sigmoid(0 - 2/3 * log(0.1 / 1.1))
-    assert math.isclose(float(gate.prob_active()), 1 / (1 + math.exp((2 / 3) * math.log(0.1 / 1.1))), rel_tol=1e-6)
+    assert math.isclose(
+        float(gate.prob_active().detach()), 1 / (1 + math.exp((2 / 3) * math.log(0.1 / 1.1))), rel_tol=1e-6
+    )
 
 
 def test_clamp_keeps_log_alpha_in_range():
@@ -71,7 +73,13 @@ def test_clamp_keeps_log_alpha_in_range():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"drop_rate": 0.0}, {"drop_rate": 1.0}, {"temperature": 0.0}, {"stretch": (0.1, 1.1)}, {"stretch": (-0.1, 0.9)}],
+    [
+        {"drop_rate": 0.0},
+        {"drop_rate": 1.0},
+        {"temperature": 0.0},
+        {"stretch": (0.1, 1.1)},
+        {"stretch": (-0.1, 0.9)},
+    ],
 )
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))[:5]):

@@ -19,12 +19,21 @@ def test_lenet5_rejects_tiny_inputs():
 
 def test_mlp_sizes_follow_the_paper():
     net = mlp(784)
-    assert [(m.in_features, m.out_features) for m in (net.fc1, net.fc2, net.fc3)] == [(784, 300), (300, 100), (100, 10)]
+    assert [(m.in_features, m.out_features) for m in (net.fc1, net.fc2, net.fc3)] == [
+        (784, 300),
+        (300, 100),
+        (100, 10),
+    ]
 
 
 def test_lenet5_caffe_sizes():
     net = lenet5((1, 28, 28))
-    assert (net.conv1.out_channels, net.conv2.out_channels, net.fc1.in_features, net.fc1.out_features) == (20, 50, 800, 500)
+    assert (net.conv1.out_channels, net.conv2.out_channels, net.fc1.in_features, net.fc1.out_features) == (
+        20,
+        50,
+        800,
+        500,
+    )
 
 
 def test_build_model_unknown_name():

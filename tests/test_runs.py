@@ -4,7 +4,15 @@ import pytest
 
 from ctrlsparse.runs import RunFormatError, load_run, read_metrics, write_json
 
-RECORD = {"step": 1, "epoch": 1, "loss": 1.0, "density": 0.5, "densities": {}, "multipliers": {}, "violations": {}}
+RECORD = {
+    "step": 1,
+    "epoch": 1,
+    "loss": 1.0,
+    "density": 0.5,
+    "densities": {},
+    "multipliers": {},
+    "violations": {},
+}
 
 
 def test_garbled_line_is_named(tmp_path):

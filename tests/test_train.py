@@ -22,9 +22,21 @@ def _gda(loss_fn=F.cross_entropy, **levels):
 def test_fit_writes_a_complete_run_directory(tmp_path):
     x, y = _data()
     gda = _gda(target_density={"fc1": 0.5})
-    summary = fit(gda, Batches(x, y, 32, shuffle=True), epochs=2, test_batches=Batches(x, y, 64),
-                  run_dir=tmp_path, config={"name": "toy"}, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.jsonl", "model.pt", "summary.json"]
+    summary = fit(
+        gda,
+        Batches(x, y, 32, shuffle=True),
+        epochs=2,
+        test_batches=Batches(x, y, 64),
+        run_dir=tmp_path,
+        config={"name": "toy"},
+        progress=False,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "metrics.jsonl",
+        "model.pt",
+        "summary.json",
+    ]
     assert json.loads((tmp_path / "config.json").read_text()) == {"name": "toy"}
     records = read_metrics(tmp_path)
     assert [r["step"] for r in records] == list(range(1, 7))
@@ -43,8 +55,15 @@ def test_fit_writes_a_complete_run_directory(tmp_path):
 
 def test_log_every_keeps_epoch_ends(tmp_path):
     x, y = _data()
-    fit(_gda(penalty=0.1), Batches(x, y, 16), epochs=1, test_batches=Batches(x, y, 64), run_dir=tmp_path,
-        log_every=4, progress=False)
+    fit(
+        _gda(penalty=0.1),
+        Batches(x, y, 16),
+        epochs=1,
+        test_batches=Batches(x, y, 64),
+        run_dir=tmp_path,
+        log_every=4,
+        progress=False,
+    )
     assert [r["step"] for r in read_metrics(tmp_path)] == [4, 6]
 
 

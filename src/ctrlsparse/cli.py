@@ -32,7 +32,9 @@ def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]
         try:
             return float(value)
         except ValueError:
-            raise CLIError(f"{flag}: cannot read {value!r} as a number in {text!r}; use {_LEVELS_HELP}") from None
+            raise CLIError(
+                f"{flag}: cannot read {value!r} as a number in {text!r}; use {_LEVELS_HELP}"
+            ) from None
 
     if any(not p for p in parts):
         raise CLIError(f"{flag}: empty entry in {text!r}; use {_LEVELS_HELP}")
@@ -55,7 +57,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         penalty = parse_levels(args.penalty, "--penalty") if args.penalty else None
         sparsity = dataclasses.replace(sparsity, target_density=target, penalty=penalty)
     overrides = {
-        k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device)) if v is not None
+        k: v
+        for k, v in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device))
+        if v is not None
     }
     if args.epochs is not None and args.epochs < 1:
         raise CLIError(f"--epochs must be >= 1, got {args.epochs}")

@@ -22,10 +22,11 @@ name the file, the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ctrlsparse.data import DATASETS
 from ctrlsparse.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR
@@ -99,7 +100,13 @@ class ProblemConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "sparsity": SparsityConfig, "optim": OptimConfig, "train": TrainConfig}
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "sparsity": SparsityConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
 
 
 class ProblemFileError(ValueError):
@@ -134,20 +141,28 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
     top = {"name", "description", *_SECTIONS}
     unknown = [k for k in data if k not in top]
     if unknown:
-        raise ProblemFileError(f"{source}: unknown key {unknown[0]!r}; valid top-level keys: {', '.join(sorted(top))}")
+        raise ProblemFileError(
+            f"{source}: unknown key {unknown[0]!r}; valid top-level keys: {', '.join(sorted(top))}"
+        )
     if not isinstance(data.get("name"), str):
-        raise ProblemFileError(f"{source}: needs a top-level name = \"...\" string")
+        raise ProblemFileError(f'{source}: needs a top-level name = "..." string')
     if not isinstance(data.get("description", ""), str):
         raise ProblemFileError(f"{source}: description must be a string")
     sections = {name: _section(source, name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
     config = ProblemConfig(name=data["name"], description=data.get("description", ""), **sections)
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.model.hidden):
-        raise ProblemFileError(f"{source}: [model] hidden must be a list of positive integers, got {config.model.hidden!r}")
+        raise ProblemFileError(
+            f"{source}: [model] hidden must be a list of positive integers, got {config.model.hidden!r}"
+        )
     if not 0.0 < config.model.drop_rate < 1.0:
-        raise ProblemFileError(f"{source}: [model] drop_rate must lie in (0, 1), got {config.model.drop_rate!r}")
+        raise ProblemFileError(
+            f"{source}: [model] drop_rate must lie in (0, 1), got {config.model.drop_rate!r}"
+        )
     for key in ("epochs", "batch_size", "log_every"):
         if getattr(config.train, key) < 1:
-            raise ProblemFileError(f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}")
+            raise ProblemFileError(
+                f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
+            )
     for key in ("primal_lr", "gate_lr", "dual_lr"):
         if getattr(config.optim, key) is not None and not getattr(config.optim, key) > 0:
             raise ProblemFileError(f"{source}: [optim] {key} must be > 0, got {getattr(config.optim, key)!r}")

@@ -97,4 +97,3 @@ def count(model: nn.Module, example_input: torch.Tensor) -> tuple[Count, dict[st
         total.macs_dense += layer.macs_dense
         total.macs_remaining += layer.macs_remaining
     return total, counts
-

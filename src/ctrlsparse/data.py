@@ -95,7 +95,10 @@ class Batches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for start in range(0, n, self.batch_size):
             if order is None:
-                yield self.inputs[start : start + self.batch_size], self.targets[start : start + self.batch_size]
+                yield (
+                    self.inputs[start : start + self.batch_size],
+                    self.targets[start : start + self.batch_size],
+                )
             else:
                 index = order[start : start + self.batch_size]
                 yield self.inputs[index], self.targets[index]

@@ -75,7 +75,10 @@ class GatedLayer(nn.Module):
         return int((self.gate.deterministic() > 0).sum()) * self.group_size
 
     def expected_l2(self) -> torch.Tensor:
-        r"""Expected squared L2 norm under the gates, :math:`\sum_g P(z_g\neq0)\sum_{j\in g}\theta_j^2` (eq. 15, 17)."""
+        r"""Expected squared L2 norm under the gates (eq. 15, 17).
+
+        :math:`\sum_g P(z_g \neq 0) \sum_{j \in g} \theta_j^2`.
+        """
         return (self.gate.prob_active() * self._group_sq_norms()).sum()
 
     def _group_sq_norms(self) -> torch.Tensor:

@@ -44,7 +44,9 @@ def lenet5(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10) -> n
     for _ in range(2):  # conv 5x5 (valid) then 2x2 pooling, twice
         height, width = (height - 4) // 2, (width - 4) // 2
     if height < 1 or width < 1:
-        raise ValueError(f"LeNet-5 needs inputs of at least 16x16 pixels, got input_shape={tuple(input_shape)}")
+        raise ValueError(
+            f"LeNet-5 needs inputs of at least 16x16 pixels, got input_shape={tuple(input_shape)}"
+        )
     return nn.Sequential(
         OrderedDict(
             [

@@ -113,7 +113,9 @@ def dynamics(
     for name in records[0]["multipliers"]:
         values = np.array([r["multipliers"][name] for r in records])
         label = f"{name} (fixed λ={penalties[name]:g})" if name in penalties else name
-        ax_mult.plot(steps, values, color=colors[name], lw=1.4, ls=":" if name in penalties else "-", label=label)
+        ax_mult.plot(
+            steps, values, color=colors[name], lw=1.4, ls=":" if name in penalties else "-", label=label
+        )
     ax_mult.set_ylabel("multiplier λ")
     ax_mult.set_title("Lagrange multipliers")
     if log_multipliers:
@@ -140,9 +142,13 @@ def dynamics(
 
     evals = [r for r in records if r.get("test_error") is not None]
     if evals:
-        ax_err.plot([r["step"] for r in evals], [100 * r["test_error"] for r in evals], color="C2", marker=".", lw=1.2)
+        ax_err.plot(
+            [r["step"] for r in evals], [100 * r["test_error"] for r in evals], color="C2", marker=".", lw=1.2
+        )
         final = 100 * evals[-1]["test_error"]
-        ax_err.annotate(f"{final:.2f}%", (evals[-1]["step"], final), textcoords="offset points", xytext=(-30, 8))
+        ax_err.annotate(
+            f"{final:.2f}%", (evals[-1]["step"], final), textcoords="offset points", xytext=(-30, 8)
+        )
     else:
         ax_err.text(0.5, 0.5, "no evaluation recorded", ha="center", va="center", transform=ax_err.transAxes)
     ax_err.set_ylabel("test error (%)")
@@ -214,7 +220,8 @@ def comparison(runs: Sequence[Run]) -> Figure:
     since λ says nothing in advance about the density it gives.
 
     Example:
-        >>> comparison([load_run(p) for p in ["runs/a", "runs/b"]]).savefig("comparison.png")  # doctest: +SKIP
+        >>> fig = comparison([load_run("runs/a"), load_run("runs/b")])  # doctest: +SKIP
+        >>> fig.savefig("comparison.png")  # doctest: +SKIP
     """
     names = []
     for run in runs:
@@ -254,8 +261,16 @@ def comparison(runs: Sequence[Run]) -> Figure:
         if s["test_error"] is None:
             continue
         marker = "o" if s["mode"] == "constrained" else "s"
-        ax_err.scatter(s["density"], 100 * s["test_error"], marker=marker, s=50, color="C0" if marker == "o" else "C1")
-        ax_err.annotate(run.name, (s["density"], 100 * s["test_error"]), fontsize=8, textcoords="offset points", xytext=(5, 4))
+        ax_err.scatter(
+            s["density"], 100 * s["test_error"], marker=marker, s=50, color="C0" if marker == "o" else "C1"
+        )
+        ax_err.annotate(
+            run.name,
+            (s["density"], 100 * s["test_error"]),
+            fontsize=8,
+            textcoords="offset points",
+            xytext=(5, 4),
+        )
     ax_err.scatter([], [], marker="o", color="C0", label="constrained")
     ax_err.scatter([], [], marker="s", color="C1", label="penalized")
     ax_err.legend(fontsize=8, loc="upper right")

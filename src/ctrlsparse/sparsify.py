@@ -25,7 +25,8 @@ def _check_patterns(patterns: Iterable[str] | None, names: list[str], argument: 
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
             raise ValueError(
-                f"{argument}={pattern!r} matches no Linear or Conv2d layer; valid layer names: {', '.join(names)}"
+                f"{argument}={pattern!r} matches no Linear or Conv2d layer; "
+                f"valid layer names: {', '.join(names)}"
             )
     return patterns
 
@@ -73,9 +74,13 @@ def sparsify(
         )
     include = _check_patterns(include, names, "include")
     exclude = _check_patterns(exclude, names, "exclude")
-    chosen = [n for n in names if (include is None or _matches(n, include)) and not _matches(n, exclude or ())]
+    chosen = [
+        n for n in names if (include is None or _matches(n, include)) and not _matches(n, exclude or ())
+    ]
     if not chosen:
-        raise ValueError(f"include={include!r} and exclude={exclude!r} leave no layer to sparsify among {names}")
+        raise ValueError(
+            f"include={include!r} and exclude={exclude!r} leave no layer to sparsify among {names}"
+        )
     for name in chosen:
         module = candidates[name]
         if isinstance(module, nn.Linear):

@@ -63,7 +63,7 @@ def summarize(gda: GDA, example_input: torch.Tensor, test_error: float | None) -
 
 
 class _Progress:
-    """A one-line progress bar on stderr; one line per epoch when stderr is not a terminal."""
+    """A one-line progress bar on stderr; about ten lines a run when stderr is not a terminal."""
 
     def __init__(self, epochs: int, steps_per_epoch: int, enabled: bool) -> None:
         self.epochs, self.steps_per_epoch, self.enabled = epochs, steps_per_epoch, enabled
@@ -85,9 +85,11 @@ class _Progress:
         if test_error is not None:
             text += f" test error {test_error:.4f}"
         if self.tty:
-            sys.stderr.write("\r" + text[:160].ljust(160) + ("\n" if end_of_epoch and epoch == self.epochs else ""))
-        elif end_of_epoch:
-            sys.stderr.write(text + "\n")
+            sys.stderr.write(
+                "\r" + text[:160].ljust(160) + ("\n" if end_of_epoch and epoch == self.epochs else "")
+            )
+        elif end_of_epoch and (epoch % max(1, self.epochs // 10) == 0 or epoch == self.epochs):
+            sys.stderr.write(text + "\n")  # a log file gets about ten lines a run
         sys.stderr.flush()
 
 
