@@ -97,3 +97,8 @@ def test_plot_reports_garbled_metrics(tmp_path, capsys, make_run):
         f.write("{oops\n")
     assert main(["plot", str(run)]) == 2
     assert "metrics.jsonl, line 31: not valid JSON" in capsys.readouterr().err
+
+
+def test_tune_penalty_rejects_bad_target(capsys):
+    assert main(["tune-penalty", DIGITS, "--target-density", "1.5"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Command line: ``ctrlsparse run``, ``plot`` and ``compare``."""
+"""Command line: ``ctrlsparse run``, ``tune-penalty``, ``plot`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -80,6 +80,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune_penalty(args: argparse.Namespace) -> int:
+    from ctrlsparse.tuning import tune_penalty
+
+    config = load_problem(args.problem)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    out = Path(args.out or f"runs/{config.name}-tune-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = tune_penalty(
+        config,
+        args.target_density,
+        out,
+        tolerance=args.tolerance,
+        max_runs=args.max_runs,
+        initial_penalty=args.initial_penalty,
+        progress=not args.quiet,
+    )
+    for h in result["history"]:
+        print(f"λ = {h['penalty']:.4g}: density {h['density']:.4f}  ({h['run']})")
+    verdict = "landed" if result["converged"] else "did not land"
+    print(
+        f"{verdict} within {args.tolerance} of ε = {args.target_density} after {result['runs']} full runs; "
+        f"best λ = {result['best']['penalty']:.4g} (density {result['best']['density']:.4f})"
+    )
+    return 0 if result["converged"] else 1
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ctrlsparse import plot
 
@@ -146,6 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="directory to write report.md and comparison.png into")
     compare.add_argument("--allow-mixed", action="store_true", help="compare runs of different problems")
     compare.set_defaults(func=_cmd_compare)
+    tune = sub.add_parser("tune-penalty", help="bisect a penalty λ until a penalized run lands on a density")
+    tune.add_argument("problem", help="problem file (TOML)")
+    tune.add_argument("--target-density", type=float, required=True, help="model-wise density to land on")
+    tune.add_argument("--tolerance", type=float, default=0.01, help="|density - ε| that counts as landed")
+    tune.add_argument("--max-runs", type=int, default=12, help="give up after this many full runs")
+    tune.add_argument("--initial-penalty", type=float, default=1.0, help="first λ to try")
+    tune.add_argument("--epochs", type=int, help="override the problem file's epochs")
+    tune.add_argument("--seed", type=int, help="override the problem file's seed")
+    tune.add_argument("--out", help="directory for the probe runs and tuning.json")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(func=_cmd_tune_penalty)
+
     plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
     plot.add_argument("run", help="run directory")
     plot.add_argument("--out", help="directory for the figures (default: the run directory)")

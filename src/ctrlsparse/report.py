@@ -15,15 +15,24 @@ def _percent(counts: dict) -> str:
     return f"{100 * counts['remaining'] / counts['dense']:.1f}%" if counts.get("dense") else "–"
 
 
+def _runs_needed(summary: dict) -> str:
+    """Full training runs it took to reach this result: 1 for a constrained run, the probe count
+    for a penalty found by ``tune-penalty``, unknown for a penalty chosen by hand."""
+    if "tuning_runs" in summary:
+        return f"{summary['tuning_runs']} (tuned to ε={summary['tuning_target']:g})"
+    return "1" if summary["mode"] == "constrained" else "–"
+
+
 def comparison_table(runs: Sequence[Run]) -> str:
-    """A markdown table: one row per run with its setting, final densities, error and multipliers.
+    """A markdown table: one row per run with its setting, final densities, error, multipliers,
+    and the number of full runs it took to get there (penalty searches count every probe).
 
     Example:
         >>> print(comparison_table([load_run("runs/demo/penalized")]))  # doctest: +SKIP
     """
     header = (
         "| run | mode | target ε / penalty λ | density | layer densities | realized density "
-        "| params | MACs | test error | multipliers |"
+        "| params | MACs | test error | multipliers | full runs |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for run in runs:
@@ -35,6 +44,6 @@ def comparison_table(runs: Sequence[Run]) -> str:
         lines.append(
             f"| {run.name} | {s['mode']} | {setting} | {s['density']:.4f} | {layers} "
             f"| {s['realized_density']:.4f} | {_percent(s['params'])} | {_percent(s['macs'])} "
-            f"| {error} | {multipliers} |"
+            f"| {error} | {multipliers} | {_runs_needed(s)} |"
         )
     return "\n".join(lines) + "\n"
