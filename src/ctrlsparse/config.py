@@ -49,6 +49,7 @@ def _field(default: Any, types: tuple[type, ...], choices: tuple[str, ...] | Non
 class DataConfig:
     name: str = _field("digits", (str,), tuple(DATASETS))
     root: str | None = _field(None, (str,))
+    download: bool = _field(False, (bool,))
 
 
 @dataclass

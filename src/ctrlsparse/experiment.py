@@ -24,7 +24,7 @@ def build(config: ProblemConfig) -> tuple[GDA, Batches, Batches]:
     Every argument error (target, penalty, layer name) is raised here, before training.
     """
     torch.manual_seed(config.train.seed)
-    data = load_dataset(config.data.name, config.data.root)
+    data = load_dataset(config.data.name, config.data.root, config.data.download)
     model = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
     sparsify(model, structure=config.model.structure, drop_rate=config.model.drop_rate)
     model.to(config.train.device)

@@ -232,11 +232,23 @@ def comparison(runs: Sequence[Run]) -> Figure:
     def achieved(summary: dict, name: str) -> float:
         return summary["density"] if name == MODEL else summary["densities"][name]
 
+    def style(name: str, marker: str) -> dict:
+        # The model as a larger open marker: a layer at the same point stays visible inside it.
+        if name == MODEL:
+            return {
+                "marker": marker,
+                "s": 110,
+                "facecolors": "none",
+                "edgecolors": "black",
+                "linewidths": 1.6,
+            }
+        return {"marker": marker, "s": 40, "color": colors[name]}
+
     for run in runs:
         for name, eps in run.summary["targets"].items():
-            ax_ctrl.scatter(eps, achieved(run.summary, name), color=colors[name], s=40, zorder=3)
+            ax_ctrl.scatter(eps, achieved(run.summary, name), zorder=3, **style(name, "o"))
         for name, lam in run.summary["penalties"].items():
-            ax_pen.scatter(lam, achieved(run.summary, name), color=colors[name], marker="s", s=40, zorder=3)
+            ax_pen.scatter(lam, achieved(run.summary, name), zorder=3, **style(name, "s"))
     ax_ctrl.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="achieved = requested")
     ax_ctrl.set(xlim=(0, 1), ylim=(0, 1), xlabel="requested density ε", ylabel="achieved expected density")
     ax_ctrl.set_title("Constrained: control of density")
@@ -245,12 +257,16 @@ def comparison(runs: Sequence[Run]) -> Figure:
         lams = [lam for run in penalized for lam in run.summary["penalties"].values()]
         if min(lams) > 0 and max(lams) / min(lams) > 10:
             ax_pen.set_xscale("log")
+        elif max(lams) > 0:
+            ax_pen.set_xlim(0, 1.25 * max(lams))
     else:
         ax_pen.text(0.5, 0.5, "no penalized run", ha="center", va="center", transform=ax_pen.transAxes)
     ax_pen.set(ylim=(0, 1), xlabel="penalty λ", ylabel="achieved expected density")
     ax_pen.set_title("Penalized: density wherever λ lands")
     handles = [
-        plt.Line2D([], [], color=colors[n], marker="o", ls="", label=n)
+        plt.Line2D(
+            [], [], marker="o", ls="", label=n, color=colors[n], mfc="none" if n == MODEL else colors[n]
+        )
         for n in [MODEL, *names]
         if any(n in r.summary["targets"] or n in r.summary["penalties"] for r in runs)
     ]

@@ -1,8 +1,8 @@
-"""Data sets as in-memory tensors, and a minibatch iterator over them."""
+"""A data set held in memory, and a minibatch iterator over it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -26,41 +26,6 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train[0].shape[1:])
-
-
-def load_digits(root: str | None = None) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (1797 images, offline), split 1437 train / 360 test.
-
-    The split is fixed (it does not depend on the run's seed) so runs are comparable.
-
-    Example:
-        >>> data = load_digits()
-        >>> data.input_shape, len(data.test[1])
-        ((1, 8, 8), 360)
-    """
-    del root  # the data ship with scikit-learn
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the digits data set ships with scikit-learn: pip install 'ctrlsparse[digits]'"
-        ) from None
-    bunch = sklearn_digits()
-    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(bunch.target, dtype=torch.long)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    test, train = order[:360], order[360:]
-    return Dataset("digits", (images[train], labels[train]), (images[test], labels[test]), 10)
-
-
-DATASETS: dict[str, Callable[[str | None], Dataset]] = {"digits": load_digits}
-
-
-def load_dataset(name: str, root: str | None = None) -> Dataset:
-    """Load a registered data set by name."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; valid data sets: {', '.join(DATASETS)}")
-    return DATASETS[name](root)
 
 
 class Batches:

@@ -1,0 +1,31 @@
+"""Data sets as in-memory tensors: the registry behind ``[data] name`` in problem files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ctrlsparse.data.dataset import Batches, Dataset
+from ctrlsparse.data.digits import load_digits
+from ctrlsparse.data.idx import IDXError, read_idx
+from ctrlsparse.data.mnist import DownloadError, load_fashion_mnist, load_mnist
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+}
+
+
+def load_dataset(name: str, root: str | None = None, download: bool = False) -> Dataset:
+    """Load a registered data set by name.
+
+    Example:
+        >>> load_dataset("digits").input_shape
+        (1, 8, 8)
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid data sets: {', '.join(DATASETS)}")
+    return DATASETS[name](root, download)
+
+
+__all__ = ["DATASETS", "Batches", "Dataset", "DownloadError", "IDXError", "load_dataset", "read_idx"]
