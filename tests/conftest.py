@@ -1,5 +1,8 @@
+import gzip
 import json
+import struct
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,3 +64,19 @@ def _fake_run(
 def make_run():
     """Factory of synthetic run directories (see _fake_run)."""
     return _fake_run
+
+
+def _write_idx(path, array, code=0x08, compress=False, cut=0):
+    """Write ``array`` in IDX format (the layout of MNIST files), optionally gzip it or cut bytes off."""
+    array = np.asarray(array)
+    data = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
+    data += array.astype(array.dtype.newbyteorder(">")).tobytes()
+    data = data[: len(data) - cut]
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+@pytest.fixture(name="write_idx")
+def write_idx_fixture():
+    """Writer of IDX files (see _write_idx)."""
+    return _write_idx

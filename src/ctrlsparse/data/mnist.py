@@ -23,7 +23,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ctrlsparse.data.dataset import Dataset
 from ctrlsparse.data.idx import IDXError, read_idx
 
