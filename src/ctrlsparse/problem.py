@@ -90,6 +90,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             λ and never updated. A layer cannot have both a target and a penalty.
         weight_decay: coefficient of the gated L2 term ``weight_decay / 2 * E[||θ||²]``
             (eq. 15 and 17), added to the objective; 0 disables it.
+        example_input: if given, one forward pass on it fixes the layers' forward order
+            (which a target list follows); otherwise registration order is used.
 
     Example:
         >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
@@ -103,11 +105,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         target_density: Levels = None,
         penalty: Levels = None,
         weight_decay: float = 0.0,
+        example_input: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
-        self.layers = sparse_layers(model)
+        self.layers = sparse_layers(model, example_input)
         if not self.layers:
             raise ValueError(
                 f"{type(model).__name__} has no gated layer: call ctrlsparse.sparsify(model) before "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
 from ctrlsparse.layers import GatedConv2d, GatedLayer, GatedLinear, Structure
@@ -92,16 +93,38 @@ def sparsify(
     return model
 
 
-def sparse_layers(model: nn.Module) -> dict[str, GatedLayer]:
-    """The gated layers of ``model`` as ``{module name: layer}``.
+def sparse_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, GatedLayer]:
+    """The gated layers of ``model`` as ``{module name: layer}``, in forward order.
 
-    The order is the modules' registration order, which is the forward order for
-    ``nn.Sequential`` models and for models that define layers in the order they use
-    them; per-layer target lists follow this order.
+    Without ``example_input`` the order is the modules' registration order, which is
+    the forward order of ``nn.Sequential`` models and of models that define layers in
+    the order they use them. With ``example_input`` one forward pass (eval mode, no
+    gradients) records the order in which the layers actually run; layers the pass
+    does not reach come last, in registration order.
 
     Example:
         >>> net = sparsify(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)))
         >>> list(sparse_layers(net))
         ['0', '2']
     """
-    return {name: m for name, m in model.named_modules() if isinstance(m, GatedLayer)}
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, GatedLayer)}
+    if example_input is None:
+        return layers
+    called: list[str] = []
+    handles = [
+        m.register_forward_pre_hook(
+            lambda module, args, name=name: called.append(name) if name not in called else None
+        )
+        for name, m in layers.items()
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    order = called + [name for name in layers if name not in called]
+    return {name: layers[name] for name in order}
