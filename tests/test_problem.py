@@ -132,5 +132,7 @@ def test_target_list_follows_forward_order_of_example_input():
             return self.head(self.body(x))
 
     model = sparsify(Reordered())
-    problem = SparsityProblem(model, F.cross_entropy, target_density=[0.2, 0.7], example_input=torch.zeros(1, 3))
+    problem = SparsityProblem(
+        model, F.cross_entropy, target_density=[0.2, 0.7], example_input=torch.zeros(1, 3)
+    )
     assert problem.targets == {"body": 0.2, "head": 0.7}
