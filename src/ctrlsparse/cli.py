@@ -1,4 +1,4 @@
-"""Command line: ``ctrlsparse run``, ``tune-penalty``, ``plot`` and ``compare``."""
+"""Command line: ``ctrlsparse run``, ``tune-penalty``, ``reproduce``, ``plot`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -106,6 +106,23 @@ def _cmd_tune_penalty(args: argparse.Namespace) -> int:
     return 0 if result["converged"] else 1
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from ctrlsparse.reproduce import load_sweep, run_sweep, sweep_table
+
+    sweep = load_sweep(args.sweep)
+    if args.seeds:
+        sweep.seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out or f"runs/reproduce-{sweep.name}")
+    if not args.table_only:
+        run_sweep(sweep, out, jobs=args.jobs)
+    table = sweep_table(sweep, out)
+    (out / "table.md").parent.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table)
+    print(table, end="")
+    print(f"wrote {out / 'table.md'}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ctrlsparse import plot
 
@@ -183,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", help="directory for the probe runs and tuning.json")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.set_defaults(func=_cmd_tune_penalty)
+
+    repro = sub.add_parser("reproduce", help="run a sweep file (settings x seeds) resumably and tabulate it")
+    repro.add_argument("sweep", help="sweep file (TOML), e.g. problems/sweeps/fashion.toml")
+    repro.add_argument("--out", help="directory of the run directories and table.md")
+    repro.add_argument("--seeds", help="override the sweep's seeds, e.g. 0,1,2")
+    repro.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
+    repro.add_argument("--table-only", action="store_true", help="only tabulate the finished runs")
+    repro.set_defaults(func=_cmd_reproduce)
 
     plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
     plot.add_argument("run", help="run directory")

@@ -22,6 +22,8 @@ name the file, the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,16 @@ def _section(source: str, section: str, cls: type, values: Any) -> Any:
     return cls(**values)
 
 
+def _check_levels(source: str, levels: Any, key: str, valid: Callable[[float], bool], rule: str) -> None:
+    """Range-check the numbers of a target or penalty (layer names are checked against the model later)."""
+    if levels is None:
+        return
+    values = levels.values() if isinstance(levels, dict) else levels if isinstance(levels, list) else [levels]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):
+            raise ProblemFileError(f"{source}: [sparsity] {key} values must be numbers {rule}, got {value!r}")
+
+
 def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
     """Validate a problem description (the TOML document as a dict)."""
     top = {"name", "description", *_SECTIONS}
@@ -159,6 +171,10 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(
             f"{source}: [model] drop_rate must lie in (0, 1), got {config.model.drop_rate!r}"
         )
+    _check_levels(
+        source, config.sparsity.target_density, "target_density", lambda v: 0.0 < v <= 1.0, "in (0, 1]"
+    )
+    _check_levels(source, config.sparsity.penalty, "penalty", lambda v: 0.0 <= v < math.inf, ">= 0")
     for key in ("epochs", "batch_size", "log_every"):
         if getattr(config.train, key) < 1:
             raise ProblemFileError(
