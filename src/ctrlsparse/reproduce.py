@@ -7,7 +7,7 @@ skipped, so an interrupted sweep resumes where it stopped::
     name = "fashion"
     seeds = [0, 1, 2]
     [overrides]                      # applied to every problem file (validated like one)
-    train = { epochs = 20 }
+    train = { epochs = 20 }          # a [[setting]] may add overrides of its own
     [[setting]]
     label = "MLP, model-wise ε=0.33"
     problem = "problems/fashion_mlp.toml"
@@ -57,6 +57,7 @@ class Setting:
     target_density: Levels = None
     penalty: Levels = None
     published: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
@@ -73,8 +74,9 @@ class Sweep:
     def config(self, setting: Setting, seed: int) -> ProblemConfig:
         """The problem file of ``setting`` with the sweep's overrides, target/penalty and seed."""
         data = load_problem(setting.problem).to_dict()
-        for section, values in self.overrides.items():
-            data.setdefault(section, {}).update(values)
+        for overrides in (self.overrides, setting.overrides):
+            for section, values in overrides.items():
+                data.setdefault(section, {}).update(values)
         data["sparsity"].update(target_density=setting.target_density, penalty=setting.penalty)
         data["train"]["seed"] = seed
         return parse_problem(data, f"{setting.problem} (with the overrides of sweep {self.name!r})")
@@ -102,7 +104,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ProblemFileError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
     settings = []
     for i, entry in enumerate(data.get("setting", []), start=1):
-        valid = {"label", "problem", "target_density", "penalty", "published"}
+        valid = {"label", "problem", "target_density", "penalty", "published", "overrides"}
         bad = sorted(set(entry) - valid)
         if bad:
             raise ProblemFileError(
