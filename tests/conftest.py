@@ -80,3 +80,20 @@ def _write_idx(path, array, code=0x08, compress=False, cut=0):
 def write_idx_fixture():
     """Writer of IDX files (see _write_idx)."""
     return _write_idx
+
+
+class Reordered(torch.nn.Module):
+    """Registers ``head`` before ``body`` but runs ``body`` first: registration != forward order."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(4, 2)
+        self.body = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@pytest.fixture
+def reordered():
+    return Reordered()

@@ -121,17 +121,8 @@ def test_neither_target_nor_penalty():
         SparsityProblem(_model(), F.cross_entropy)
 
 
-def test_target_list_follows_forward_order_of_example_input():
-    class Reordered(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = nn.Linear(4, 2)
-            self.body = nn.Linear(3, 4)
-
-        def forward(self, x):
-            return self.head(self.body(x))
-
-    model = sparsify(Reordered())
+def test_target_list_follows_forward_order_of_example_input(reordered):
+    model = sparsify(reordered)
     problem = SparsityProblem(
         model, F.cross_entropy, target_density=[0.2, 0.7], example_input=torch.zeros(1, 3)
     )

@@ -58,20 +58,8 @@ def test_multihead_attention_projection_is_left_alone():
         sparsify(block)
 
 
-class Reordered(nn.Module):
-    """Registers `head` before `body` but runs `body` first."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Linear(4, 2)
-        self.body = nn.Linear(3, 4)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-def test_sparse_layers_forward_order_from_an_example_input():
-    net = sparsify(Reordered())
+def test_sparse_layers_forward_order_from_an_example_input(reordered):
+    net = sparsify(reordered)
     assert list(sparse_layers(net)) == ["head", "body"]  # registration order
     assert list(sparse_layers(net, torch.zeros(1, 3))) == ["body", "head"]
     assert net.training  # the probe pass restores the mode

@@ -193,11 +193,15 @@ def load_problem(path: str | Path) -> ProblemConfig:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
         >>> config.train.epochs  # doctest: +SKIP
     """
+    return parse_problem(read_toml(path, "problem file"), str(path))
+
+
+def read_toml(path: str | Path, kind: str) -> dict:
+    """Parse a TOML file; a missing or malformed file is a :class:`ProblemFileError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ProblemFileError(f"{path}: no such problem file")
+        raise ProblemFileError(f"{path}: no such {kind}")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ProblemFileError(f"{path}: not valid TOML ({err})") from None
-    return parse_problem(data, str(path))

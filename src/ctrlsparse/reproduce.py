@@ -24,10 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
 from ctrlsparse import runs
-from ctrlsparse.config import ProblemConfig, ProblemFileError, load_problem, parse_problem
+from ctrlsparse.config import ProblemConfig, ProblemFileError, load_problem, parse_problem, read_toml
 from ctrlsparse.problem import Levels
 
 # Two-sided 95% Student-t quantiles by degrees of freedom; 1.96 beyond the table.
@@ -88,12 +86,7 @@ def load_sweep(path: str | Path) -> Sweep:
     Problem paths are taken relative to the working directory, else to the sweep file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ProblemFileError(f"{path}: no such sweep file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ProblemFileError(f"{path}: not valid TOML ({err})") from None
+    data = read_toml(path, "sweep file")
     unknown = sorted(set(data) - {"name", "seeds", "overrides", "setting"})
     if unknown:
         raise ProblemFileError(
