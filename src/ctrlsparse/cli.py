@@ -1,4 +1,4 @@
-"""Command line: ``ctrlsparse run``, ``tune-penalty``, ``reproduce``, ``plot`` and ``compare``."""
+"""Command line: ``ctrlsparse run``, ``tune-penalty``, ``reproduce``, ``bench``, ``plot`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -123,6 +123,23 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_overhead(args: argparse.Namespace) -> int:
+    import torch
+
+    from ctrlsparse.bench import overhead
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_problem(args.problem)
+    timing = overhead(
+        config, steps=args.steps, repetitions=args.repetitions, target_density=args.target_density
+    )
+    print(
+        f"{config.name} (batch {config.train.batch_size}, {torch.get_num_threads()} threads): {timing.report()}"
+    )
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ctrlsparse import plot
 
@@ -208,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
     repro.add_argument("--table-only", action="store_true", help="only tabulate the finished runs")
     repro.set_defaults(func=_cmd_reproduce)
+
+    bench = sub.add_parser("bench", help="benchmarks of your problem (ratios measured in one process)")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    ov = bench_sub.add_parser("overhead", help="gated vs dense training step time")
+    ov.add_argument("problem", help="problem file (TOML)")
+    ov.add_argument("--steps", type=int, default=100, help="steps per repetition")
+    ov.add_argument("--repetitions", type=int, default=7, help="alternating repetitions (>= 5 recommended)")
+    ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
+    ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ov.set_defaults(func=_cmd_bench_overhead)
 
     plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
     plot.add_argument("run", help="run directory")

@@ -19,7 +19,7 @@ STRETCH = (-0.1, 1.1)
 # log_alpha is clamped into this range after every primal step: beyond it P(active)
 # saturates (sigmoid(+-8.4)) and Adam's normalised steps would push it without bound.
 LOG_ALPHA_RANGE = (-10.0, 10.0)
-# Keeps log(u) and log(1 - u) finite when sampling u ~ U(0, 1).
+# Keeps logit(u) finite when sampling u ~ U(0, 1).
 _EPS = 1e-6
 
 
@@ -86,9 +86,10 @@ class HardConcrete(nn.Module):
 
     def sample(self) -> torch.Tensor:
         """A reparameterized hard concrete sample, eq. 10–11."""
-        u = torch.rand_like(self.log_alpha).clamp_(_EPS, 1.0 - _EPS)
-        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
-        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+        # logit(u) = log u - log(1 - u), with u clamped into [eps, 1 - eps]: one kernel.
+        noise = torch.logit(torch.rand_like(self.log_alpha), eps=_EPS)
+        s = torch.sigmoid((noise + self.log_alpha) / self.temperature)
+        return torch.add(self.gamma, s, alpha=self.zeta - self.gamma).clamp_(0.0, 1.0)
 
     def deterministic(self) -> torch.Tensor:
         """The test-time gate, eq. 13."""

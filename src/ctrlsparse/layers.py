@@ -20,7 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctrlsparse.functional import gated_conv2d_channels, gated_linear
 from ctrlsparse.gates import HardConcrete
+
+SKIP_BELOW = 0.5
+"""Neuron-gated layers compute only open columns/channels when at most this fraction is open."""
 
 
 class Structure(str, enum.Enum):
@@ -44,7 +48,13 @@ class GatedLayer(nn.Module):
     Subclasses set ``weight``, ``bias``, ``gate``, ``structure``, ``group_size`` (the
     number of parameters one gate switches off, the same for every gate of a layer)
     and implement ``forward`` and ``_group_sq_norms``.
+
+    ``skip_below`` (neuron structure): when the fraction of non-zero gates in this
+    step's sample is at most ``skip_below``, the layer computes only the open input
+    columns / output channels (conditional computation; 0 turns it off).
     """
+
+    skip_below: float = SKIP_BELOW
 
     weight: nn.Parameter
     bias: nn.Parameter | None
@@ -130,9 +140,9 @@ class GatedLinear(GatedLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.gate()
         if self.structure is Structure.NEURON:
-            # Gating the inputs equals gating the weight columns and costs batch x in
-            # multiplications instead of out x in.
-            return F.linear(x * z, self.weight, self.bias)
+            # Gating the inputs equals gating the weight columns; see functional.py for
+            # the backward pass that makes this cost what a dense layer costs.
+            return gated_linear(x, self.weight, self.bias, z, self.skip_below)
         return F.linear(x, self.weight * z, self.bias)
 
     def _group_sq_norms(self) -> torch.Tensor:
@@ -213,14 +223,16 @@ class GatedConv2d(GatedLayer):
         layer.weight, layer.bias = conv.weight, conv.bias
         return layer
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.gate()
         if self.structure is Structure.NEURON:
-            return self._conv(x, self.weight) * z.view(1, -1, 1, 1)
-        return self._conv(x, self.weight * z)
+            # Skipping closed output channels slices the filters, which is only valid without groups.
+            skip = self.skip_below if self.groups == 1 else 0.0
+            return gated_conv2d_channels(x, self.weight, self.bias, z, self._conv, skip)
+        return self._conv(x, self.weight * z, self.bias)
 
     def _group_sq_norms(self) -> torch.Tensor:
         sq = self.weight.pow(2)
