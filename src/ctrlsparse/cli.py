@@ -134,9 +134,8 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     timing = overhead(
         config, steps=args.steps, repetitions=args.repetitions, target_density=args.target_density
     )
-    print(
-        f"{config.name} (batch {config.train.batch_size}, {torch.get_num_threads()} threads): {timing.report()}"
-    )
+    setting = f"batch {config.train.batch_size}, {torch.get_num_threads()} threads"
+    print(f"{config.name} ({setting}): {timing.report()}")
     return 0
 
 
