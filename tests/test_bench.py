@@ -28,3 +28,13 @@ def test_overhead_measures_the_problem(capsys):
     assert len(timing.ratios) == 2 and all(r > 0 for r in timing.ratios)
     assert main(["bench", "overhead", str(DIGITS), "--steps", "2", "--repetitions", "2"]) == 0
     assert "digits_mlp (batch 128" in capsys.readouterr().out
+
+
+def test_bench_purge_on_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(["run", str(DIGITS), "--epochs", "1", "--target-density", "0.5", "--out", str(run), "--quiet"])
+        == 0
+    )
+    assert main(["bench", "purge", str(run), "--steps", "2", "--repetitions", "2", "--batch-size", "32"]) == 0
+    assert "purged / dense: median ratio" in capsys.readouterr().out

@@ -24,6 +24,7 @@ from ctrlsparse.gda import GDA, GDAStep
 from ctrlsparse.layers import GatedConv2d, GatedLayer, GatedLinear, Structure
 from ctrlsparse.models import lenet5, mlp
 from ctrlsparse.problem import SparsityProblem, penalty_from_per_parameter
+from ctrlsparse.purge import purge
 from ctrlsparse.runs import load_run, read_metrics
 from ctrlsparse.sparsify import sparse_layers, sparsify
 from ctrlsparse.train import evaluate, fit
@@ -50,6 +51,7 @@ __all__ = [
     "load_run",
     "mlp",
     "penalty_from_per_parameter",
+    "purge",
     "read_metrics",
     "run_problem",
     "sparse_layers",

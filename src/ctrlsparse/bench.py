@@ -1,4 +1,5 @@
-"""Benchmarks a user can run on their own problem: gated vs dense training step time.
+"""Benchmarks a user can run on their own problem: gated vs dense training step time, and
+purged vs dense inference time.
 
 Both models are timed in one process, alternating repetitions (gated, dense, gated,
 ...), so drifts of the machine hit both alike; the result is the ratio of medians and
@@ -12,15 +13,19 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ctrlsparse.config import ProblemConfig
+from ctrlsparse import runs
+from ctrlsparse.config import ProblemConfig, parse_problem
 from ctrlsparse.data import load_dataset
 from ctrlsparse.gda import GDA
 from ctrlsparse.models import build_model
 from ctrlsparse.problem import SparsityProblem
+from ctrlsparse.purge import purge
+from ctrlsparse.runs import load_run
 from ctrlsparse.sparsify import sparsify
 
 
@@ -113,3 +118,40 @@ def overhead(
         dense_opt.step()
 
     return alternate(lambda: gda.step(x, y), dense_step, steps, repetitions)
+
+
+def _rebuild(run_dir: Path) -> tuple[ProblemConfig, torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    """The trained gated model of a run, a dense model of the same architecture, and test inputs."""
+    run = load_run(run_dir)
+    config = parse_problem(run.config, str(Path(run_dir) / runs.CONFIG))
+    data = load_dataset(config.data.name, config.data.root, config.data.download)
+    dense = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
+    gated = sparsify(copy.deepcopy(dense), structure=config.model.structure, drop_rate=config.model.drop_rate)
+    gated.load_state_dict(torch.load(Path(run_dir) / runs.MODEL, map_location="cpu"))
+    return config, gated.eval(), dense.eval(), data.test[0]
+
+
+def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, repetitions: int = 7) -> Timing:
+    """Eval-mode forward time of the purged model of a run against the dense model (same batch).
+
+    Also checks that the purged model's outputs equal the gated model's on that batch.
+
+    Example:
+        >>> print(purge_speed("runs/lenet5").report("purged / dense"))  # doctest: +SKIP
+    """
+    _, gated, dense, inputs = _rebuild(Path(run_dir))
+    x = inputs[:batch_size]
+    small = purge(gated, x[:1]).eval()
+    with torch.no_grad():
+        difference = float((small(x) - gated(x)).abs().max())
+    if difference > 1e-4:
+        raise RuntimeError(f"purged model differs from the gated model by {difference:.2e} on {run_dir}")
+
+    def forward(model: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                model(x)
+
+        return run
+
+    return alternate(forward(small), forward(dense), steps, repetitions)

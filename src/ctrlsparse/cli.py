@@ -139,6 +139,19 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_purge(args: argparse.Namespace) -> int:
+    import torch
+
+    from ctrlsparse.bench import purge_speed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    timing = purge_speed(args.run, batch_size=args.batch_size, steps=args.steps, repetitions=args.repetitions)
+    setting = f"eval, batch {args.batch_size}, {torch.get_num_threads()} threads"
+    print(f"{args.run} ({setting}): {timing.report('purged / dense')}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ctrlsparse import plot
 
@@ -234,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
     ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ov.set_defaults(func=_cmd_bench_overhead)
+    pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
+    pu.add_argument("run", help="run directory")
+    pu.add_argument("--batch-size", type=int, default=256)
+    pu.add_argument("--steps", type=int, default=50, help="forward passes per repetition")
+    pu.add_argument("--repetitions", type=int, default=7)
+    pu.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    pu.set_defaults(func=_cmd_bench_purge)
 
     plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
     plot.add_argument("run", help="run directory")
