@@ -135,7 +135,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.weight_decay = weight_decay
-        self._num_sparsifiable = sum(layer.num_sparsifiable for layer in self.layers.values())
+        # Denominator of the model density: every parameter some gate can switch off.
+        self.num_sparsifiable = sum(layer.num_sparsifiable for layer in self.layers.values())
 
         levels = {**self.targets, **{name: 0.0 for name in self.penalties}}
         init = {**{name: 0.0 for name in self.targets}, **self.penalties}
@@ -157,7 +158,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def expected_densities(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Expected model density and ``{layer: expected density}`` (differentiable)."""
         actives = {name: layer.expected_active() for name, layer in self.layers.items()}
-        model_density = torch.stack(list(actives.values())).sum() / self._num_sparsifiable
+        model_density = torch.stack(list(actives.values())).sum() / self.num_sparsifiable
         densities = {name: actives[name] / self.layers[name].num_sparsifiable for name in actives}
         return model_density, densities
 

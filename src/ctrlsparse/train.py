@@ -54,7 +54,7 @@ def summarize(gda: GDA, example_input: torch.Tensor, test_error: float | None) -
         "penalties": problem.penalties,
         "density": float(model_density),
         "densities": {name: float(d) for name, d in densities.items()},
-        "realized_density": realized / problem._num_sparsifiable,
+        "realized_density": realized / problem.num_sparsifiable,
         "test_error": test_error,
         "multipliers": {name: float(c.multiplier.weight.detach()) for name, c in problem.named_constraints()},
         "params": {"dense": total.params_dense, "remaining": total.params_remaining},
