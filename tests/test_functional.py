@@ -84,5 +84,9 @@ def test_conv_channel_skipping_zeroes_closed_channels():
 
 def test_all_gates_closed():
     x, w, b, z = _inputs(closed=range(12))
-    z = z.detach().zero_()
-    assert torch.allclose(gated_linear(x, w, b, z, skip_below=1.0), b.expand(7, 5))
+    z = z.detach().zero_().requires_grad_()
+    out = gated_linear(x, w, b, z, skip_below=1.0)
+    assert torch.allclose(out, b.expand(7, 5))
+    grad_x, grad_w, grad_b, grad_z = _grads(out, x, w, b, z)
+    assert not grad_w.any() and not grad_z.any() and not grad_x.any()
+    assert torch.allclose(grad_b, 2 * out.detach().sum(0))

@@ -23,6 +23,11 @@ from collections.abc import Callable
 import torch
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """All leading dimensions folded into one (also when the last dimension is empty)."""
+    return t.flatten(0, -2) if t.dim() > 1 else t.unsqueeze(0)
+
+
 class _GatedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, z, index):
@@ -45,9 +50,9 @@ class _GatedLinear(torch.autograd.Function):
         weight_shape, z_shape, has_bias = ctx.shape
         need_x, need_w, need_b, need_z, _ = ctx.needs_input_grad
         grad_x = grad_w = grad_b = grad_z = None
-        g2 = grad_out.reshape(-1, grad_out.shape[-1])
+        g2 = _rows(grad_out)
         if need_w or need_z:
-            g = g2.t() @ x.reshape(-1, x.shape[-1])  # out x used_in: the weight-gradient product
+            g = g2.t() @ _rows(x)  # out x used_in: the weight-gradient product
             if need_w:
                 grad_w = g * z
             if need_z:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from cooper.optim import SimultaneousOptimizer
+from cooper.optim import RollOut, SimultaneousOptimizer
 
+from ctrlsparse.gates import LOG_ALPHA_RANGE
 from ctrlsparse.problem import SparsityProblem
 
 DEFAULT_PRIMAL_LR = 7e-4
@@ -40,6 +41,29 @@ class GDAStep:
     densities: dict[str, float]
     multipliers: dict[str, float]
     violations: dict[str, float]
+
+
+class _OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
+    """cooper's simultaneous update with one backward pass instead of two.
+
+    The primal Lagrangian carries gradients only to the primal parameters (multipliers
+    enter it detached) and the dual Lagrangian only to the multipliers (violations enter
+    it detached), so the gradient of their sum is both gradients at once; one autograd
+    pass saves the engine's fixed cost, which is a visible share of a small model's step.
+    """
+
+    def roll(self, compute_cmp_state_kwargs: dict | None = None) -> RollOut:
+        self.zero_grad()
+        cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
+        primal_store = cmp_state.compute_primal_lagrangian()
+        dual_store = cmp_state.compute_dual_lagrangian()
+        total = primal_store.lagrangian
+        if dual_store.lagrangian is not None:
+            total = total + dual_store.lagrangian
+        total.backward()
+        self.primal_step()
+        self.dual_step()
+        return RollOut(cmp_state.loss, cmp_state, primal_store, dual_store)
 
 
 class GDA:
@@ -88,14 +112,16 @@ class GDA:
         # Every multiplier is in the dual optimizer; penalized ones receive no gradient
         # (their ConstraintState does not contribute to the dual update), so SGD skips them.
         self.dual_optimizer = torch.optim.SGD(problem.dual_parameters(), lr=dual_lr, maximize=True)
-        self._cooper = SimultaneousOptimizer(problem, primal_optimizer, self.dual_optimizer)
+        self._cooper = _OneBackwardSimultaneousOptimizer(problem, primal_optimizer, self.dual_optimizer)
+        self._log_alphas = [layer.gate.log_alpha for layer in problem.layers.values()]
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep:
         """One simultaneous primal descent and dual ascent step on a minibatch."""
         rollout = self._cooper.roll(compute_cmp_state_kwargs={"inputs": inputs, "targets": targets})
         problem = self.problem
-        for layer in problem.layers.values():
-            layer.gate.clamp_()
+        with torch.no_grad():  # keep log_alpha in range: two kernels for all layers
+            torch._foreach_clamp_min_(self._log_alphas, LOG_ALPHA_RANGE[0])
+            torch._foreach_clamp_max_(self._log_alphas, LOG_ALPHA_RANGE[1])
         states = rollout.cmp_state.observed_constraints
         if self.dual_restarts:
             with torch.no_grad():
