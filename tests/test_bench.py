@@ -38,3 +38,9 @@ def test_bench_purge_on_a_finished_run(tmp_path, capsys):
     )
     assert main(["bench", "purge", str(run), "--steps", "2", "--repetitions", "2", "--batch-size", "32"]) == 0
     assert "purged / dense: median ratio" in capsys.readouterr().out
+
+
+def test_overhead_with_mostly_closed_gates(capsys):
+    args = ["bench", "overhead", str(DIGITS), "--steps", "2", "--repetitions", "2", "--open-fraction", "0.1"]
+    assert main(args) == 0
+    assert "0.1 of the gates open" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from ctrlsparse.models import build_model
 from ctrlsparse.problem import SparsityProblem
 from ctrlsparse.purge import purge
 from ctrlsparse.runs import load_run
-from ctrlsparse.sparsify import sparsify
+from ctrlsparse.sparsify import sparse_layers, sparsify
 
 
 @dataclass
@@ -84,12 +84,16 @@ def overhead(
     steps: int = 100,
     repetitions: int = 5,
     target_density: float | None = None,
+    open_fraction: float | None = None,
 ) -> Timing:
     """Gated training step (forward, expected densities, backward, primal and dual update)
     against the same dense model's step with the same primal optimizer, on the problem's data.
 
-    ``target_density`` (model-wise) replaces the problem file's sparsity setting; the
-    gates start at the problem's drop rate, so this measures the early-training cost.
+    ``target_density`` (model-wise) replaces the problem file's sparsity setting. The
+    gates start at the problem's drop rate (the early-training cost) unless
+    ``open_fraction`` is given: then that fraction of each layer's gates, chosen at
+    random, is opened (log α = 10) and the rest closed (log α = −10), as in a model
+    trained to that density, whose closed groups conditional computation skips.
 
     Example:
         >>> print(overhead(load_problem("problems/fashion_mlp.toml")).report())  # doctest: +SKIP
@@ -102,6 +106,11 @@ def overhead(
         levels = {"target_density": target_density}
     else:
         levels = {"target_density": config.sparsity.target_density, "penalty": config.sparsity.penalty}
+    if open_fraction is not None:
+        with torch.no_grad():
+            for layer in sparse_layers(gated).values():
+                is_open = torch.rand(layer.gate.log_alpha.shape) < open_fraction
+                layer.gate.log_alpha.copy_(torch.where(is_open, 10.0, -10.0))
     problem = SparsityProblem(gated, F.cross_entropy, **levels)
     gda = GDA(
         problem,
