@@ -132,9 +132,15 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = load_problem(args.problem)
     timing = overhead(
-        config, steps=args.steps, repetitions=args.repetitions, target_density=args.target_density
+        config,
+        steps=args.steps,
+        repetitions=args.repetitions,
+        target_density=args.target_density,
+        open_fraction=args.open_fraction,
     )
     setting = f"batch {config.train.batch_size}, {torch.get_num_threads()} threads"
+    if args.open_fraction is not None:
+        setting += f", {args.open_fraction:g} of the gates open"
     print(f"{config.name} ({setting}): {timing.report()}")
     return 0
 
@@ -245,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--steps", type=int, default=100, help="steps per repetition")
     ov.add_argument("--repetitions", type=int, default=7, help="alternating repetitions (>= 5 recommended)")
     ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
+    ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
     ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
     ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ov.set_defaults(func=_cmd_bench_overhead)
