@@ -252,7 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--repetitions", type=int, default=7, help="alternating repetitions (>= 5 recommended)")
     ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
     ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
-    ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
     ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ov.set_defaults(func=_cmd_bench_overhead)
     pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
