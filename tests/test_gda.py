@@ -102,3 +102,79 @@ def test_default_primal_optimizer_and_bad_dual_lr():
     assert isinstance(GDA(problem).primal_optimizer, torch.optim.Adam)
     with pytest.raises(ValueError, match="dual_lr"):
         GDA(problem, dual_lr=0.0)
+
+
+def test_nupi_without_proportional_gain_is_sgd_ascent():
+    trajectories = []
+    for optimizer in ("sgd", "nupi"):
+        torch.manual_seed(0)
+        model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+        problem = SparsityProblem(model, F.cross_entropy, target_density={"fc1": 0.3, "fc2": 0.4})
+        gda = GDA(problem, torch.optim.SGD(model.parameters(), lr=0.1), dual_lr=0.5, dual_optimizer=optimizer,
+                  dual_kp=0.0, dual_restarts=False)  # fmt: skip
+        trajectories.append([_train(gda, 1, seed=s).multipliers for s in range(5)])
+    assert trajectories[0] == trajectories[1]
+
+
+def test_nupi_proportional_term_reacts_to_changes_in_violation():
+    _, sgd = _setup(target=0.3, dual_lr=0.1)
+    torch.manual_seed(0)
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.3)
+    nupi = GDA(
+        problem,
+        torch.optim.Adam(model.parameters(), lr=0.05),
+        dual_lr=0.1,
+        dual_optimizer="nupi",
+        dual_kp=5.0,
+    )
+    steps = [_train(nupi, 1, seed=s) for s in range(3)]
+    assert steps[0].multipliers["model"] == pytest.approx(0.1 * steps[0].violations["model"], rel=1e-5)
+    assert steps[1].multipliers["model"] != pytest.approx(
+        steps[0].multipliers["model"] + 0.1 * steps[1].violations["model"]
+    )
+
+
+def test_alternating_dual_step_sees_the_new_densities():
+    problem, gda = _setup(target=0.3, dual_lr=1.0)
+    gda = GDA(problem, gda.primal_optimizer, dual_lr=1.0, alternating=True, dual_restarts=False)
+    before = float(problem.expected_densities()[0].detach())
+    step = _train(gda, 1)
+    after = float(problem.expected_densities()[0].detach())
+    assert step.density == pytest.approx(before, abs=1e-6)  # the record is the state before the step
+    assert step.multipliers["model"] == pytest.approx(
+        after - 0.3, abs=1e-5
+    )  # lambda = 0 + 1.0 * violation(x_{t+1})
+
+
+def test_augmented_lagrangian_adds_the_quadratic_term():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3)).eval()
+    x, y = _toy(8)
+    plain = SparsityProblem(model, F.cross_entropy, target_density=0.3)
+    augmented = SparsityProblem(model, F.cross_entropy, target_density=0.3, augmented_lagrangian=4.0)
+    density = float(plain.expected_densities()[0].detach())
+    lag = plain.compute_cmp_state(x, y).compute_primal_lagrangian().lagrangian
+    aug = augmented.compute_cmp_state(x, y).compute_primal_lagrangian().lagrangian
+    assert float(aug - lag) == pytest.approx(0.5 * 4.0 * (density - 0.3) ** 2, rel=1e-4)
+
+
+def test_schedule_moves_levels_at_epoch_boundaries():
+    from ctrlsparse.schedules import TargetSchedule
+
+    problem, gda = _setup(target={"fc1": 0.2})
+    gda = GDA(problem, gda.primal_optimizer, dual_lr=0.1, schedule=TargetSchedule("linear", epochs=2),
+              steps_per_epoch=3)  # fmt: skip
+    initial = float(problem.expected_densities()[1]["fc1"].detach())
+    levels = []
+    for _ in range(9):
+        _train(gda, 1)
+        levels.append(problem.levels["fc1"])
+    assert levels[:3] == [pytest.approx(initial)] * 3
+    assert levels[3:6] == [pytest.approx(initial + (0.2 - initial) / 2)] * 3
+    assert levels[6:] == [pytest.approx(0.2)] * 3
+
+
+def test_bad_dual_optimizer():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    with pytest.raises(ValueError, match="valid dual optimizers: sgd, nupi, adam"):
+        GDA(SparsityProblem(model, F.cross_entropy, target_density=0.5), dual_optimizer="rmsprop")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ctrlsparse.config import ProblemFileError, load_problem
+from ctrlsparse.config import ProblemFileError, load_problem, parse_problem
 from ctrlsparse.runs import RunFormatError, load_run
 
 _LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
@@ -47,31 +47,36 @@ def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]
     return values[0] if len(values) == 1 else values
 
 
+# Command-line flags that override a problem file key: flag attribute -> (section, key).
+_RUN_OVERRIDES = {
+    "epochs": ("train", "epochs"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "dual_lr": ("optim", "dual_lr"),
+    "dual_restarts": ("optim", "dual_restarts"),
+    "dual_optimizer": ("optim", "dual_optimizer"),
+    "dual_kp": ("optim", "dual_kp"),
+    "alternating": ("optim", "alternating"),
+    "augmented_lagrangian": ("optim", "augmented_lagrangian"),
+    "schedule": ("schedule", "kind"),
+    "schedule_epochs": ("schedule", "epochs"),
+    "schedule_factor": ("schedule", "factor"),
+}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ctrlsparse.experiment import run_problem  # imports torch: keep `--help` fast
 
-    config = load_problem(args.problem)
-    sparsity, train = config.sparsity, config.train
+    data = load_problem(args.problem).to_dict()
     if args.target_density is not None or args.penalty is not None:
         target = parse_levels(args.target_density, "--target-density") if args.target_density else None
         penalty = parse_levels(args.penalty, "--penalty") if args.penalty else None
-        sparsity = dataclasses.replace(sparsity, target_density=target, penalty=penalty)
-    overrides = {
-        k: v
-        for k, v in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device))
-        if v is not None
-    }
-    if args.epochs is not None and args.epochs < 1:
-        raise CLIError(f"--epochs must be >= 1, got {args.epochs}")
-    train = dataclasses.replace(train, **overrides)
-    optim = config.optim
-    if args.dual_lr is not None:
-        if not args.dual_lr > 0:
-            raise CLIError(f"--dual-lr must be > 0, got {args.dual_lr}")
-        optim = dataclasses.replace(optim, dual_lr=args.dual_lr)
-    if args.dual_restarts is not None:
-        optim = dataclasses.replace(optim, dual_restarts=args.dual_restarts)
-    config = dataclasses.replace(config, sparsity=sparsity, optim=optim, train=train)
+        data["sparsity"].update(target_density=target, penalty=penalty)
+    for attribute, (section, key) in _RUN_OVERRIDES.items():
+        if getattr(args, attribute) is not None:
+            data[section][key] = getattr(args, attribute)
+    # The overridden problem is validated like a file, so a bad flag names its key.
+    config = parse_problem(data, f"{args.problem} with the command-line options")
     out = Path(args.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Bad targets, penalties and layer names fail while building, before `out` is created.
     summary = run_problem(config, out, progress=not args.quiet)
@@ -214,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="reset a multiplier to 0 when its constraint is satisfied (default: the problem file's)",
     )
+    run.add_argument("--dual-optimizer", choices=["sgd", "nupi", "adam"], help="dual ascent method")
+    run.add_argument("--dual-kp", type=float, help="nuPI proportional gain (0: SGD ascent)")
+    run.add_argument(
+        "--alternating", action=argparse.BooleanOptionalAction, help="primal step, then dual step"
+    )
+    run.add_argument(
+        "--augmented-lagrangian", type=float, help="Augmented Lagrangian penalty coefficient c > 0"
+    )
+    run.add_argument(
+        "--schedule", choices=["fixed", "linear", "geometric", "dynamic"], help="target schedule"
+    )
+    run.add_argument("--schedule-epochs", type=int, help="epochs of the linear schedule")
+    run.add_argument("--schedule-factor", type=float, help="shrink factor of geometric/dynamic schedules")
     run.add_argument("--device", help="torch device, e.g. cpu or cuda")
     run.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -31,9 +31,10 @@ from typing import Any
 import tomllib
 
 from ctrlsparse.data import DATASETS
-from ctrlsparse.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR
+from ctrlsparse.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
 from ctrlsparse.layers import Structure
 from ctrlsparse.models import MODELS
+from ctrlsparse.schedules import ScheduleKind
 
 _NUMBER = (int, float)
 _LEVELS = (int, float, list, dict)
@@ -76,6 +77,18 @@ class OptimConfig:
     gate_lr: float | None = _field(None, _NUMBER)
     dual_lr: float = _field(DEFAULT_DUAL_LR, _NUMBER)
     dual_restarts: bool = _field(True, (bool,))
+    dual_optimizer: str = _field("sgd", (str,), DUAL_OPTIMIZERS)
+    dual_kp: float = _field(0.0, _NUMBER)
+    dual_ema_nu: float = _field(0.0, _NUMBER)
+    alternating: bool = _field(False, (bool,))
+    augmented_lagrangian: float | None = _field(None, _NUMBER)
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = _field("fixed", (str,), tuple(k.value for k in ScheduleKind))
+    epochs: int = _field(10, (int,))
+    factor: float = _field(0.8, _NUMBER)
 
 
 @dataclass
@@ -97,6 +110,7 @@ class ProblemConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
@@ -108,6 +122,7 @@ _SECTIONS = {
     "model": ModelConfig,
     "sparsity": SparsityConfig,
     "optim": OptimConfig,
+    "schedule": ScheduleConfig,
     "train": TrainConfig,
 }
 
@@ -175,6 +190,14 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         source, config.sparsity.target_density, "target_density", lambda v: 0.0 < v <= 1.0, "in (0, 1]"
     )
     _check_levels(source, config.sparsity.penalty, "penalty", lambda v: 0.0 <= v < math.inf, ">= 0")
+    if config.optim.augmented_lagrangian is not None and not config.optim.augmented_lagrangian > 0:
+        raise ProblemFileError(
+            f"{source}: [optim] augmented_lagrangian must be > 0, got {config.optim.augmented_lagrangian!r}"
+        )
+    if config.schedule.epochs < 1 or not 0 < config.schedule.factor < 1:
+        raise ProblemFileError(
+            f"{source}: [schedule] needs epochs >= 1 and 0 < factor < 1, got {config.schedule!r}"
+        )
     for key in ("epochs", "batch_size", "log_every"):
         if getattr(config.train, key) < 1:
             raise ProblemFileError(

@@ -12,6 +12,7 @@ from ctrlsparse.data import Batches, load_dataset
 from ctrlsparse.gda import GDA
 from ctrlsparse.models import build_model
 from ctrlsparse.problem import SparsityProblem
+from ctrlsparse.schedules import TargetSchedule
 from ctrlsparse.sparsify import sparsify
 from ctrlsparse.train import fit
 
@@ -28,14 +29,15 @@ def build(config: ProblemConfig) -> tuple[GDA, Batches, Batches]:
     model = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
     sparsify(model, structure=config.model.structure, drop_rate=config.model.drop_rate)
     model.to(config.train.device)
+    optim = config.optim
     problem = SparsityProblem(
         model,
         F.cross_entropy,
         target_density=config.sparsity.target_density,
         penalty=config.sparsity.penalty,
         weight_decay=config.sparsity.weight_decay,
+        augmented_lagrangian=optim.augmented_lagrangian,
     )
-    optim = config.optim
     gates = [layer.gate.log_alpha for layer in problem.layers.values()]
     gate_ids = {id(p) for p in gates}
     weights = [p for p in model.parameters() if id(p) not in gate_ids]
@@ -46,7 +48,20 @@ def build(config: ProblemConfig) -> tuple[GDA, Batches, Batches]:
         primal = torch.optim.Adam(groups, lr=optim.primal_lr)
     else:
         primal = torch.optim.SGD(groups, lr=optim.primal_lr, momentum=0.9)
-    gda = GDA(problem, primal, dual_lr=optim.dual_lr, dual_restarts=optim.dual_restarts)
+    schedule = config.schedule
+    gda = GDA(
+        problem,
+        primal,
+        dual_lr=optim.dual_lr,
+        dual_restarts=optim.dual_restarts,
+        dual_optimizer=optim.dual_optimizer,
+        dual_kp=optim.dual_kp,
+        dual_ema_nu=optim.dual_ema_nu,
+        alternating=optim.alternating,
+        schedule=None
+        if schedule.kind == "fixed"
+        else TargetSchedule(schedule.kind, schedule.epochs, schedule.factor),
+    )
     generator = torch.Generator().manual_seed(config.train.seed)
     train = Batches(*data.train, config.train.batch_size, shuffle=True, generator=generator)
     test = Batches(*data.test, EVAL_BATCH_SIZE)

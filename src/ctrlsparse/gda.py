@@ -4,8 +4,12 @@ r"""Simultaneous gradient descent-ascent on the Lagrangian of a :class:`Sparsity
     \theta_{t+1} = \text{primal\_step}\big(\nabla_\theta \mathcal L(\theta_t, \lambda_t)\big),\qquad
     \lambda_{t+1} = \big[\lambda_t + \eta_\lambda\,(\text{density}_t - \epsilon)\big]_+
 
-built on cooper's ``SimultaneousOptimizer``. Penalized constraints never take a dual
-step, so penalized and constrained runs go through this same loop.
+built on cooper's ``SimultaneousOptimizer`` (or its alternating primal-then-dual
+optimizer). Penalized constraints never take a dual step, so penalized and
+constrained runs go through this same loop. The dual update is SGD ascent (the
+paper's), nuPI (Sohrabi et al., 2024: a PI controller on the violation that damps the
+multiplier's oscillation) or Adam ascent; target schedules move each constraint's level
+from the initial density to ε (see :mod:`ctrlsparse.schedules`).
 """
 
 from __future__ import annotations
@@ -13,15 +17,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from cooper.optim import RollOut, SimultaneousOptimizer
+from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
 
 from ctrlsparse.gates import LOG_ALPHA_RANGE
 from ctrlsparse.problem import SparsityProblem
+from ctrlsparse.schedules import TargetSchedule
 
 DEFAULT_PRIMAL_LR = 7e-4
 """Adam learning rate of Gallego-Posada et al.'s MNIST runs."""
 DEFAULT_DUAL_LR = 1e-4
 """Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps); short runs need larger."""
+DUAL_OPTIMIZERS = ("sgd", "nupi", "adam")
+
+
+def make_dual_optimizer(
+    name: str, params, lr: float, kp: float = 0.0, ema_nu: float = 0.0
+) -> torch.optim.Optimizer:
+    """The dual ascent optimizer ``name`` over the multipliers (``maximize=True``).
+
+    ``"nupi"`` is cooper's nuPI with proportional gain ``kp`` and integral gain 1 (``kp = 0``
+    is SGD ascent); ``ema_nu`` smooths its error signal. ``"adam"`` is Adam ascent.
+    """
+    params = list(params)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, maximize=True)
+    if name == "nupi":
+        return nuPI(params, lr=lr, Kp=kp, Ki=1.0, ema_nu=ema_nu, maximize=True)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, maximize=True)
+    raise ValueError(f"unknown dual optimizer {name!r}; valid dual optimizers: {', '.join(DUAL_OPTIMIZERS)}")
 
 
 @dataclass
@@ -67,19 +91,26 @@ class _OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
 
 
 class GDA:
-    """One simultaneous primal-dual step per minibatch.
+    """One primal-dual step per minibatch.
 
     Args:
         problem: the sparsity problem.
         primal_optimizer: optimizer of the weights *and* the gates; defaults to
             ``Adam(model.parameters(), lr=7e-4)``.
-        dual_lr: learning rate of the dual SGD ascent on the multipliers.
+        dual_lr: learning rate of the dual ascent on the multipliers.
         dual_restarts: reset a multiplier to exactly 0 whenever its constraint is
             satisfied (Gallego-Posada et al., 2022). On by default: without restarts the
             multiplier built up during the first descent keeps pushing after the target
             is reached, and gates pushed to P(active) ~ 0 get no gradient from the loss
             to reopen, so the density ends below the target (digits MLP, ε = 0.3:
             final density 0.237 without restarts, 0.303 with; docs/core.md).
+        dual_optimizer: ``"sgd"`` (default, the paper's), ``"nupi"`` or ``"adam"``.
+        dual_kp, dual_ema_nu: nuPI's proportional gain and error smoothing.
+        alternating: update the primal variables first, then the multipliers on the
+            violations at the new point (cooper's alternating optimizer); the densities
+            need no data, so this costs no second forward pass.
+        schedule: how each constraint's level moves to its target, per epoch; needs
+            ``steps_per_epoch`` (``fit`` sets it).
 
     Example:
         >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=7e-4), dual_lr=1e-4)  # doctest: +SKIP
@@ -93,6 +124,12 @@ class GDA:
         primal_optimizer: torch.optim.Optimizer | None = None,
         dual_lr: float = DEFAULT_DUAL_LR,
         dual_restarts: bool = True,
+        dual_optimizer: str = "sgd",
+        dual_kp: float = 0.0,
+        dual_ema_nu: float = 0.0,
+        alternating: bool = False,
+        schedule: TargetSchedule | None = None,
+        steps_per_epoch: int | None = None,
     ) -> None:
         if not dual_lr > 0:
             raise ValueError(f"dual_lr must be positive, got {dual_lr!r}")
@@ -109,19 +146,29 @@ class GDA:
         self.primal_optimizer = primal_optimizer
         self.dual_lr = dual_lr
         self.dual_restarts = dual_restarts
+        self.schedule = schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.steps = 0
         # Every multiplier is in the dual optimizer; penalized ones receive no gradient
-        # (their ConstraintState does not contribute to the dual update), so SGD skips them.
-        self.dual_optimizer = torch.optim.SGD(problem.dual_parameters(), lr=dual_lr, maximize=True)
-        self._cooper = _OneBackwardSimultaneousOptimizer(problem, primal_optimizer, self.dual_optimizer)
+        # (their ConstraintState does not contribute to the dual update), so it skips them.
+        self.dual_optimizer = make_dual_optimizer(
+            dual_optimizer, problem.dual_parameters(), dual_lr, dual_kp, dual_ema_nu
+        )
+        kind = AlternatingPrimalDualOptimizer if alternating else _OneBackwardSimultaneousOptimizer
+        self._cooper = kind(problem, primal_optimizer, self.dual_optimizer)
         self._log_alphas = [layer.gate.log_alpha for layer in problem.layers.values()]
+        self._initial: dict[str, float] | None = None
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep:
-        """One simultaneous primal descent and dual ascent step on a minibatch."""
+        """One primal descent and dual ascent step on a minibatch."""
+        if self.schedule is not None:
+            self._advance_schedule()
         rollout = self._cooper.roll(compute_cmp_state_kwargs={"inputs": inputs, "targets": targets})
         problem = self.problem
         with torch.no_grad():  # keep log_alpha in range: two kernels for all layers
             torch._foreach_clamp_min_(self._log_alphas, LOG_ALPHA_RANGE[0])
             torch._foreach_clamp_max_(self._log_alphas, LOG_ALPHA_RANGE[1])
+        # The violations the dual step saw (after the primal step when alternating).
         states = rollout.cmp_state.observed_constraints
         if self.dual_restarts:
             with torch.no_grad():
@@ -130,7 +177,29 @@ class GDA:
                         # Zero the multiplier where this step's violation is <= 0, without a host sync.
                         satisfied = states[constraint].violation.detach().reshape(1) <= 0
                         constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
-        return self._record(rollout.cmp_state)
+        self.steps += 1
+        return self._record(problem.last_state)
+
+    def _advance_schedule(self) -> None:
+        """At each epoch boundary, set every target's level from the schedule."""
+        if not self.steps_per_epoch:
+            raise ValueError("a target schedule needs steps_per_epoch (fit() sets it from the batches)")
+        if self.steps % self.steps_per_epoch:
+            return
+        problem = self.problem
+        with torch.no_grad():
+            model_density, densities = problem.expected_densities()
+        current = {
+            name: float(model_density if name == "model" else densities[name]) for name in problem.targets
+        }
+        if self._initial is None:
+            self._initial = current
+        epoch = self.steps // self.steps_per_epoch
+        for name, target in problem.targets.items():
+            previous = None if epoch == 0 else problem.levels[name]
+            problem.levels[name] = self.schedule.level(
+                epoch, target, self._initial[name], previous, current[name]
+            )
 
     def _record(self, cmp_state) -> GDAStep:
         # One host transfer for every logged scalar.

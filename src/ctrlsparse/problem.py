@@ -23,7 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import cooper
 import torch
+from cooper.formulations import AugmentedLagrangian
 from cooper.multipliers import DenseMultiplier
+from cooper.penalty_coefficients import DensePenaltyCoefficient
 from torch import nn
 
 from ctrlsparse.sparsify import sparse_layers
@@ -92,6 +94,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             (eq. 15 and 17), added to the objective; 0 disables it.
         example_input: if given, one forward pass on it fixes the layers' forward order
             (which a target list follows); otherwise registration order is used.
+        augmented_lagrangian: if a number c > 0, targets use cooper's Augmented
+            Lagrangian formulation, adding ``c/2 · relu(density − ε)²`` to the primal
+            Lagrangian; None (default) is the plain Lagrangian.
 
     Example:
         >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
@@ -106,6 +111,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         penalty: Levels = None,
         weight_decay: float = 0.0,
         example_input: torch.Tensor | None = None,
+        augmented_lagrangian: float | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -141,10 +147,24 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         levels = {**self.targets, **{name: 0.0 for name in self.penalties}}
         init = {**{name: 0.0 for name in self.targets}, **self.penalties}
         # Model-wise first, then layers in forward order: a stable order for logs and plots.
+        if augmented_lagrangian is not None and not (
+            augmented_lagrangian > 0 and math.isfinite(augmented_lagrangian)
+        ):
+            raise ValueError(
+                f"augmented_lagrangian must be a finite number > 0 or None, got {augmented_lagrangian!r}"
+            )
+        self.augmented_lagrangian = augmented_lagrangian
+        device = next(model.parameters()).device
         for name in sorted(levels, key=lambda n: -1 if n == MODEL else names.index(n)):
-            multiplier = DenseMultiplier(init=torch.tensor([init[name]]))
-            multiplier.to(next(model.parameters()).device)
-            setattr(self, name, cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier))
+            multiplier = DenseMultiplier(init=torch.tensor([init[name]], device=device))
+            kwargs = {}
+            if augmented_lagrangian is not None and name in self.targets:
+                kwargs["formulation_type"] = AugmentedLagrangian
+                kwargs["penalty_coefficient"] = DensePenaltyCoefficient(
+                    torch.tensor([augmented_lagrangian], device=device)
+                )
+            constraint = cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier, **kwargs)
+            setattr(self, name, constraint)
         self.levels = {name: levels[name] for name, _ in self.named_constraints()}
 
     @property
@@ -162,14 +182,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         densities = {name: actives[name] / self.layers[name].num_sparsifiable for name in actives}
         return model_density, densities
 
-    def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
-        outputs = self.model(inputs)
-        loss = self.loss_fn(outputs, targets)
-        objective = loss
-        if self.weight_decay:
-            l2 = torch.stack([layer.expected_l2() for layer in self.layers.values()]).sum()
-            objective = loss + 0.5 * self.weight_decay * l2
-        model_density, densities = self.expected_densities()
+    def _observed(self, model_density: torch.Tensor, densities: dict[str, torch.Tensor]) -> dict:
         observed = {}
         for name, constraint in self.named_constraints():
             density = model_density if name == MODEL else densities[name]
@@ -178,5 +191,22 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                 # Penalized mode: the multiplier stays at lambda.
                 contributes_to_dual_update=not self.is_penalized(name),
             )
+        return observed
+
+    def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
+        outputs = self.model(inputs)
+        loss = self.loss_fn(outputs, targets)
+        objective = loss
+        if self.weight_decay:
+            l2 = torch.stack([layer.expected_l2() for layer in self.layers.values()]).sum()
+            objective = loss + 0.5 * self.weight_decay * l2
+        model_density, densities = self.expected_densities()
         misc = {"loss": loss.detach(), "density": model_density.detach(), "densities": densities}
-        return cooper.CMPState(loss=objective, observed_constraints=observed, misc=misc)
+        self.last_state = cooper.CMPState(objective, self._observed(model_density, densities), misc)
+        return self.last_state
+
+    def compute_violations(self) -> cooper.CMPState:
+        """The constraints alone (they need no data): what an alternating dual step looks at."""
+        model_density, densities = self.expected_densities()
+        misc = {"density": model_density.detach(), "densities": densities}
+        return cooper.CMPState(None, self._observed(model_density, densities), misc)

@@ -127,6 +127,8 @@ def fit(
     model = gda.problem.model
     device = next(model.parameters()).device
     steps_per_epoch = len(train_batches) if isinstance(train_batches, Sized) else 0
+    if gda.schedule is not None and gda.steps_per_epoch is None:
+        gda.steps_per_epoch = steps_per_epoch or None
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
