@@ -70,7 +70,9 @@ def test_run_and_compare(tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "| a | constrained | ε[fc1]=0.5 |" in table and "| b | penalized | λ[model]=0.5 |" in table
-    assert (tmp_path / "report.md").read_text().count("\n| ") == 3
+    report = (tmp_path / "report.md").read_text()
+    assert report.split("## Dual dynamics")[0].count("\n| ") == 3  # header, a, b
+    assert "| a | fc1 | 0.5 |" in report.split("## Dual dynamics")[1]
 
 
 def test_compare_rejects_unfinished_run(tmp_path, capsys):
@@ -104,3 +106,13 @@ def test_plot_reports_garbled_metrics(tmp_path, capsys, make_run):
 def test_tune_penalty_rejects_bad_target(capsys):
     assert main(["tune-penalty", DIGITS, "--target-density", "1.5"]) == 2
     assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_compare_reports_dynamics_of_constrained_runs(tmp_path, capsys, make_run):
+    a = make_run(tmp_path / "a", targets={"fc1": 0.4, "fc2": 0.5}, steps=50)
+    b = make_run(tmp_path / "b", penalties={"model": 0.1}, steps=50)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "## Dual dynamics" in out
+    assert "| a | fc1 | 0.4 | 40 |" in out and "| a | fc2 | 0.5 | 30 |" in out  # densities 0.8 - 0.5 step/50
+    assert "| b |" not in out.split("## Dual dynamics")[1]

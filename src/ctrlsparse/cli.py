@@ -181,7 +181,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse import plot
-    from ctrlsparse.report import comparison_table
+    from ctrlsparse.report import comparison_table, dynamics_table
 
     runs = [load_run(path) for path in args.runs]
     problems = sorted({run.config.get("name", "?") for run in runs})
@@ -191,6 +191,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             "pass --allow-mixed to compare them anyway"
         )
     table = comparison_table(runs)
+    dynamics = dynamics_table(runs)
+    if dynamics:
+        table += "\n## Dual dynamics\n\n" + dynamics
     print(table, end="")
     if args.out:
         out = Path(args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ctrlsparse.measures import run_dynamics
 from ctrlsparse.runs import Run
 
 
@@ -47,3 +48,28 @@ def comparison_table(runs: Sequence[Run]) -> str:
             f"| {error} | {multipliers} | {_runs_needed(s)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def dynamics_table(runs: Sequence[Run]) -> str:
+    """A markdown table of the dual-dynamics measures of every constraint of the constrained runs.
+
+    Example:
+        >>> print(dynamics_table([load_run("runs/demo/constrained-layer")]))  # doctest: +SKIP
+    """
+    lines = [
+        "| run | constraint | ε | steps to feasible | final violation | overshoot "
+        "| density std / p2p (last 20%) | multiplier std / p2p (last 20%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        targets = run.summary["targets"]
+        if not targets:
+            continue
+        for name, m in run_dynamics(run.metrics(), targets).items():
+            feasible = "never" if m.steps_to_feasible is None else str(m.steps_to_feasible)
+            lines.append(
+                f"| {run.name} | {name} | {targets[name]:g} | {feasible} | {m.final_violation:+.4f} "
+                f"| {m.overshoot:.4f} | {m.density_std:.4f} / {m.density_p2p:.4f} "
+                f"| {m.multiplier_std:.3g} / {m.multiplier_p2p:.3g} |"
+            )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
