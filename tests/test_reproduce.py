@@ -75,3 +75,12 @@ def test_cli_reproduce_table_only(tmp_path, capsys):
     assert main(["reproduce", str(path), "--out", str(tmp_path / "o"), "--seeds", "0"]) == 0
     assert (tmp_path / "o" / "table.md").exists()
     assert "| MLP, λ | 1 |" in capsys.readouterr().out
+
+
+def test_dynamics_table_of_a_sweep(tmp_path):
+    from ctrlsparse.reproduce import sweep_dynamics_table
+
+    sweep = load_sweep(_sweep_file(tmp_path))
+    run_sweep(sweep, tmp_path / "out")
+    table = sweep_dynamics_table(sweep, tmp_path / "out")
+    assert "| MLP, ε=0.5 | 2 |" in table and "MLP, λ" not in table  # penalized settings have no dynamics

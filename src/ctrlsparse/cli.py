@@ -112,7 +112,7 @@ def _cmd_tune_penalty(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from ctrlsparse.reproduce import load_sweep, run_sweep, sweep_table
+    from ctrlsparse.reproduce import load_sweep, run_sweep, sweep_dynamics_table, sweep_table
 
     sweep = load_sweep(args.sweep)
     if args.seeds:
@@ -121,6 +121,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.table_only:
         run_sweep(sweep, out, jobs=args.jobs)
     table = sweep_table(sweep, out)
+    dynamics = sweep_dynamics_table(sweep, out)
+    if dynamics:
+        table += "\n## Dual dynamics\n\n" + dynamics
     (out / "table.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table)
     print(table, end="")

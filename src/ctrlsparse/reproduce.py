@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ctrlsparse import runs
 from ctrlsparse.config import ProblemConfig, ProblemFileError, load_problem, parse_problem, read_toml
+from ctrlsparse.measures import run_dynamics
 from ctrlsparse.problem import Levels
 
 # Two-sided 95% Student-t quantiles by degrees of freedom; 1.96 beyond the table.
@@ -160,23 +161,25 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
+def _finished(sweep: Sweep, setting: Setting, out: Path) -> list[runs.Run]:
+    paths = [out / setting.slug / f"seed{seed}" for seed in sweep.seeds]
+    return [runs.load_run(path) for path in paths if (path / runs.SUMMARY).exists()]
+
+
 def sweep_table(sweep: Sweep, out: str | Path) -> str:
     """Markdown table over the finished runs: mean ± 95% CI over seeds, published numbers beside."""
     out = Path(out)
     lines = [
-        "| setting | seeds | expected density | max violation | realized density | params % | MACs % "
+        "| setting | seeds | expected density | worst violation | realized density | params % | MACs % "
         "| test error % | published density | published error % |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting in sweep.settings:
-        summaries = []
-        for seed in sweep.seeds:
-            path = out / setting.slug / f"seed{seed}"
-            if (path / runs.SUMMARY).exists():
-                summaries.append(runs.load_run(path).summary)
+        summaries = [run.summary for run in _finished(sweep, setting, out)]
         finals = [{"model": s["density"], **s["densities"]} for s in summaries]
+        # Per run, the violation of largest magnitude (signed: + above target, − below).
         violations = [
-            max((f[name] - eps for name, eps in s["targets"].items()), default=float("nan"))
+            max((f[name] - eps for name, eps in s["targets"].items()), key=abs, default=float("nan"))
             for s, f in zip(summaries, finals)
         ]
         pub = setting.published
@@ -190,3 +193,32 @@ def sweep_table(sweep: Sweep, out: str | Path) -> str:
             f"| {pub.get('density', '–')} | {100 * pub['test_error'] if 'test_error' in pub else '–'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def sweep_dynamics_table(sweep: Sweep, out: str | Path) -> str:
+    """Markdown table of the dual-dynamics measures (worst constraint of each run; mean ± 95% CI)."""
+    out = Path(out)
+    lines = [
+        "| setting | seeds | steps to feasible | worst |final violation| | overshoot "
+        "| density p2p (last 20%) | multiplier p2p (last 20%) | test error % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for setting in sweep.settings:
+        finished = [run for run in _finished(sweep, setting, out) if run.summary["targets"]]
+        if not finished:
+            continue
+        measures = [list(run_dynamics(run.metrics(), run.summary["targets"]).values()) for run in finished]
+        steps = [max(m.steps_to_feasible or math.inf for m in ms) for ms in measures]
+        never = sum(math.isinf(x) for x in steps)
+        shown_steps = _fmt([x for x in steps if not math.isinf(x)], digits=0) + (
+            f" ({never} never)" if never else ""
+        )
+        lines.append(
+            f"| {setting.label} | {len(finished)} | {shown_steps} "
+            f"| {_fmt([max(abs(m.final_violation) for m in ms) for ms in measures], digits=4)} "
+            f"| {_fmt([max(m.overshoot for m in ms) for ms in measures], digits=4)} "
+            f"| {_fmt([max(m.density_p2p for m in ms) for ms in measures], digits=4)} "
+            f"| {_fmt([max(m.multiplier_p2p for m in ms) for ms in measures], digits=3)} "
+            f"| {_fmt([e for r in finished if (e := r.summary['test_error']) is not None], 100, 2)} |"
+        )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
