@@ -80,3 +80,19 @@ def test_comparison_places_constrained_on_control_axes(runs):
     assert len(points) == 4  # model, fc1, fc2, fc1 (mixed run)
     assert sum(len(c.get_offsets()) for c in penalized.collections) == 2
     assert sum(len(c.get_offsets()) for c in tradeoff.collections) == 4
+
+
+def test_traces_overlay_runs_per_constraint(runs):
+    fig = plot.traces([load_run(r) for r in runs], tail=0.2)
+    titles = [ax.get_title() for ax in fig.axes]
+    expected = [
+        f"{name}: expected density (ε = {eps} dashed)"
+        for name, eps in (("model", 0.3), ("fc1", 0.3), ("fc2", 0.5))
+    ]
+    assert titles[:3] == expected
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == [r.name for r in runs]
+
+
+def test_traces_need_a_constrained_run(runs):
+    with pytest.raises(ValueError, match="constrained runs"):
+        plot.traces([load_run(runs[2])])

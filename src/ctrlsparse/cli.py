@@ -202,9 +202,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         plot.comparison(runs).savefig(out / "comparison.png", dpi=110)
+        if any(run.summary["targets"] for run in runs):
+            plot.traces(runs, tail=0.2).savefig(out / "traces.png", dpi=110)
         title = f"# ctrlsparse comparison: {', '.join(problems)}\n\n"
-        (out / "report.md").write_text(title + table + "\n![control and trade-off](comparison.png)\n")
-        print(f"wrote {out / 'report.md'} and {out / 'comparison.png'}")
+        figures = "\n![control and trade-off](comparison.png)\n"
+        if (out / "traces.png").exists():
+            figures += "\n![density and multiplier traces](traces.png)\n"
+        (out / "report.md").write_text(title + table + figures)
+        print(f"wrote {out / 'report.md'} with its figures")
     return 0
 
 
@@ -245,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="compare finished runs in a table")
     compare.add_argument("runs", nargs="+", help="run directories")
-    compare.add_argument("--out", help="directory to write report.md and comparison.png into")
+    compare.add_argument("--out", help="directory to write report.md, comparison.png and traces.png into")
     compare.add_argument("--allow-mixed", action="store_true", help="compare runs of different problems")
     compare.set_defaults(func=_cmd_compare)
     tune = sub.add_parser("tune-penalty", help="bisect a penalty λ until a penalized run lands on a density")

@@ -297,3 +297,58 @@ def comparison(runs: Sequence[Run]) -> Figure:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
+    """Density and multiplier traces of several runs overlaid, one column per constraint.
+
+    For comparing dual-update options on one problem: each run is one line (in the
+    run's colour across panels), each constraint's target a dashed black line.
+
+    Args:
+        tail: if given, also zoom the density axis onto the last ``tail`` fraction of steps.
+
+    Example:
+        >>> traces([load_run("runs/sgd"), load_run("runs/nupi")]).savefig("traces.png")  # doctest: +SKIP
+    """
+    constraints = []
+    for run in runs:
+        constraints += [n for n in run.summary["targets"] if n not in constraints]
+    if not constraints:
+        raise ValueError("traces need constrained runs; these runs only have penalties")
+    rows = 3 if tail else 2
+    # Not sharing x: the zoom row spans only the last steps.
+    fig, axes = plt.subplots(
+        rows, len(constraints), figsize=(4.8 * len(constraints) + 2.5, 2.8 * rows), squeeze=False
+    )
+    cmap = plt.get_cmap("tab10")
+    for i, run in enumerate(runs):
+        records = run.metrics()
+        steps = np.array([r["step"] for r in records])
+        for j, name in enumerate(constraints):
+            if name not in run.summary["targets"]:
+                continue
+            density = np.array([r["density"] if name == MODEL else r["densities"][name] for r in records])
+            multiplier = np.array([r["multipliers"][name] for r in records])
+            axes[0, j].plot(steps, density, color=cmap(i % 10), lw=1.1, label=run.name)
+            axes[1, j].plot(steps, multiplier, color=cmap(i % 10), lw=1.1, label=run.name)
+            if tail:
+                start = int(len(steps) * (1 - tail))
+                axes[2, j].plot(steps[start:], density[start:], color=cmap(i % 10), lw=1.1)
+    for j, name in enumerate(constraints):
+        eps = next(run.summary["targets"][name] for run in runs if name in run.summary["targets"])
+        for row in [0, 2] if tail else [0]:
+            axes[row, j].axhline(eps, color="black", ls="--", lw=1)
+        axes[0, j].set_title(f"{name}: expected density (ε = {eps:g} dashed)")
+        axes[1, j].set_title(f"{name}: multiplier")
+        axes[-1, j].set_xlabel("step")
+        if tail:
+            axes[2, j].set_title(f"{name}: density, last {100 * tail:.0f}% of steps")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=cmap(i % 10), label=run.name) for i, run in enumerate(runs)]
+    axes[0, -1].legend(
+        handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
+    )
+    fig.tight_layout()
+    return fig
