@@ -1,19 +1,14 @@
-r"""Gated layer operations with hand-written backward passes and conditional computation.
+r"""Gated layer operations with conditional computation.
 
-Input-gated linear layer, :math:`y = (x \odot z) W^\top + b`. Autograd through
-``x * z`` would compute :math:`\partial L/\partial (x\odot z) = \delta W` — a full
-batch × out × in product — only to reduce it to :math:`\partial L/\partial z`. The
-same number comes from the weight-gradient product :math:`G = \delta^\top x` that
-training needs anyway: :math:`\partial L/\partial W = G \odot z` (column-scaled) and
-:math:`\partial L/\partial z_j = \sum_o W_{oj} G_{oj}`. So a gated step costs what a
-dense step costs, plus element-wise work of the weight's size.
+Input-gated linear layer, :math:`y = (x \odot z) W^\top + b`. When few gates of this
+step's sample are open, only the open input columns are multiplied (``x[:, open]`` and
+``W[:, open]``); autograd through the index selection gives closed columns a zero
+weight gradient, exactly as the dense path does (their input is multiplied by 0).
 
-Conditional computation: when few gates are open, only the open input columns are
-multiplied (``x[:, open]`` and ``W[:, open]``). Closed columns get zero weight
-gradient, as in the dense path. Their gate gradient is also set to zero. The dense
-path would give a non-zero value there, but a hard concrete sample that is exactly 0
-is clamped (eq. 11), and the clamp passes no gradient to ``log_alpha``. So the
-parameter gradients of both paths are equal.
+A hand-written backward that takes :math:`\partial L/\partial z` from the weight-gradient
+product instead of a second matrix product was tried and measured slower on CPU: the
+two weight-sized element-wise passes it needs cost more than the product they save
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,54 +18,12 @@ from collections.abc import Callable
 import torch
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """All leading dimensions folded into one (also when the last dimension is empty)."""
-    return t.flatten(0, -2) if t.dim() > 1 else t.unsqueeze(0)
-
-
-class _GatedLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, z, index):
-        if index is not None:
-            x_used, w_used, z_used = (
-                x.index_select(-1, index),
-                weight.index_select(1, index),
-                z.index_select(0, index),
-            )
-        else:
-            x_used, w_used, z_used = x, weight, z
-        out = torch.nn.functional.linear(x_used * z_used, w_used, bias)
-        ctx.save_for_backward(x_used, w_used, z_used, index)
-        ctx.shape = (weight.shape, z.shape, bias is not None)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, w, z, index = ctx.saved_tensors
-        weight_shape, z_shape, has_bias = ctx.shape
-        need_x, need_w, need_b, need_z, _ = ctx.needs_input_grad
-        grad_x = grad_w = grad_b = grad_z = None
-        g2 = _rows(grad_out)
-        if need_w or need_z:
-            g = g2.t() @ _rows(x)  # out x used_in: the weight-gradient product
-            if need_w:
-                grad_w = g * z
-            if need_z:
-                grad_z = (g * w).sum(0)
-            if index is not None:
-                grad_w = None if grad_w is None else g.new_zeros(weight_shape).index_copy_(1, index, grad_w)
-                grad_z = None if grad_z is None else g.new_zeros(z_shape).index_copy_(0, index, grad_z)
-        if need_b and has_bias:
-            grad_b = g2.sum(0)
-        if need_x:
-            grad_used = (grad_out @ w) * z
-            if index is None:
-                grad_x = grad_used
-            else:
-                grad_x = grad_out.new_zeros(*grad_out.shape[:-1], z_shape[0]).index_copy_(
-                    -1, index, grad_used
-                )
-        return grad_x, grad_w, grad_b, grad_z, None
+def _open_index(z: torch.Tensor, skip_below: float) -> torch.Tensor | None:
+    """Indices of the non-zero gates when at most ``skip_below`` of them are non-zero, else None."""
+    if skip_below <= 0:
+        return None
+    open_ = (z != 0).nonzero().squeeze(1)
+    return open_ if open_.numel() <= skip_below * z.numel() else None
 
 
 def gated_linear(
@@ -91,12 +44,12 @@ def gated_linear(
         >>> torch.allclose(gated_linear(x, w, None, z), (x * z) @ w.T)
         True
     """
-    index = None
-    if skip_below > 0:
-        open_ = (z != 0).nonzero().squeeze(1)
-        if open_.numel() <= skip_below * z.numel():
-            index = open_
-    return _GatedLinear.apply(x, weight, bias, z, index)
+    index = _open_index(z, skip_below)
+    if index is None:
+        return torch.nn.functional.linear(x * z, weight, bias)
+    return torch.nn.functional.linear(
+        x.index_select(-1, index) * z.index_select(0, index), weight.index_select(1, index), bias
+    )
 
 
 def gated_conv2d_channels(
@@ -112,11 +65,10 @@ def gated_conv2d_channels(
     ``conv(x, weight, bias)`` is the layer's convolution with its stride, padding and
     groups (``groups`` must be 1 to skip). Closed channels are exact zeros in the output.
     """
-    if skip_below > 0:
-        open_ = (z != 0).nonzero().squeeze(1)
-        if 0 < open_.numel() <= skip_below * z.numel():
-            b = None if bias is None else bias.index_select(0, open_)
-            partial = conv(x, weight.index_select(0, open_), b) * z.index_select(0, open_).view(1, -1, 1, 1)
-            out = partial.new_zeros(partial.shape[0], z.numel(), *partial.shape[2:])
-            return out.index_copy(1, open_, partial)
+    open_ = _open_index(z, skip_below)
+    if open_ is not None and open_.numel() > 0:
+        b = None if bias is None else bias.index_select(0, open_)
+        partial = conv(x, weight.index_select(0, open_), b) * z.index_select(0, open_).view(1, -1, 1, 1)
+        out = partial.new_zeros(partial.shape[0], z.numel(), *partial.shape[2:])
+        return out.index_copy(1, open_, partial)
     return conv(x, weight, bias) * z.view(1, -1, 1, 1)
