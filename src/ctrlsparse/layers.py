@@ -14,12 +14,11 @@ gate. Two structures (Louizos et al., 2018, section 2.4):
 
 from __future__ import annotations
 
-import enum
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctrlsparse.choices import Choice
 from ctrlsparse.functional import gated_conv2d_channels, gated_linear
 from ctrlsparse.gates import HardConcrete
 
@@ -27,19 +26,14 @@ SKIP_BELOW = 0.5
 """Neuron-gated layers compute only open columns/channels when at most this fraction is open."""
 
 
-class Structure(str, enum.Enum):
+class Structure(Choice):
     """Which parameters share a gate."""
 
     NEURON = "neuron"
     WEIGHT = "weight"
 
-    @classmethod
-    def parse(cls, value: str | Structure) -> Structure:
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(repr(s.value) for s in cls)
-            raise ValueError(f"unknown structure {value!r}; valid structures: {valid}") from None
+
+Structure._noun = "structure"
 
 
 class GatedLayer(nn.Module):

@@ -12,23 +12,19 @@ model had at its first step (``initial``) and is updated once per epoch:
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from ctrlsparse.choices import Choice
 
-class ScheduleKind(str, enum.Enum):
+
+class ScheduleKind(Choice):
     FIXED = "fixed"
     LINEAR = "linear"
     GEOMETRIC = "geometric"
     DYNAMIC = "dynamic"
 
-    @classmethod
-    def parse(cls, value: str | ScheduleKind) -> ScheduleKind:
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(repr(k.value) for k in cls)
-            raise ValueError(f"unknown schedule {value!r}; valid schedules: {valid}") from None
+
+ScheduleKind._noun = "schedule"
 
 
 @dataclass
