@@ -346,7 +346,11 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
             axes[2, j].set_title(f"{name}: density, last {100 * tail:.0f}% of steps")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=cmap(i % 10), label=run.name) for i, run in enumerate(runs)]
+    handles = [
+        plt.Line2D([], [], color=cmap(i % 10), label=run.name)
+        for i, run in enumerate(runs)
+        if run.summary["targets"]
+    ]
     axes[0, -1].legend(
         handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
     )
