@@ -6,9 +6,9 @@ step's sample are open, only the open input columns are multiplied (``x[:, open]
 weight gradient, exactly as the dense path does (their input is multiplied by 0).
 
 A hand-written backward that takes :math:`\partial L/\partial z` from the weight-gradient
-product instead of a second matrix product was tried and measured slower on CPU: the
-two weight-sized element-wise passes it needs cost more than the product they save
-(docs/performance.md).
+product instead of a second matrix product was tried (commit 8ba3c80) and gave no
+measurable gain on CPU: the two weight-sized element-wise passes it needs cost about
+what the product they save costs (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import torch
 from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
 
 from ctrlsparse.gates import LOG_ALPHA_RANGE
-from ctrlsparse.problem import SparsityProblem
+from ctrlsparse.problem import MODEL, SparsityProblem
 from ctrlsparse.schedules import TargetSchedule
 
 DEFAULT_PRIMAL_LR = 7e-4
@@ -190,7 +190,7 @@ class GDA:
         with torch.no_grad():
             model_density, densities = problem.expected_densities()
         current = {
-            name: float(model_density if name == "model" else densities[name]) for name in problem.targets
+            name: float(model_density if name == MODEL else densities[name]) for name in problem.targets
         }
         if self._initial is None:
             self._initial = current
