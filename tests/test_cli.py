@@ -69,7 +69,8 @@ def test_run_and_compare(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(a), str(b), "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    assert "| a | constrained | ε[fc1]=0.5 |" in table and "| b | penalized | λ[model]=0.5 |" in table
+    assert "| a | hard_concrete | constrained | ε[fc1]=0.5 |" in table
+    assert "| b | hard_concrete | penalized | λ[model]=0.5 |" in table
     report = (tmp_path / "report.md").read_text()
     assert report.split("## Dual dynamics")[0].count("\n| ") == 3  # header, a, b
     assert "| a | fc1 | 0.5 |" in report.split("## Dual dynamics")[1]

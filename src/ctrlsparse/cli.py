@@ -49,6 +49,10 @@ def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]
 
 # Command-line flags that override a problem file key: flag attribute -> (section, key).
 _RUN_OVERRIDES = {
+    "method": ("sparsity", "method"),
+    "gates": ("model", "gates"),
+    "finetune_epochs": ("sparsity", "finetune_epochs"),
+    "rda_gamma": ("optim", "rda_gamma"),
     "epochs": ("train", "epochs"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
@@ -222,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     levels = run.add_mutually_exclusive_group()
     levels.add_argument("--target-density", help=f"constrained mode: {_LEVELS_HELP}")
     levels.add_argument("--penalty", help=f"penalized mode, λ >= 0: {_LEVELS_HELP}")
+    run.add_argument(
+        "--method",
+        choices=["l0", "l1_rda", "magnitude"],
+        help="l0: gated expected-L0 problem (default); l1_rda: ℓ1 penalty trained with RDA "
+        "(takes --penalty); magnitude: train dense, prune to --target-density",
+    )
+    run.add_argument("--gates", choices=["hard_concrete", "arm"], help="gate kind of the l0 method")
+    run.add_argument("--finetune-epochs", type=int, help="magnitude: epochs of fine-tuning after pruning")
+    run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")
     run.add_argument("--seed", type=int, help="override the problem file's seed")
     run.add_argument("--dual-lr", type=float, help="override the dual SGD learning rate")

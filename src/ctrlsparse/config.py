@@ -31,6 +31,7 @@ from typing import Any
 import tomllib
 
 from ctrlsparse.data import DATASETS
+from ctrlsparse.gates import ARM_SCALE, Estimator, GateKind, Squash
 from ctrlsparse.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
 from ctrlsparse.layers import Structure
 from ctrlsparse.models import MODELS
@@ -39,6 +40,8 @@ from ctrlsparse.schedules import ScheduleKind
 _NUMBER = (int, float)
 _LEVELS = (int, float, list, dict)
 PRIMAL_OPTIMIZERS = ("adam", "sgd")
+METHODS = ("l0", "l1_rda", "magnitude")
+"""[sparsity] method: gated expected-L0 problem (hard concrete or ARM gates), ℓ1-RDA, magnitude pruning."""
 
 
 def _field(default: Any, types: tuple[type, ...], choices: tuple[str, ...] | None = None) -> Any:
@@ -61,13 +64,19 @@ class ModelConfig:
     hidden: list[int] = _field([300, 100], (list,))
     structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
     drop_rate: float = _field(0.5, _NUMBER)
+    gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
+    arm_k: float = _field(ARM_SCALE, _NUMBER)
+    arm_squash: str = _field("sigmoid", (str,), tuple(k.value for k in Squash))
+    arm_estimator: str = _field("arm", (str,), tuple(k.value for k in Estimator))
 
 
 @dataclass
 class SparsityConfig:
+    method: str = _field("l0", (str,), METHODS)
     target_density: float | list | dict | None = _field(None, _LEVELS)
     penalty: float | list | dict | None = _field(None, _LEVELS)
     weight_decay: float = _field(0.0, _NUMBER)
+    finetune_epochs: int = _field(0, (int,))
 
 
 @dataclass
@@ -82,6 +91,7 @@ class OptimConfig:
     dual_ema_nu: float = _field(0.0, _NUMBER)
     alternating: bool = _field(False, (bool,))
     augmented_lagrangian: float | None = _field(None, _NUMBER)
+    rda_gamma: float = _field(1.0, _NUMBER)
 
 
 @dataclass
@@ -203,10 +213,32 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
             raise ProblemFileError(
                 f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
             )
-    for key in ("primal_lr", "gate_lr", "dual_lr"):
-        if getattr(config.optim, key) is not None and not getattr(config.optim, key) > 0:
-            raise ProblemFileError(f"{source}: [optim] {key} must be > 0, got {getattr(config.optim, key)!r}")
+    _check_method(source, config)
+    for key in ("primal_lr", "gate_lr", "dual_lr", "rda_gamma", "arm_k"):
+        section = config.model if key == "arm_k" else config.optim
+        if getattr(section, key) is not None and not getattr(section, key) > 0:
+            where = "[model]" if key == "arm_k" else "[optim]"
+            raise ProblemFileError(f"{source}: {where} {key} must be > 0, got {getattr(section, key)!r}")
     return config
+
+
+def _check_method(source: str, config: ProblemConfig) -> None:
+    """The targets/penalties a method needs: ℓ1-RDA takes a penalty, magnitude pruning a target."""
+    sparsity = config.sparsity
+    if sparsity.method == "l1_rda" and (sparsity.target_density is not None or sparsity.penalty is None):
+        raise ProblemFileError(
+            f"{source}: [sparsity] method = 'l1_rda' takes a penalty (λ of λ·||w||_1), not a "
+            "target_density; find the λ for a target with `ctrlsparse tune-penalty`"
+        )
+    if sparsity.method == "magnitude" and (sparsity.target_density is None or sparsity.penalty is not None):
+        raise ProblemFileError(
+            f"{source}: [sparsity] method = 'magnitude' takes a target_density and no penalty"
+        )
+    if not 0 <= sparsity.finetune_epochs <= config.train.epochs:
+        raise ProblemFileError(
+            f"{source}: [sparsity] finetune_epochs must lie in [0, epochs={config.train.epochs}], "
+            f"got {sparsity.finetune_epochs!r}"
+        )
 
 
 def load_problem(path: str | Path) -> ProblemConfig:

@@ -25,9 +25,20 @@ class Count:
         return self
 
 
-def _active_fraction(layer: GatedLayer) -> float:
+def _active_fraction(layer: nn.Module) -> float:
+    """Fraction of open test-time gates, or of non-zero weights of a plain layer."""
     with torch.no_grad():
-        return float((layer.gate.deterministic() > 0).float().mean())
+        if isinstance(layer, GatedLayer):
+            return float((layer.gate.deterministic() > 0).float().mean())
+        return float(torch.count_nonzero(layer.weight)) / layer.weight.numel()
+
+
+def _removed(layer: nn.Module) -> int:
+    """Parameters a layer no longer needs: closed gates' groups, or a plain layer's zero weights."""
+    if isinstance(layer, GatedLayer):
+        return layer.num_sparsifiable - layer.realized_active()
+    with torch.no_grad():
+        return layer.weight.numel() - int(torch.count_nonzero(layer.weight))
 
 
 def _layer_macs(module: nn.Module, output: torch.Tensor) -> tuple[int, int]:
@@ -37,19 +48,20 @@ def _layer_macs(module: nn.Module, output: torch.Tensor) -> tuple[int, int]:
         dense = positions * module.in_features * module.out_features
     else:
         dense = output[0].numel() * module.weight[0].numel()  # out x H' x W' x (in/groups x kh x kw)
-    if not isinstance(module, GatedLayer):
-        return dense, dense
-    # Neuron gates remove input columns / output channels, weight gates single weights:
-    # either way the remaining MACs scale with the fraction of open gates.
+    # Neuron gates remove input columns / output channels, weight gates (and the zeros
+    # of ℓ1 or magnitude pruning) single weights: either way the remaining MACs scale
+    # with the fraction of open gates / non-zero weights.
     return dense, round(dense * _active_fraction(module))
 
 
 def count(model: nn.Module, example_input: torch.Tensor) -> tuple[Count, dict[str, Count]]:
     """Count parameters and MACs of ``model`` (one example) for its Linear/Conv2d layers.
 
-    Parameters count every model parameter except the gates' ``log_alpha``; remaining
-    parameters subtract the groups whose test-time gate is exactly 0. MACs count the
-    Linear and Conv2d layers (gated or not) for one input example.
+    Parameters count every model parameter except the gates' (``log_alpha`` or
+    ``phi``); remaining parameters subtract the groups whose test-time gate is exactly
+    0 and the exact-zero weights of plain Linear/Conv2d layers (ℓ1-RDA, magnitude
+    pruning). MACs count the Linear and Conv2d layers (gated or not) for one input
+    example; the remaining MACs scale with the open gates / non-zero weights.
 
     Returns:
         the model total and ``{layer name: Count}`` for the Linear/Conv2d layers.
@@ -80,7 +92,7 @@ def count(model: nn.Module, example_input: torch.Tensor) -> tuple[Count, dict[st
         for handle in handles:
             handle.remove()
 
-    gates = {id(m.gate.log_alpha) for m in model.modules() if isinstance(m, GatedLayer)}
+    gates = {id(m.gate.parameter) for m in model.modules() if isinstance(m, GatedLayer)}
     total = Count()
     for p in model.parameters():
         if id(p) not in gates:
@@ -91,7 +103,7 @@ def count(model: nn.Module, example_input: torch.Tensor) -> tuple[Count, dict[st
             continue
         layer = counts[name]
         layer.params_dense = sum(p.numel() for p in (module.weight, module.bias) if p is not None)
-        removed = module.num_sparsifiable - module.realized_active() if isinstance(module, GatedLayer) else 0
+        removed = _removed(module)
         layer.params_remaining = layer.params_dense - removed
         total.params_remaining -= removed
         total.macs_dense += layer.macs_dense

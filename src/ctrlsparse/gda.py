@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
 
-from ctrlsparse.gates import LOG_ALPHA_RANGE
+from ctrlsparse.gates import ARMGate, HardConcrete
 from ctrlsparse.problem import MODEL, SparsityProblem
 from ctrlsparse.schedules import TargetSchedule
 
@@ -28,6 +28,8 @@ DEFAULT_PRIMAL_LR = 7e-4
 DEFAULT_DUAL_LR = 1e-4
 """Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps); short runs need larger."""
 DUAL_OPTIMIZERS = ("sgd", "nupi", "adam")
+GATE_METHODS = {HardConcrete: "hard_concrete", ARMGate: "arm"}
+"""The ``method`` a run's summary records for each gate type."""
 
 
 def make_dual_optimizer(
@@ -137,7 +139,7 @@ class GDA:
             primal_optimizer = torch.optim.Adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)
         optimized = {id(p) for group in primal_optimizer.param_groups for p in group["params"]}
         for name, layer in problem.layers.items():
-            if id(layer.gate.log_alpha) not in optimized:
+            if id(layer.gate.parameter) not in optimized:
                 raise ValueError(
                     f"the primal optimizer does not update the gates of layer {name!r}; "
                     "build it on model.parameters() after calling sparsify()"
@@ -156,8 +158,15 @@ class GDA:
         )
         kind = AlternatingPrimalDualOptimizer if alternating else _OneBackwardSimultaneousOptimizer
         self._cooper = kind(problem, primal_optimizer, self.dual_optimizer)
-        self._log_alphas = [layer.gate.log_alpha for layer in problem.layers.values()]
+        # Gate parameters grouped by the range they are clamped into.
+        self._clamp_groups: dict[tuple[float, float], list[torch.Tensor]] = {}
+        for layer in problem.layers.values():
+            self._clamp_groups.setdefault(layer.gate.parameter_range, []).append(layer.gate.parameter)
         self._initial: dict[str, float] | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.problem.model
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep:
         """One primal descent and dual ascent step on a minibatch."""
@@ -165,9 +174,10 @@ class GDA:
             self._advance_schedule()
         rollout = self._cooper.roll(compute_cmp_state_kwargs={"inputs": inputs, "targets": targets})
         problem = self.problem
-        with torch.no_grad():  # keep log_alpha in range: two kernels for all layers
-            torch._foreach_clamp_min_(self._log_alphas, LOG_ALPHA_RANGE[0])
-            torch._foreach_clamp_max_(self._log_alphas, LOG_ALPHA_RANGE[1])
+        with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
+            for (low, high), params in self._clamp_groups.items():
+                torch._foreach_clamp_min_(params, low)
+                torch._foreach_clamp_max_(params, high)
         # The violations the dual step saw (after the primal step when alternating).
         states = rollout.cmp_state.observed_constraints
         if self.dual_restarts:
@@ -179,6 +189,29 @@ class GDA:
                         constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
         self.steps += 1
         return self._record(problem.last_state)
+
+    def finish(self) -> None:
+        """Called by :func:`~ctrlsparse.fit` after the last step (nothing to do for GDA)."""
+
+    def summary(self) -> dict:
+        """Final densities and multipliers, as ``summary.json`` records them."""
+        problem = self.problem
+        with torch.no_grad():
+            model_density, densities = problem.expected_densities()
+            realized = sum(layer.realized_active() for layer in problem.layers.values())
+        kinds = dict.fromkeys(GATE_METHODS[type(layer.gate)] for layer in problem.layers.values())
+        return {
+            "method": "+".join(kinds),
+            "mode": problem.mode,
+            "targets": problem.targets,
+            "penalties": problem.penalties,
+            "density": float(model_density),
+            "densities": {name: float(d) for name, d in densities.items()},
+            "realized_density": realized / problem.num_sparsifiable,
+            "multipliers": {
+                name: float(c.multiplier.weight.detach()) for name, c in problem.named_constraints()
+            },
+        }
 
     def _advance_schedule(self) -> None:
         """At each epoch boundary, set every target's level from the schedule."""

@@ -1,8 +1,9 @@
 """Gated versions of ``nn.Linear`` and ``nn.Conv2d``.
 
 Each layer keeps the original ``weight`` and ``bias`` parameters (same names, so the
-user's ``state_dict`` keys survive) and adds a :class:`~ctrlsparse.gates.HardConcrete`
-gate. Two structures (Louizos et al., 2018, section 2.4):
+user's ``state_dict`` keys survive) and adds a gate tensor ``gate``: a
+:class:`~ctrlsparse.gates.HardConcrete` by default, or an
+:class:`~ctrlsparse.gates.ARMGate` (``gates="arm"``). Two structures (Louizos et al., 2018, section 2.4):
 
 - ``"neuron"``: one gate per *input feature* of a Linear layer (the group is the
   weight column, ``out_features`` weights) and one per *output channel* of a Conv2d
@@ -20,7 +21,7 @@ from torch import nn
 
 from ctrlsparse.choices import Choice
 from ctrlsparse.functional import gated_conv2d_channels, gated_linear
-from ctrlsparse.gates import HardConcrete
+from ctrlsparse.gates import Gate, GateFactory, GateKind, make_gate
 
 SKIP_BELOW = 0.5
 """Neuron-gated layers compute only open columns/channels when at most this fraction is open."""
@@ -52,13 +53,13 @@ class GatedLayer(nn.Module):
 
     weight: nn.Parameter
     bias: nn.Parameter | None
-    gate: HardConcrete
+    gate: Gate
     structure: Structure
     group_size: int
 
     @property
     def num_gates(self) -> int:
-        return self.gate.log_alpha.numel()
+        return self.gate.parameter.numel()
 
     @property
     def num_sparsifiable(self) -> int:
@@ -105,6 +106,7 @@ class GatedLinear(GatedLayer):
         bias: bool = True,
         structure: str | Structure = Structure.NEURON,
         drop_rate: float = 0.5,
+        gates: str | GateKind | GateFactory = GateKind.HARD_CONCRETE,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -112,10 +114,10 @@ class GatedLinear(GatedLayer):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         if self.structure is Structure.NEURON:
-            self.gate = HardConcrete((in_features,), drop_rate)
+            self.gate = make_gate(gates, (in_features,), drop_rate)
             self.group_size = out_features
         else:
-            self.gate = HardConcrete((out_features, in_features), drop_rate)
+            self.gate = make_gate(gates, (out_features, in_features), drop_rate)
             self.group_size = 1
         self.reset_parameters()
 
@@ -124,9 +126,17 @@ class GatedLinear(GatedLayer):
         self.gate.reset_parameters()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, structure: str | Structure = "neuron", drop_rate: float = 0.5):
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        structure: str | Structure = "neuron",
+        drop_rate: float = 0.5,
+        gates: str | GateKind | GateFactory = GateKind.HARD_CONCRETE,
+    ):
         """A gated layer that shares ``linear``'s weight and bias parameters."""
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, structure, drop_rate)
+        layer = cls(
+            linear.in_features, linear.out_features, linear.bias is not None, structure, drop_rate, gates
+        )
         layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
         layer.weight, layer.bias = linear.weight, linear.bias
         return layer
@@ -174,6 +184,7 @@ class GatedConv2d(GatedLayer):
         bias: bool = True,
         structure: str | Structure = Structure.NEURON,
         drop_rate: float = 0.5,
+        gates: str | GateKind | GateFactory = GateKind.HARD_CONCRETE,
     ) -> None:
         super().__init__()
         conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
@@ -183,10 +194,10 @@ class GatedConv2d(GatedLayer):
         self.structure = Structure.parse(structure)
         self.weight, self.bias = conv.weight, conv.bias
         if self.structure is Structure.NEURON:
-            self.gate = HardConcrete((out_channels,), drop_rate)
+            self.gate = make_gate(gates, (out_channels,), drop_rate)
             self.group_size = self.weight[0].numel() + (1 if bias else 0)
         else:
-            self.gate = HardConcrete(tuple(self.weight.shape), drop_rate)
+            self.gate = make_gate(gates, tuple(self.weight.shape), drop_rate)
             self.group_size = 1
 
     def reset_parameters(self) -> None:
@@ -194,7 +205,13 @@ class GatedConv2d(GatedLayer):
         self.gate.reset_parameters()
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, structure: str | Structure = "neuron", drop_rate: float = 0.5):
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        structure: str | Structure = "neuron",
+        drop_rate: float = 0.5,
+        gates: str | GateKind | GateFactory = GateKind.HARD_CONCRETE,
+    ):
         """A gated layer that shares ``conv``'s weight and bias parameters."""
         if conv.padding_mode != "zeros":
             raise ValueError(
@@ -212,6 +229,7 @@ class GatedConv2d(GatedLayer):
             conv.bias is not None,
             structure,
             drop_rate,
+            gates,
         )
         layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
         layer.weight, layer.bias = conv.weight, conv.bias

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ctrlsparse.gates import HardConcrete  # noqa: E402
+from ctrlsparse.gates import ARMGate, HardConcrete  # noqa: E402
 from ctrlsparse.problem import MODEL  # noqa: E402
 from ctrlsparse.runs import MODEL as MODEL_FILE  # noqa: E402
 from ctrlsparse.runs import Run, RunFormatError, load_run, read_metrics  # noqa: E402
@@ -171,13 +171,20 @@ def _gate_probabilities(run_dir: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise RunFormatError(f"{path}: no such file (is {run_dir} a finished run?)")
     state = torch.load(path, map_location="cpu")
-    gate = HardConcrete((1,))  # eq. 12 with the settings every ctrlsparse gate uses
+    # Hard concrete gates: eq. 12 with the settings every ctrlsparse gate uses; ARM gates:
+    # pi = g(k phi) with the k and g the run's problem file recorded.
+    model = load_run(run_dir).config.get("model", {})
+    kinds = {
+        ".gate.log_alpha": HardConcrete((1,)),
+        ".gate.phi": ARMGate((1,), k=model.get("arm_k", 7.0), squash=model.get("arm_squash", "sigmoid")),
+    }
     probs = {}
-    for key, log_alpha in state.items():
-        if key.endswith(".gate.log_alpha"):
-            with torch.no_grad():
-                gate.log_alpha = torch.nn.Parameter(log_alpha.float().flatten())
-                probs[key[: -len(".gate.log_alpha")]] = gate.prob_active().numpy()
+    for key, value in state.items():
+        for suffix, gate in kinds.items():
+            if key.endswith(suffix):
+                with torch.no_grad():
+                    gate.parameter.data = value.float().flatten()
+                    probs[key[: -len(suffix)]] = gate.prob_active().numpy()
     if not probs:
         raise RunFormatError(f"{path}: holds no gate parameters")
     return probs
@@ -210,6 +217,9 @@ def gates(run_dir: str | Path) -> Figure:
     fig.suptitle(f"{run_dir.name} — gate probabilities at the end of training")
     fig.tight_layout()
     return fig
+
+
+_MODE_STYLE = {"constrained": ("o", "C0"), "penalized": ("s", "C1"), "pruned": ("^", "C2")}
 
 
 def comparison(runs: Sequence[Run]) -> Figure:
@@ -276,10 +286,8 @@ def comparison(runs: Sequence[Run]) -> Figure:
         s = run.summary
         if s["test_error"] is None:
             continue
-        marker = "o" if s["mode"] == "constrained" else "s"
-        ax_err.scatter(
-            s["density"], 100 * s["test_error"], marker=marker, s=50, color="C0" if marker == "o" else "C1"
-        )
+        marker, color = _MODE_STYLE.get(s["mode"], ("s", "C1"))
+        ax_err.scatter(s["density"], 100 * s["test_error"], marker=marker, s=50, color=color)
         ax_err.annotate(
             run.name,
             (s["density"], 100 * s["test_error"]),
@@ -287,8 +295,9 @@ def comparison(runs: Sequence[Run]) -> Figure:
             textcoords="offset points",
             xytext=(5, 4),
         )
-    ax_err.scatter([], [], marker="o", color="C0", label="constrained")
-    ax_err.scatter([], [], marker="s", color="C1", label="penalized")
+    for mode in dict.fromkeys(r.summary["mode"] for r in runs if r.summary["test_error"] is not None):
+        marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
+        ax_err.scatter([], [], marker=marker, color=color, label=mode)
     ax_err.legend(fontsize=8, loc="upper right")
     ax_err.set(xlabel="final expected model density", ylabel="test error (%)")
     ax_err.set_xlim(0, 1)

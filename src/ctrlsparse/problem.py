@@ -28,6 +28,7 @@ from cooper.multipliers import DenseMultiplier
 from cooper.penalty_coefficients import DensePenaltyCoefficient
 from torch import nn
 
+from ctrlsparse.gates import ARMGate, Estimator, antithetic
 from ctrlsparse.sparsify import sparse_layers
 
 MODEL = "model"
@@ -141,6 +142,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.weight_decay = weight_decay
+        self._arm_gates = [layer.gate for layer in self.layers.values() if isinstance(layer.gate, ARMGate)]
         # Denominator of the model density: every parameter some gate can switch off.
         self.num_sparsifiable = sum(layer.num_sparsifiable for layer in self.layers.values())
 
@@ -197,6 +199,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         outputs = self.model(inputs)
         loss = self.loss_fn(outputs, targets)
         objective = loss
+        if self._arm_gates and self.model.training:
+            objective = objective + self._arm_estimator_term(inputs, targets, loss)
         if self.weight_decay:
             l2 = torch.stack([layer.expected_l2() for layer in self.layers.values()]).sum()
             objective = loss + 0.5 * self.weight_decay * l2
@@ -204,6 +208,21 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         misc = {"loss": loss.detach(), "density": model_density.detach(), "densities": densities}
         self.last_state = cooper.CMPState(objective, self._observed(model_density, densities), misc)
         return self.last_state
+
+    def _arm_estimator_term(
+        self, inputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+    ) -> torch.Tensor:
+        """Zero-valued term carrying the ARM/AR estimate of the loss gradient to every ARM gate.
+
+        The ARM estimator needs the loss at the antithetic gates: a second forward pass
+        on the same minibatch, without a graph (Li & Ji, 2019). A model in training mode
+        updates BatchNorm running statistics in that pass too.
+        """
+        antithetic_loss = None
+        if any(gate.estimator is Estimator.ARM for gate in self._arm_gates):
+            with torch.no_grad(), antithetic(self._arm_gates):
+                antithetic_loss = self.loss_fn(self.model(inputs), targets)
+        return torch.stack([gate.estimator_term(loss, antithetic_loss) for gate in self._arm_gates]).sum()
 
     def compute_violations(self) -> cooper.CMPState:
         """The constraints alone (they need no data): what an alternating dual step looks at."""

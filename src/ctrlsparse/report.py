@@ -21,7 +21,7 @@ def _runs_needed(summary: dict) -> str:
     for a penalty found by ``tune-penalty``, unknown for a penalty chosen by hand."""
     if "tuning_runs" in summary:
         return f"{summary['tuning_runs']} (tuned to ε={summary['tuning_target']:g})"
-    return "1" if summary["mode"] == "constrained" else "–"
+    return "1" if summary["mode"] in ("constrained", "pruned") else "–"
 
 
 def comparison_table(runs: Sequence[Run]) -> str:
@@ -32,7 +32,7 @@ def comparison_table(runs: Sequence[Run]) -> str:
         >>> print(comparison_table([load_run("runs/demo/penalized")]))  # doctest: +SKIP
     """
     header = (
-        "| run | mode | target ε / penalty λ | density | layer densities | realized density "
+        "| run | method | mode | target ε / penalty λ | density | layer densities | realized density "
         "| params | MACs | test error | multipliers | full runs |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -43,7 +43,7 @@ def comparison_table(runs: Sequence[Run]) -> str:
         error = "–" if s["test_error"] is None else f"{100 * s['test_error']:.2f}%"
         multipliers = ", ".join(f"{name} {value:.3g}" for name, value in s["multipliers"].items())
         lines.append(
-            f"| {run.name} | {s['mode']} | {setting} | {s['density']:.4f} | {layers} "
+            f"| {run.name} | {s.get('method', 'hard_concrete')} | {s['mode']} | {setting} | {s['density']:.4f} | {layers} "
             f"| {s['realized_density']:.4f} | {_percent(s['params'])} | {_percent(s['macs'])} "
             f"| {error} | {multipliers} | {_runs_needed(s)} |"
         )
@@ -63,7 +63,7 @@ def dynamics_table(runs: Sequence[Run]) -> str:
     ]
     for run in runs:
         targets = run.summary["targets"]
-        if not targets:
+        if run.summary["mode"] != "constrained":  # penalties and pruning have no dual dynamics
             continue
         for name, m in run_dynamics(run.metrics(), targets).items():
             feasible = "never" if m.steps_to_feasible is None else str(m.steps_to_feasible)

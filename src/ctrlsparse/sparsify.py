@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ctrlsparse.gates import GateFactory, GateKind
 from ctrlsparse.layers import GatedConv2d, GatedLayer, GatedLinear, Structure
 
 # Exact types: subclasses such as MultiheadAttention's out_projection are used through
@@ -38,6 +39,7 @@ def sparsify(
     include: Iterable[str] | str | None = None,
     exclude: Iterable[str] | str | None = None,
     drop_rate: float = 0.5,
+    gates: str | GateKind | GateFactory = "hard_concrete",
 ) -> nn.Module:
     """Replace the ``nn.Linear`` and ``nn.Conv2d`` layers of ``model`` by gated layers, in place.
 
@@ -53,6 +55,10 @@ def sparsify(
         include: module names or glob patterns (``"features.*"``) to gate; default all.
         exclude: module names or glob patterns to leave dense.
         drop_rate: initial drop probability of every gate (Louizos et al. use 0.5).
+        gates: ``"hard_concrete"`` (Louizos et al., 2018), ``"arm"`` (Bernoulli gates
+            trained with the ARM estimator, Li & Ji, 2019, with their defaults) or a
+            factory ``f(shape, drop_rate=...)``, e.g.
+            ``functools.partial(ARMGate, squash="hard_sigmoid", estimator="ar")``.
 
     Returns:
         ``model`` itself, now with gated layers.
@@ -64,6 +70,8 @@ def sparsify(
         ['0']
     """
     structure = Structure.parse(structure)
+    if not callable(gates) or isinstance(gates, str):
+        gates = GateKind.parse(gates)
     candidates = {name: m for name, m in model.named_modules() if type(m) in _GATEABLE}
     if "" in candidates:
         raise ValueError(f"the model itself is a {type(model).__name__}; wrap it in a module to sparsify it")
@@ -85,9 +93,9 @@ def sparsify(
     for name in chosen:
         module = candidates[name]
         if isinstance(module, nn.Linear):
-            gated = GatedLinear.from_linear(module, structure, drop_rate)
+            gated = GatedLinear.from_linear(module, structure, drop_rate, gates)
         else:
-            gated = GatedConv2d.from_conv(module, structure, drop_rate)
+            gated = GatedConv2d.from_conv(module, structure, drop_rate, gates)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, gated)
     return model

@@ -7,13 +7,14 @@ import sys
 import time
 from collections.abc import Iterable, Sized
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from ctrlsparse import runs
 from ctrlsparse.counting import count
-from ctrlsparse.gda import GDA, GDAStep
+from ctrlsparse.gda import GDAStep
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -41,25 +42,28 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return wrong / max(total, 1)
 
 
-def summarize(gda: GDA, example_input: torch.Tensor, test_error: float | None) -> dict:
-    """Final numbers of a run, as written to ``summary.json``."""
-    problem = gda.problem
-    with torch.no_grad():
-        model_density, densities = problem.expected_densities()
-        realized = sum(layer.realized_active() for layer in problem.layers.values())
-    total, _ = count(problem.model, example_input)
-    return {
-        "mode": problem.mode,
-        "targets": problem.targets,
-        "penalties": problem.penalties,
-        "density": float(model_density),
-        "densities": {name: float(d) for name, d in densities.items()},
-        "realized_density": realized / problem.num_sparsifiable,
-        "test_error": test_error,
-        "multipliers": {name: float(c.multiplier.weight.detach()) for name, c in problem.named_constraints()},
-        "params": {"dense": total.params_dense, "remaining": total.params_remaining},
-        "macs": {"dense": total.macs_dense, "remaining": total.macs_remaining},
-    }
+class Trainer(Protocol):
+    """What :func:`fit` drives: :class:`~ctrlsparse.GDA`, :class:`~ctrlsparse.methods.L1RDA`,
+    :class:`~ctrlsparse.methods.MagnitudePruning`, or your own."""
+
+    model: nn.Module
+    steps_per_epoch: int | None
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep: ...
+
+    def finish(self) -> None: ...
+
+    def summary(self) -> dict: ...
+
+
+def summarize(trainer: Trainer, example_input: torch.Tensor, test_error: float | None) -> dict:
+    """Final numbers of a run, as written to ``summary.json``: the trainer's own, test error, counts."""
+    summary = trainer.summary()
+    total, _ = count(trainer.model, example_input)
+    summary["test_error"] = test_error
+    summary["params"] = {"dense": total.params_dense, "remaining": total.params_remaining}
+    summary["macs"] = {"dense": total.macs_dense, "remaining": total.macs_remaining}
+    return summary
 
 
 class _Progress:
@@ -94,7 +98,7 @@ class _Progress:
 
 
 def fit(
-    gda: GDA,
+    trainer: Trainer,
     train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     epochs: int,
     test_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -103,7 +107,7 @@ def fit(
     config: dict | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train for ``epochs`` epochs of :meth:`GDA.step`, evaluating after each epoch.
+    """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
 
     Writes, when ``run_dir`` is given: ``config.json`` (``config``) at the start,
     ``metrics.jsonl`` as training goes (every ``log_every`` steps and at every epoch's
@@ -124,11 +128,11 @@ def fit(
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every!r}")
-    model = gda.problem.model
+    model = trainer.model
     device = next(model.parameters()).device
     steps_per_epoch = len(train_batches) if isinstance(train_batches, Sized) else 0
-    if gda.schedule is not None and gda.steps_per_epoch is None:
-        gda.steps_per_epoch = steps_per_epoch or None
+    if trainer.steps_per_epoch is None:  # target schedules and pruning epochs count in epochs
+        trainer.steps_per_epoch = steps_per_epoch or None
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +147,7 @@ def fit(
             for batch, (x, y) in enumerate(train_batches, start=1):
                 x, y = x.to(device), y.to(device)
                 example_input = x[:1] if example_input is None else example_input
-                step = gda.step(x, y)
+                step = trainer.step(x, y)
                 step_count += 1
                 if not math.isfinite(step.loss):
                     raise NonFiniteLossError(
@@ -165,7 +169,10 @@ def fit(
             writer.close()
     if example_input is None:
         raise ValueError("train_batches yielded no minibatch")
-    summary = summarize(gda, example_input, test_error)
+    trainer.finish()
+    if test_batches is not None:  # finish() may change the model (a last pruning)
+        test_error = evaluate(model, test_batches)
+    summary = summarize(trainer, example_input, test_error)
     summary["steps"] = step_count
     summary["train_seconds"] = time.monotonic() - start
     if run_dir is not None:
