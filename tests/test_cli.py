@@ -117,3 +117,39 @@ def test_compare_reports_dynamics_of_constrained_runs(tmp_path, capsys, make_run
     assert "## Dual dynamics" in out
     assert "| a | fc1 | 0.4 | 40 |" in out and "| a | fc2 | 0.5 | 30 |" in out  # densities 0.8 - 0.5 step/50
     assert "| b |" not in out.split("## Dual dynamics")[1]
+
+
+def test_every_method_runs_and_compares(tmp_path, capsys):
+    runs = {
+        "hc": ["--target-density", "0.5"],
+        "arm": ["--gates", "arm", "--target-density", "0.5"],
+        "rda": ["--method", "l1_rda", "--penalty", "1e-3"],
+        "prune": ["--method", "magnitude", "--target-density", "0.5", "--finetune-epochs", "1"],
+    }
+    for name, args in runs.items():
+        assert main(["run", DIGITS, "--epochs", "2", "--out", str(tmp_path / name), "--quiet", *args]) == 0
+    capsys.readouterr()
+    assert main(["compare", *(str(tmp_path / name) for name in runs), "--out", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    assert "| hc | hard_concrete | constrained | ε[model]=0.5 |" in table
+    assert "| arm | arm | constrained | ε[model]=0.5 |" in table
+    assert "| rda | l1_rda | penalized | λ[fc1]=0.001, λ[fc2]=0.001, λ[fc3]=0.001 |" in table
+    assert "| prune | magnitude | pruned | ε[model]=0.5 | 0.5000 |" in table
+    assert main(["plot", str(tmp_path / "arm")]) == 0  # ARM gate histogram from phi
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "l1_rda", "--target-density", "0.3"], "takes a penalty .* tune-penalty"),
+        (["--method", "magnitude", "--penalty", "0.1"], "'magnitude' takes a target_density"),
+        (
+            ["--method", "magnitude", "--finetune-epochs", "9", "--epochs", "3"],
+            r"finetune_epochs must lie in \[0, epochs=3\]",
+        ),
+    ],
+)
+def test_method_options_are_checked(tmp_path, capsys, args, message):
+    assert main(["run", DIGITS, "--out", str(tmp_path / "r"), *args]) == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()

@@ -1,3 +1,5 @@
+import functools
+import itertools
 import math
 
 import pytest
@@ -5,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctrlsparse.gates import LOG_ALPHA_RANGE, HardConcrete
+from ctrlsparse.gates import LOG_ALPHA_RANGE, ARMGate, HardConcrete, antithetic, make_gate
 
 
 def test_prob_active_matches_monte_carlo():
@@ -84,3 +86,95 @@ def test_clamp_keeps_log_alpha_in_range():
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))[:5]):
         HardConcrete((3,), **kwargs)
+
+
+# --- ARM gates (Li & Ji, 2019) -------------------------------------------------------------
+
+_A, _B = torch.tensor([1.0, -2.0, 0.5]), 0.3
+
+
+def _f(z: torch.Tensor) -> torch.Tensor:
+    """A small non-linear objective of three binary gates."""
+    return (z @ _A - _B) ** 2 + 0.7 * z[0] * z[2]
+
+
+def _exact_gradient(gate: ARMGate) -> torch.Tensor:
+    """d E[f(z)] / d phi, with E[f] enumerated over all 2^3 gate values."""
+    pi = gate.prob_active()
+    expectation = 0.0
+    for bits in itertools.product([0.0, 1.0], repeat=3):
+        z = torch.tensor(bits)
+        expectation = expectation + torch.prod(torch.where(z > 0, pi, 1 - pi)) * _f(z)
+    (grad,) = torch.autograd.grad(expectation, gate.phi)
+    return grad
+
+
+@pytest.mark.parametrize("squash", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("estimator", ["arm", "ar"])
+def test_arm_estimator_is_unbiased(squash, estimator):
+    gate = ARMGate((3,), k=3.0, squash=squash, estimator=estimator)
+    with torch.no_grad():
+        gate.phi.copy_(torch.tensor([-0.4, 0.1, 0.5]))  # pi between 0.2 and 0.8 for both squashes
+    exact = _exact_gradient(gate)
+    estimates = []
+    for _ in range(4000):
+        loss = _f(gate())
+        with antithetic([gate]):
+            antithetic_loss = _f(gate())
+        (grad,) = torch.autograd.grad(gate.estimator_term(loss, antithetic_loss), gate.phi)
+        estimates.append(grad)
+    estimates = torch.stack(estimates)
+    tolerance = 4 * estimates.std(0) / math.sqrt(len(estimates))  # 4 standard errors
+    assert torch.all((estimates.mean(0) - exact).abs() < tolerance), (estimates.mean(0), exact, tolerance)
+    # Resolution: an estimator biased by a factor 1.5 (e.g. the hard sigmoid without its
+    # chain-rule factor, which is 0.57-1 here) would fail.
+    assert torch.any((1.5 * estimates.mean(0) - exact).abs() > tolerance)
+
+
+def test_arm_samples_are_binary_with_probability_pi_and_antithetic_pairs():
+    gate = ARMGate((4,), k=2.0)
+    with torch.no_grad():
+        gate.phi.copy_(torch.tensor([-1.0, -0.2, 0.3, 1.0]))
+    pi = gate.prob_active().detach()
+    main, anti = [], []
+    for _ in range(20000):
+        main.append(gate())
+        with antithetic([gate]):
+            anti.append(gate())
+    main, anti = torch.stack(main), torch.stack(anti)
+    assert set(main.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(main.mean(0), pi, atol=0.015) and torch.allclose(anti.mean(0), pi, atol=0.015)
+    # Same u: 1[u < pi] and 1[u > 1 - pi] are both 1 only where pi > 1/2 can make them so.
+    both = (main * anti).mean(0)
+    assert torch.allclose(both, (2 * pi - 1).clamp_min(0), atol=0.015)
+    assert not gate.antithetic
+
+
+def test_arm_initial_probability_and_test_time_gate():
+    for squash in ("sigmoid", "hard_sigmoid"):
+        gate = ARMGate((1000,), drop_rate=0.3, squash=squash)
+        assert gate.prob_active().mean().item() == pytest.approx(0.7, abs=0.01)
+        gate.eval()
+        assert torch.equal(gate(), (gate.phi > 0).float())
+
+
+def test_arm_rejects_bad_settings():
+    with pytest.raises(ValueError, match="unknown squash function 'tanh'; valid squash functions: 'sigmoid'"):
+        ARMGate((2,), squash="tanh")
+    with pytest.raises(ValueError, match="unknown estimator 'reinforce'"):
+        ARMGate((2,), estimator="reinforce")
+    with pytest.raises(ValueError, match="k must be a finite number > 0"):
+        ARMGate((2,), k=0)
+    with pytest.raises(RuntimeError, match="needs a regular sample first"), antithetic([g := ARMGate((2,))]):
+        g()
+
+
+def test_make_gate_kinds_and_factories():
+    assert isinstance(make_gate("hard_concrete", (3,), 0.5), HardConcrete)
+    assert isinstance(make_gate("arm", (3,), 0.5), ARMGate)
+    gate = make_gate(functools.partial(ARMGate, k=5.0), (3,), 0.2)
+    assert gate.k == 5.0 and gate.drop_rate == 0.2
+    with pytest.raises(
+        ValueError, match="unknown gate kind 'relu'; valid gate kinds: 'hard_concrete', 'arm'"
+    ):
+        make_gate("relu", (3,), 0.5)

@@ -258,7 +258,7 @@ class ARMGate(Gate):
         return (x * _HARD_SIGMOID_SLOPE + 0.5).clamp(0.0, 1.0)
 
     def sample(self) -> torch.Tensor:
-        """:math:`1[u < \\pi]` with a fresh ``u``; under :func:`antithetic`, :math:`1[u > 1 - \\pi]` with the last ``u``."""
+        """:math:`1[u < \\pi]` with a fresh ``u``; under :func:`antithetic`, :math:`1[u > 1 - \\pi]`."""
         with torch.no_grad():
             pi = self.prob_active()
             if self.antithetic:

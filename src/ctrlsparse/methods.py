@@ -109,7 +109,7 @@ class L1RDA(_WeightSparsity):
         gamma: RDA's :math:`\gamma` (the first step is ``grad / gamma``).
 
     Example:
-        >>> trainer = L1RDA(model, torch.nn.functional.cross_entropy, penalty=1e-4, gamma=1.0)  # doctest: +SKIP
+        >>> trainer = L1RDA(model, F.cross_entropy, penalty=1e-4, gamma=1.0)  # doctest: +SKIP
         >>> summary = fit(trainer, train_batches, epochs=10)  # doctest: +SKIP
     """
 

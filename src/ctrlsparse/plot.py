@@ -338,9 +338,10 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
             if name not in run.summary["targets"]:
                 continue
             density = np.array([r["density"] if name == MODEL else r["densities"][name] for r in records])
-            multiplier = np.array([r["multipliers"][name] for r in records])
             axes[0, j].plot(steps, density, color=cmap(i % 10), lw=1.1, label=run.name)
-            axes[1, j].plot(steps, multiplier, color=cmap(i % 10), lw=1.1, label=run.name)
+            if name in records[0]["multipliers"]:  # pruned runs have a target but no multiplier
+                multiplier = np.array([r["multipliers"][name] for r in records])
+                axes[1, j].plot(steps, multiplier, color=cmap(i % 10), lw=1.1, label=run.name)
             if tail:
                 start = int(len(steps) * (1 - tail))
                 axes[2, j].plot(steps[start:], density[start:], color=cmap(i % 10), lw=1.1)

@@ -27,7 +27,7 @@ import torch
 
 
 class RDA(torch.optim.Optimizer):
-    r"""ℓ1-RDA: :math:`w_{t+1} = \operatorname{shrink}(w_0 - \tfrac{t}{\beta_t}\bar g_t, \tfrac{t}{\beta_t}\lambda)`, :math:`\beta_t = \gamma\sqrt t`.
+    r"""ℓ1-regularized dual averaging centred at the initial weights, :math:`\beta_t = \gamma\sqrt t`.
 
     Args:
         params: parameters or parameter groups (a group may set its own ``penalty``

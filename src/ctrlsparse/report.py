@@ -43,7 +43,8 @@ def comparison_table(runs: Sequence[Run]) -> str:
         error = "–" if s["test_error"] is None else f"{100 * s['test_error']:.2f}%"
         multipliers = ", ".join(f"{name} {value:.3g}" for name, value in s["multipliers"].items())
         lines.append(
-            f"| {run.name} | {s.get('method', 'hard_concrete')} | {s['mode']} | {setting} | {s['density']:.4f} | {layers} "
+            f"| {run.name} | {s.get('method', 'hard_concrete')} | {s['mode']} | {setting} "
+            f"| {s['density']:.4f} | {layers} "
             f"| {s['realized_density']:.4f} | {_percent(s['params'])} | {_percent(s['macs'])} "
             f"| {error} | {multipliers} | {_runs_needed(s)} |"
         )
