@@ -19,7 +19,8 @@ def _quadratic_steps(w0, c, gamma, penalty, steps):
 
 
 def test_matches_hand_computed_closed_form_steps():
-    # w_{t+1} = shrink(w0 - sum(g) / (gamma sqrt t), sqrt(t) / gamma * lambda), w0 = 1, gamma = 2, lambda = 0.1.
+    # w_{t+1} = shrink(w0 - sum(g) / (gamma sqrt t), sqrt(t) / gamma * lambda)
+    # with w0 = 1, gamma = 2, lambda = 0.1.
     w1, w2 = _quadratic_steps(1.0, 0.2, gamma=2.0, penalty=0.1, steps=2)
     assert w1 == pytest.approx(0.55)  # g1 = 0.8: v = 1 - 0.8 / 2 = 0.6, tau = 0.05
     g2 = w1 - 0.2  # 0.35
