@@ -97,3 +97,20 @@ def test_traces_overlay_runs_per_constraint(runs):
 def test_traces_need_a_constrained_run(runs):
     with pytest.raises(ValueError, match="constrained runs"):
         plot.traces([load_run(runs[2])])
+
+
+def test_tradeoff_one_point_per_setting_by_method(tmp_path, make_run):
+    from ctrlsparse.plot import tradeoff
+
+    settings = {
+        "hc 0.3": [load_run(make_run(tmp_path / f"hc{s}", targets={"model": 0.3})) for s in range(2)],
+        "pen": [load_run(make_run(tmp_path / "pen", penalties={"model": 0.1}))],
+    }
+    fig = tradeoff(settings)
+    ax = fig.axes[0]
+    assert ax.get_title() == "digits_mlp"
+    # One curve per method (both settings are hard concrete runs), one point per setting.
+    assert len(ax.containers) == 1 and len(ax.containers[0].lines[0].get_xdata()) == 2
+    fig.savefig(tmp_path / "t.png")
+    with pytest.raises(ValueError, match="no finished run"):
+        tradeoff({"empty": []})

@@ -38,3 +38,13 @@ def test_write_json_replaces_nan_by_null(tmp_path):
     write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None]}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_label_runs_disambiguates_equal_directory_names(tmp_path, make_run):
+    from ctrlsparse.runs import label_runs
+
+    a = make_run(tmp_path / "sgd" / "seed0", targets={"model": 0.3})
+    b = make_run(tmp_path / "nupi" / "seed0", targets={"model": 0.3})
+    c = make_run(tmp_path / "other", targets={"model": 0.3})
+    runs = label_runs([load_run(a), load_run(b), load_run(c)])
+    assert [r.name for r in runs] == ["sgd/seed0", "nupi/seed0", "other"]

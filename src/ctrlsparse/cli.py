@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ctrlsparse.config import ProblemFileError, load_problem, parse_problem
-from ctrlsparse.runs import RunFormatError, load_run
+from ctrlsparse.runs import RunFormatError, label_runs, load_run
 
 _LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
 
@@ -116,7 +116,8 @@ def _cmd_tune_penalty(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from ctrlsparse.reproduce import load_sweep, run_sweep, sweep_dynamics_table, sweep_table
+    from ctrlsparse import plot
+    from ctrlsparse.reproduce import load_sweep, run_sweep, sweep_dynamics_table, sweep_runs, sweep_table
 
     sweep = load_sweep(args.sweep)
     if args.seeds:
@@ -132,6 +133,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     (out / "table.md").write_text(table)
     print(table, end="")
     print(f"wrote {out / 'table.md'}")
+    finished = sweep_runs(sweep, out)
+    if any(r.summary["test_error"] is not None for rs in finished.values() for r in rs):
+        plot.tradeoff(finished).savefig(out / "tradeoff.png", dpi=110)
+        print(f"wrote {out / 'tradeoff.png'} (test error against density, by method)")
     return 0
 
 
@@ -190,7 +195,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse import plot
     from ctrlsparse.report import comparison_table, dynamics_table
 
-    runs = [load_run(path) for path in args.runs]
+    runs = label_runs([load_run(path) for path in args.runs])
     problems = sorted({run.config.get("name", "?") for run in runs})
     if len(problems) > 1 and not args.allow_mixed:
         raise CLIError(

@@ -6,7 +6,7 @@ in forward order from a qualitative palette (a sequential one beyond ten layers)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -360,6 +360,62 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
         plt.Line2D([], [], color=cmap(i % 10), label=run.name)
         for i, run in enumerate(runs)
         if run.summary["targets"]
+    ]
+    axes[0, -1].legend(
+        handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
+    )
+    fig.tight_layout()
+    return fig
+
+
+_METHOD_LABELS = {
+    "hard_concrete": "hard concrete (L0, constrained)",
+    "arm": "ARM (L0, constrained)",
+    "l1_rda": "ℓ1-RDA (λ tuned)",
+    "magnitude": "magnitude pruning",
+}
+
+
+def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
+    """Test error against final density per setting (mean ± 95% CI over its seeds), by method.
+
+    One panel per problem; each method's settings are joined in order of density, so
+    the curve lowest at a density is the method to pick there.
+
+    Args:
+        settings: ``{setting label: finished runs (its seeds)}``, e.g. from a sweep.
+
+    Example:
+        >>> tradeoff({"MLP, ARM, ε=0.1": [load_run("runs/m/arm/seed0")]}).savefig("t.png")  # doctest: +SKIP
+    """
+    from ctrlsparse.reproduce import mean_ci  # reproduce imports the training stack
+
+    points: dict[str, dict[str, list[tuple[float, float, float, float]]]] = {}
+    for runs in settings.values():
+        runs = [run for run in runs if run.summary["test_error"] is not None]
+        if not runs:
+            continue
+        density, density_ci = mean_ci([run.summary["density"] for run in runs])
+        error, error_ci = mean_ci([100 * run.summary["test_error"] for run in runs])
+        problem = runs[0].config.get("name", "?")
+        method = runs[0].summary.get("method", "hard_concrete")
+        points.setdefault(problem, {}).setdefault(method, []).append((density, density_ci, error, error_ci))
+    if not points:
+        raise ValueError("no finished run with a test error to plot")
+    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points) + 1.5, 4.2), squeeze=False)
+    methods = list(dict.fromkeys(m for by_method in points.values() for m in by_method))
+    for ax, (problem, by_method) in zip(axes[0], points.items()):
+        for method, values in by_method.items():
+            values.sort()
+            d, dci, e, eci = (np.array(column) for column in zip(*values))
+            color = f"C{methods.index(method) % 10}"
+            ax.errorbar(d, e, xerr=dci, yerr=eci, color=color, marker="o", ms=5, capsize=3, lw=1.2)
+        ax.set(xlabel="final model density", ylabel="test error (%)", title=problem)
+        ax.set_xlim(0, max(0.5, ax.get_xlim()[1]))
+        ax.grid(alpha=0.3)
+    handles = [
+        plt.Line2D([], [], color=f"C{i % 10}", marker="o", label=_METHOD_LABELS.get(m, m))
+        for i, m in enumerate(methods)
     ]
     axes[0, -1].legend(
         handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False

@@ -195,8 +195,17 @@ def sweep_table(sweep: Sweep, out: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep_runs(sweep: Sweep, out: str | Path) -> dict[str, list[runs.Run]]:
+    """``{setting label: its finished runs}`` (the input of :func:`ctrlsparse.plot.tradeoff`)."""
+    return {setting.label: _finished(sweep, setting, Path(out)) for setting in sweep.settings}
+
+
 def sweep_dynamics_table(sweep: Sweep, out: str | Path) -> str:
-    """Markdown table of the dual-dynamics measures (worst constraint of each run; mean ± 95% CI)."""
+    """Markdown table of the dual-dynamics measures (worst constraint of each run; mean ± 95% CI).
+
+    The final-violation column also gives its maximum over the seeds: the number to hold
+    against a tolerance such as "every constraint within 0.005 of its target".
+    """
     out = Path(out)
     lines = [
         "| setting | seeds | steps to feasible | worst |final violation| | overshoot "
@@ -204,7 +213,8 @@ def sweep_dynamics_table(sweep: Sweep, out: str | Path) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for setting in sweep.settings:
-        finished = [run for run in _finished(sweep, setting, out) if run.summary["targets"]]
+        # Constrained runs only: penalties and pruning have no multiplier dynamics.
+        finished = [run for run in _finished(sweep, setting, out) if run.summary["mode"] == "constrained"]
         if not finished:
             continue
         measures = [list(run_dynamics(run.metrics(), run.summary["targets"]).values()) for run in finished]
@@ -213,9 +223,10 @@ def sweep_dynamics_table(sweep: Sweep, out: str | Path) -> str:
         shown_steps = _fmt([x for x in steps if not math.isinf(x)], digits=0) + (
             f" ({never} never)" if never else ""
         )
+        worst = [max(abs(m.final_violation) for m in ms) for ms in measures]
         lines.append(
             f"| {setting.label} | {len(finished)} | {shown_steps} "
-            f"| {_fmt([max(abs(m.final_violation) for m in ms) for ms in measures], digits=4)} "
+            f"| {_fmt(worst, digits=4)} (max {max(worst):.4f}) "
             f"| {_fmt([max(m.overshoot for m in ms) for ms in measures], digits=4)} "
             f"| {_fmt([max(m.density_p2p for m in ms) for ms in measures], digits=4)} "
             f"| {_fmt([max(m.multiplier_p2p for m in ms) for ms in measures], digits=3)} "

@@ -116,13 +116,29 @@ class Run:
     path: Path
     config: dict
     summary: dict
+    label: str | None = None
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """How tables and figures name the run: ``label``, or the directory's name."""
+        return self.label or self.path.name
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.path / METRICS)
+
+
+def label_runs(runs: list[Run]) -> list[Run]:
+    """Give runs whose directory names collide (``a/seed0``, ``b/seed0``) the label ``a/seed0``.
+
+    Example:
+        >>> [r.name for r in label_runs([load_run("sgd/seed0"), load_run("nupi/seed0")])]  # doctest: +SKIP
+        ['sgd/seed0', 'nupi/seed0']
+    """
+    names = [run.path.name for run in runs]
+    for run in runs:
+        if names.count(run.path.name) > 1:
+            run.label = f"{run.path.parent.name}/{run.path.name}"
+    return runs
 
 
 def load_run(run_dir: str | Path) -> Run:
