@@ -14,6 +14,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures made by a test are closed after it (pyplot keeps every open figure alive)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def pytest_configure(config):
     # Two CPU cores: keep torch from oversubscribing them when pytest-xdist is not used.
     torch.set_num_threads(2)
