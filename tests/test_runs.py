@@ -48,3 +48,16 @@ def test_label_runs_disambiguates_equal_directory_names(tmp_path, make_run):
     c = make_run(tmp_path / "other", targets={"model": 0.3})
     runs = label_runs([load_run(a), load_run(b), load_run(c)])
     assert [r.name for r in runs] == ["sgd/seed0", "nupi/seed0", "other"]
+
+
+def test_problem_of_groups_runs_by_data_and_model(tmp_path, make_run):
+    from ctrlsparse.runs import problem_of
+
+    run = make_run(tmp_path / "a", targets={"model": 0.3})
+    write_json(
+        run / "config.json",
+        {"name": "fashion_mlp_rda", "data": {"name": "fashion_mnist"}, "model": {"name": "mlp"}},
+    )
+    assert problem_of(load_run(run)) == "fashion_mnist / mlp"
+    bare = make_run(tmp_path / "b", name="digits_mlp", targets={"model": 0.3})
+    assert problem_of(load_run(bare)) == "digits_mlp"  # no data/model sections: the problem's name

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ctrlsparse.config import ProblemFileError, load_problem, parse_problem
-from ctrlsparse.runs import RunFormatError, label_runs, load_run
+from ctrlsparse.runs import RunFormatError, label_runs, load_run, problem_of
 
 _LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
 
@@ -196,7 +196,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse.report import comparison_table, dynamics_table
 
     runs = label_runs([load_run(path) for path in args.runs])
-    problems = sorted({run.config.get("name", "?") for run in runs})
+    problems = sorted({problem_of(run) for run in runs})
     if len(problems) > 1 and not args.allow_mixed:
         raise CLIError(
             f"the runs solve different problems ({', '.join(problems)}); "

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from ctrlsparse.gates import ARMGate, HardConcrete  # noqa: E402
 from ctrlsparse.problem import MODEL  # noqa: E402
 from ctrlsparse.runs import MODEL as MODEL_FILE  # noqa: E402
-from ctrlsparse.runs import Run, RunFormatError, load_run, read_metrics  # noqa: E402
+from ctrlsparse.runs import Run, RunFormatError, load_run, problem_of, read_metrics  # noqa: E402
 
 
 def layer_colors(names: Sequence[str]) -> dict[str, tuple]:
@@ -398,7 +398,7 @@ def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
         # The realized density: the test error is measured with the test-time gates.
         density, density_ci = mean_ci([run.summary["realized_density"] for run in runs])
         error, error_ci = mean_ci([100 * run.summary["test_error"] for run in runs])
-        problem = runs[0].config.get("name", "?")
+        problem = problem_of(runs[0])
         method = runs[0].summary.get("method", "hard_concrete")
         points.setdefault(problem, {}).setdefault(method, []).append((density, density_ci, error, error_ci))
     if not points:

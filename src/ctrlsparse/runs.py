@@ -127,6 +127,18 @@ class Run:
         return read_metrics(self.path / METRICS)
 
 
+def problem_of(run: Run) -> str:
+    """What a run solves: ``"data / model"`` from its config (any method, any targets), else its name.
+
+    Runs with the same data and model are comparable whatever their method or problem
+    file (``fashion_mlp.toml`` and ``fashion_mlp_rda.toml`` both give ``"fashion_mnist / mlp"``).
+    """
+    data, model = run.config.get("data", {}), run.config.get("model", {})
+    if "name" in data and "name" in model:
+        return f"{data['name']} / {model['name']}"
+    return run.config.get("name", "?")
+
+
 def label_runs(runs: list[Run]) -> list[Run]:
     """Give runs whose directory names collide (``a/seed0``, ``b/seed0``) the label ``a/seed0``.
 
