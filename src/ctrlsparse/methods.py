@@ -155,8 +155,8 @@ class MagnitudePruning(_WeightSparsity):
     - ``structure="neuron"``: whole input features of Linear layers and output
       channels of Conv2d layers (the groups of the gated layers), smallest L2 norm
       first — per layer with ``ln_structured``, or model-wise by the groups' RMS so
-      layers with different group sizes compete fairly. The density is the largest
-      one at most the target that whole groups allow.
+      layers with different group sizes compete fairly. The density is at most the
+      target: groups are kept greedily, largest RMS first, while they fit.
 
     The masks stay attached during fine-tuning (pruned weights get no update) and are
     made permanent by :meth:`finish`, so ``model.pt`` is a plain state dict with zeros.
