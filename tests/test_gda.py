@@ -196,3 +196,14 @@ def test_bad_dual_optimizer():
     model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
     with pytest.raises(ValueError, match="valid dual optimizers: sgd, nupi, adam"):
         GDA(SparsityProblem(model, F.cross_entropy, target_density=0.5), dual_optimizer="rmsprop")
+
+
+def test_arm_estimator_term_survives_weight_decay():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), gates="arm")
+    problem = SparsityProblem(model, F.cross_entropy, penalty=0.0, weight_decay=1e-2)
+    x, y = _toy()
+    state = problem.compute_cmp_state(x[:64], y[:64])
+    phi = model.fc1.gate.phi
+    (total,) = torch.autograd.grad(state.loss, phi)
+    (decay_only,) = torch.autograd.grad(0.5 * 1e-2 * model.fc1.expected_l2(), phi)
+    assert not torch.allclose(total, decay_only)  # the ARM estimate is in the objective too

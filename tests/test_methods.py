@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctrlsparse import Batches, fit, load_run
+from ctrlsparse import Batches, evaluate, fit, load_run
 from ctrlsparse.methods import L1RDA, MagnitudePruning, plain_layers
 
 
@@ -77,9 +77,10 @@ def test_fit_prunes_at_the_epoch_boundary_and_leaves_a_plain_model(tmp_path):
 
 
 def test_pruning_after_the_last_epoch_when_there_is_no_fine_tuning():
-    net = _net()
-    summary = fit(_pruner(net, 0.5, prune_epoch=2), _data(), epochs=2, progress=False)
+    net, test = _net(), _data()
+    summary = fit(_pruner(net, 0.5, prune_epoch=2), _data(), epochs=2, test_batches=test, progress=False)
     assert summary["density"] == 0.5
+    assert summary["test_error"] == evaluate(net, test)  # measured after the last pruning
 
 
 def test_l1_rda_training_produces_exact_zeros_and_a_summary(tmp_path):

@@ -44,6 +44,8 @@ class Gate(nn.Module):
     """
 
     parameter_range: tuple[float, float]
+    method: str = "gates"
+    """What a run's ``summary.json`` records as its ``method``."""
 
     @property
     def parameter(self) -> nn.Parameter:
@@ -98,6 +100,7 @@ class HardConcrete(Gate):
     """
 
     parameter_range = LOG_ALPHA_RANGE
+    method = "hard_concrete"
 
     def __init__(
         self,
@@ -211,6 +214,8 @@ class ARMGate(Gate):
         >>> bool(((z == 0) | (z == 1)).all())
         True
     """
+
+    method = "arm"
 
     def __init__(
         self,

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
 
-from ctrlsparse.gates import ARMGate, HardConcrete
 from ctrlsparse.problem import MODEL, SparsityProblem
 from ctrlsparse.schedules import TargetSchedule
 
@@ -28,8 +27,6 @@ DEFAULT_PRIMAL_LR = 7e-4
 DEFAULT_DUAL_LR = 1e-4
 """Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps); short runs need larger."""
 DUAL_OPTIMIZERS = ("sgd", "nupi", "adam")
-GATE_METHODS = {HardConcrete: "hard_concrete", ARMGate: "arm"}
-"""The ``method`` a run's summary records for each gate type."""
 
 
 def make_dual_optimizer(
@@ -193,8 +190,9 @@ class GDA:
         self.steps += 1
         return self._record(problem.last_state)
 
-    def finish(self) -> None:
-        """Called by :func:`~ctrlsparse.fit` after the last step (nothing to do for GDA)."""
+    def finish(self) -> bool:
+        """Called by :func:`~ctrlsparse.fit` after the last step: nothing to do, the model is unchanged."""
+        return False
 
     def summary(self) -> dict:
         """Final densities and multipliers, as ``summary.json`` records them."""
@@ -202,7 +200,7 @@ class GDA:
         with torch.no_grad():
             model_density, densities = problem.expected_densities()
             realized = sum(layer.realized_active() for layer in problem.layers.values())
-        kinds = dict.fromkeys(GATE_METHODS[type(layer.gate)] for layer in problem.layers.values())
+        kinds = dict.fromkeys(layer.gate.method for layer in problem.layers.values())
         return {
             "method": "+".join(kinds),
             "mode": problem.mode,

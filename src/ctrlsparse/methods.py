@@ -60,9 +60,9 @@ class _WeightSparsity:
         # ``m.weight`` is the masked weight once torch.nn.utils.prune has reparameterized it.
         return torch.stack([torch.count_nonzero(m.weight.detach()) for m in self.layers.values()])
 
-    def densities(self) -> tuple[float, dict[str, float]]:
-        """Fraction of non-zero weights in the model and per layer."""
-        nonzeros = self._nonzeros().tolist()
+    def densities(self, nonzeros: list[float] | None = None) -> tuple[float, dict[str, float]]:
+        """Fraction of non-zero weights in the model and per layer (from ``nonzeros`` if given)."""
+        nonzeros = self._nonzeros().tolist() if nonzeros is None else nonzeros
         per_layer = {name: n / m.weight.numel() for (name, m), n in zip(self.layers.items(), nonzeros)}
         return sum(nonzeros) / self.num_sparsifiable, per_layer
 
@@ -72,13 +72,14 @@ class _WeightSparsity:
         loss.backward()
         self.optimizer.step()
         self.steps += 1
+        # One host transfer for the loss and every layer's count.
         values = torch.cat([loss.detach().reshape(1).float(), self._nonzeros().float()]).tolist()
-        nonzeros = values[1:]
-        densities = {name: n / m.weight.numel() for (name, m), n in zip(self.layers.items(), nonzeros)}
-        return GDAStep(values[0], sum(nonzeros) / self.num_sparsifiable, densities, {}, {})
+        density, densities = self.densities(values[1:])
+        return GDAStep(values[0], density, densities, {}, {})
 
-    def finish(self) -> None:
-        """Called by :func:`~ctrlsparse.fit` after the last step."""
+    def finish(self) -> bool:
+        """Called by :func:`~ctrlsparse.fit` after the last step; nothing changes."""
+        return False
 
     def summary(self) -> dict:
         density, densities = self.densities()
@@ -267,12 +268,17 @@ class MagnitudePruning(_WeightSparsity):
         for name, module in self.layers.items():
             prune.custom_from_mask(module, "weight", masks[name])
 
-    def finish(self) -> None:
-        """Prune if training ended before ``prune_epoch``, then make the masks permanent."""
+    def finish(self) -> bool:
+        """Prune if training ended before ``prune_epoch``, then make the masks permanent.
+
+        Returns True when it pruned here (the model's outputs changed after the last epoch).
+        """
+        pruned_now = not self.pruned
         self.prune()
         for module in self.layers.values():
             if prune.is_pruned(module):
                 prune.remove(module, "weight")
+        return pruned_now
 
     def summary(self) -> dict:
         summary = super().summary()

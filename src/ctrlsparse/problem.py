@@ -203,7 +203,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             objective = objective + self._arm_estimator_term(inputs, targets, loss)
         if self.weight_decay:
             l2 = torch.stack([layer.expected_l2() for layer in self.layers.values()]).sum()
-            objective = loss + 0.5 * self.weight_decay * l2
+            objective = objective + 0.5 * self.weight_decay * l2
         model_density, densities = self.expected_densities()
         misc = {"loss": loss.detach(), "density": model_density.detach(), "densities": densities}
         self.last_state = cooper.CMPState(objective, self._observed(model_density, densities), misc)

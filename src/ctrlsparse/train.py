@@ -51,7 +51,9 @@ class Trainer(Protocol):
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep: ...
 
-    def finish(self) -> None: ...
+    def finish(self) -> bool:
+        """After the last step; True when it changed the model's outputs (e.g. a last pruning)."""
+        ...
 
     def summary(self) -> dict: ...
 
@@ -169,8 +171,7 @@ def fit(
             writer.close()
     if example_input is None:
         raise ValueError("train_batches yielded no minibatch")
-    trainer.finish()
-    if test_batches is not None:  # finish() may change the model (a last pruning)
+    if trainer.finish() and test_batches is not None:
         test_error = evaluate(model, test_batches)
     summary = summarize(trainer, example_input, test_error)
     summary["steps"] = step_count
