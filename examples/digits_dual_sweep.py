@@ -32,6 +32,8 @@ def main() -> None:
         config = dataclasses.replace(
             base,
             optim=dataclasses.replace(base.optim, dual_lr=dual_lr, dual_restarts=restarts),
+            # The core study predates the linear-ramp default (docs/dynamics.md): fixed targets.
+            schedule=dataclasses.replace(base.schedule, kind="fixed"),
             sparsity=dataclasses.replace(base.sparsity, target_density=target, penalty=None),
             train=dataclasses.replace(base.train, epochs=args.epochs, log_every=10),
         )

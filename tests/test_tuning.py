@@ -37,11 +37,27 @@ def test_bisection_brackets_then_lands(tmp_path):
     result = tune_penalty(CONFIG, 0.25, tmp_path, tolerance=0.005, runner=run, progress=False)
     assert result["converged"] and abs(result["best"]["density"] - 0.25) <= 0.005
     assert calls[:2] == [1.0, 10.0]  # bracketing by factors of 10
-    assert all(1.0 <= lam <= 10.0 for lam in calls[2:])  # then bisection inside the bracket
+    assert all(1.0 <= lam <= 10.0 for lam in calls[2:])  # then search inside the bracket
     assert result["runs"] == len(calls) == len(json.loads((tmp_path / "tuning.json").read_text())["history"])
     best = load_run(result["best"]["run"])
     assert best.summary["tuning_runs"] == len(calls)
     assert f"| {len(calls)} (tuned to ε=0.25) |" in comparison_table([best])
+
+
+def test_power_law_density_lands_on_the_first_interpolated_probe(tmp_path):
+    # density = 0.5 λ^-0.7 is a line in log-log: the interpolation hits the target at once,
+    # where bisection in log λ would still need several probes.
+    run, calls = _runner(lambda lam: 0.5 * lam**-0.7)
+    result = tune_penalty(CONFIG, 0.2, tmp_path, tolerance=0.001, runner=run, progress=False)
+    assert calls[:2] == [1.0, 10.0] and len(calls) == 3
+    assert calls[2] == pytest.approx(2.5 ** (1 / 0.7))
+    assert result["converged"] and result["best"]["density"] == pytest.approx(0.2)
+
+
+def test_bracket_end_at_density_zero_falls_back_to_bisection(tmp_path):
+    run, calls = _runner(lambda lam: 0.0 if lam >= 10 else 0.5)
+    tune_penalty(CONFIG, 0.25, tmp_path, max_runs=3, runner=run, progress=False)
+    assert calls == [1.0, 10.0, pytest.approx(10**0.5)]
 
 
 def test_gives_up_after_max_runs(tmp_path):

@@ -257,9 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--augmented-lagrangian", type=float, help="Augmented Lagrangian penalty coefficient c > 0"
     )
     run.add_argument(
-        "--schedule", choices=["fixed", "linear", "geometric", "dynamic"], help="target schedule"
+        "--schedule",
+        choices=["fixed", "linear", "geometric", "dynamic"],
+        help="target schedule (default linear: initial density to the target over a third of training)",
     )
-    run.add_argument("--schedule-epochs", type=int, help="epochs of the linear schedule")
+    run.add_argument(
+        "--schedule-epochs", type=int, help="epochs of the linear schedule (default: a third of training)"
+    )
     run.add_argument("--schedule-factor", type=float, help="shrink factor of geometric/dynamic schedules")
     run.add_argument("--device", help="torch device, e.g. cpu or cuda")
     run.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")

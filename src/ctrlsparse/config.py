@@ -96,9 +96,17 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: str = _field("fixed", (str,), tuple(k.value for k in ScheduleKind))
-    epochs: int = _field(10, (int,))
+    """``[schedule]``: by default the target ramps linearly from the initial density to ε over
+    the first third of training (``epochs`` unset), the winner of the dual-dynamics study
+    (docs/dynamics.md); ``kind = "fixed"`` asks for ε from the first step."""
+
+    kind: str = _field("linear", (str,), tuple(k.value for k in ScheduleKind))
+    epochs: int | None = _field(None, (int,))
     factor: float = _field(0.8, _NUMBER)
+
+    def ramp_epochs(self, train_epochs: int) -> int:
+        """Epochs of the linear ramp: ``epochs`` if set, else a third of ``train_epochs`` (at least 1)."""
+        return self.epochs if self.epochs is not None else max(1, train_epochs // 3)
 
 
 @dataclass
@@ -204,7 +212,7 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(
             f"{source}: [optim] augmented_lagrangian must be > 0, got {config.optim.augmented_lagrangian!r}"
         )
-    if config.schedule.epochs < 1 or not 0 < config.schedule.factor < 1:
+    if (config.schedule.epochs is not None and config.schedule.epochs < 1) or not 0 < config.schedule.factor < 1:
         raise ProblemFileError(
             f"{source}: [schedule] needs epochs >= 1 and 0 < factor < 1, got {config.schedule!r}"
         )

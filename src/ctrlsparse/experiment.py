@@ -102,7 +102,7 @@ def _gda(config: ProblemConfig, model: nn.Module) -> GDA:
         alternating=optim.alternating,
         schedule=None
         if schedule.kind == "fixed"
-        else TargetSchedule(schedule.kind, schedule.epochs, schedule.factor),
+        else TargetSchedule(schedule.kind, schedule.ramp_epochs(config.train.epochs), schedule.factor),
     )
 
 

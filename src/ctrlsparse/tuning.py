@@ -29,10 +29,13 @@ def tune_penalty(
     progress: bool = True,
     runner: Runner = run_problem,
 ) -> dict:
-    """Bisect the model-wise penalty λ (in log space) until the final density is within ``tolerance``.
+    """Search the model-wise penalty λ until the final density is within ``tolerance``.
 
     Bracketing first multiplies or divides λ by 10 until one run lands above and one
-    below ``target_density``; then each probe is the geometric mean of the bracket.
+    below ``target_density``; then each probe interpolates log density linearly in
+    log λ between the two ends of the bracket (density falls roughly as a power of λ),
+    kept inside the middle 80% of the bracket so a bad guess still shrinks it; a
+    bracket end with density 0 falls back to the geometric mean (bisection in log λ).
     Each probe writes its own run directory under ``out``; ``out/tuning.json`` lists
     every probe, and the run that landed (or came closest) gets ``tuning_runs`` in its
     ``summary.json``.
@@ -56,7 +59,9 @@ def tune_penalty(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
-    too_dense = too_sparse = None  # largest λ landing above / smallest λ landing below the target
+    # Largest λ landing above / smallest λ landing below the target, with their densities.
+    too_dense: tuple[float, float] | None = None
+    too_sparse: tuple[float, float] | None = None
     penalty = initial_penalty
     for probe in range(1, max_runs + 1):
         sparsity = dataclasses.replace(config.sparsity, target_density=None, penalty=penalty)
@@ -66,15 +71,15 @@ def tune_penalty(
         if abs(summary["density"] - target_density) <= tolerance:
             break
         if summary["density"] > target_density:
-            too_dense = penalty
+            too_dense = (penalty, summary["density"])
         else:
-            too_sparse = penalty
+            too_sparse = (penalty, summary["density"])
         if too_sparse is None:
             penalty *= 10.0
         elif too_dense is None:
             penalty /= 10.0
         else:
-            penalty = math.sqrt(too_dense * too_sparse)
+            penalty = _interpolate(too_dense, too_sparse, target_density)
     best = min(history, key=lambda h: abs(h["density"] - target_density))
     result = {
         "target_density": target_density,
@@ -92,3 +97,14 @@ def tune_penalty(
         best_summary["tuning_target"] = target_density
         runs.write_json(summary_path, best_summary)
     return result
+
+
+def _interpolate(too_dense: tuple[float, float], too_sparse: tuple[float, float], target: float) -> float:
+    """The λ where log density, linear in log λ through both bracket ends, meets ``target``."""
+    (lam_a, dens_a), (lam_b, dens_b) = too_dense, too_sparse
+    log_a, log_b = math.log(lam_a), math.log(lam_b)
+    if dens_b <= 0.0:  # no log-log line through a density of 0
+        return math.sqrt(lam_a * lam_b)
+    fraction = (math.log(dens_a) - math.log(target)) / (math.log(dens_a) - math.log(dens_b))
+    fraction = min(max(fraction, 0.1), 0.9)
+    return math.exp(log_a + fraction * (log_b - log_a))
