@@ -212,7 +212,8 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(
             f"{source}: [optim] augmented_lagrangian must be > 0, got {config.optim.augmented_lagrangian!r}"
         )
-    if (config.schedule.epochs is not None and config.schedule.epochs < 1) or not 0 < config.schedule.factor < 1:
+    schedule = config.schedule
+    if (schedule.epochs is not None and schedule.epochs < 1) or not 0 < schedule.factor < 1:
         raise ProblemFileError(
             f"{source}: [schedule] needs epochs >= 1 and 0 < factor < 1, got {config.schedule!r}"
         )
