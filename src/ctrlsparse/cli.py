@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="directory to write report.md, comparison.png and traces.png into")
     compare.add_argument("--allow-mixed", action="store_true", help="compare runs of different problems")
     compare.set_defaults(func=_cmd_compare)
-    tune = sub.add_parser("tune-penalty", help="bisect a penalty λ until a penalized run lands on a density")
+    tune = sub.add_parser("tune-penalty", help="search a penalty λ until a penalized run lands on a density")
     tune.add_argument("problem", help="problem file (TOML)")
     tune.add_argument("--target-density", type=float, required=True, help="model-wise density to land on")
     tune.add_argument("--tolerance", type=float, default=0.01, help="|density - ε| that counts as landed")
