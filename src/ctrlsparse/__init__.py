@@ -26,6 +26,7 @@ from ctrlsparse.models import lenet5, mlp
 from ctrlsparse.problem import SparsityProblem, penalty_from_per_parameter
 from ctrlsparse.purge import purge
 from ctrlsparse.runs import load_run, read_metrics
+from ctrlsparse.schedules import TargetSchedule
 from ctrlsparse.sparsify import sparse_layers, sparsify
 from ctrlsparse.train import evaluate, fit
 
@@ -42,6 +43,7 @@ __all__ = [
     "ProblemConfig",
     "SparsityProblem",
     "Structure",
+    "TargetSchedule",
     "count",
     "evaluate",
     "fit",
