@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsparse.cli import CLIError, main, parse_levels
+from ctrlsparse.runs import load_run
 
 DIGITS = str(Path(__file__).parent.parent / "problems" / "digits_mlp.toml")
 
@@ -153,3 +154,19 @@ def test_method_options_are_checked(tmp_path, capsys, args, message):
     assert main(["run", DIGITS, "--out", str(tmp_path / "r"), *args]) == 2
     assert __import__("re").search(message, capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+
+
+def test_tune_penalty_searches_the_l1_rda_penalty(tmp_path, capsys):
+    problem = tmp_path / "rda.toml"
+    problem.write_text(
+        'name = "rda"\n[sparsity]\nmethod = "l1_rda"\npenalty = 1e-3\n[train]\nepochs = 2\nlog_every = 5\n'
+    )
+    out = tmp_path / "tune"
+    args = ["tune-penalty", str(problem), "--target-density", "0.05", "--tolerance", "0.001"]
+    # Two probes cannot land within 0.001: exit status 1 ("did not land").
+    assert main([*args, "--max-runs", "2", "--initial-penalty", "1e-3", "--out", str(out), "--quiet"]) == 1
+    assert "did not land" in capsys.readouterr().out
+    history = json.loads((out / "tuning.json").read_text())["history"]
+    assert [h["penalty"] for h in history] == [1e-3, 1e-2]  # too dense at 1e-3: λ grows
+    assert history[0]["density"] > history[1]["density"]  # a larger ℓ1 penalty zeroes more weights
+    assert all(load_run(h["run"]).summary["method"] == "l1_rda" for h in history)
