@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ctrlsparse.config import ProblemFileError, load_problem, parse_problem
 from ctrlsparse.runs import RunFormatError, label_runs, load_run, problem_of
+from ctrlsparse.schedules import ScheduleKind
 
 _LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
 
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--schedule",
-        choices=["fixed", "linear", "geometric", "dynamic"],
+        choices=[kind.value for kind in ScheduleKind],
         help="target schedule (default linear: initial density to the target over a third of training)",
     )
     run.add_argument(
