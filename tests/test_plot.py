@@ -114,3 +114,13 @@ def test_tradeoff_one_point_per_setting_by_method(tmp_path, make_run):
     fig.savefig(tmp_path / "t.png")
     with pytest.raises(ValueError, match="no finished run"):
         tradeoff({"empty": []})
+
+
+def test_dynamics_dashes_a_ramped_target_as_it_moved(tmp_path, make_run):
+    records = load_run(make_run(tmp_path / "ramped", targets={"model": 0.3})).metrics()
+    ramp = [max(0.3, 0.9 - 0.05 * r["step"]) for r in records]  # TargetSchedule("linear") shape
+    for record, level in zip(records, ramp):
+        record["violations"]["model"] = record["density"] - level
+    density_axis = plot.dynamics(records).axes[1]
+    (dashed,) = [line for line in density_axis.lines if line.get_linestyle() == "--"]
+    assert dashed.get_ydata() == pytest.approx(ramp)

@@ -126,10 +126,15 @@ def dynamics(
     for name, values in series.items():
         ax_dens.plot(steps, values, color=colors[name], lw=2.0 if name == MODEL else 1.2, label=name)
         if name in targets:
-            ax_dens.axhline(targets[name], color=colors[name], ls="--", lw=1.0)
+            # The level in force at each step: density − violation, so a ramped target
+            # (TargetSchedule) is drawn as it moved, not only at its final ε.
+            level = values - np.array([r["violations"].get(name, np.nan) for r in records])
+            if np.isnan(level).all():  # no constraint logged (a pruned run): its final ε
+                level = np.full_like(values, targets[name])
+            ax_dens.plot(steps, level, color=colors[name], ls="--", lw=1.0)
     ax_dens.set_ylabel("expected density")
     ax_dens.set_ylim(0, 1.02)
-    ax_dens.set_title("Expected density (dashed: target ε)")
+    ax_dens.set_title("Expected density (dashed: target level)")
 
     loss = np.array([r["loss"] if r["loss"] is not None else np.nan for r in records], dtype=float)
     ax_loss.plot(steps, loss, color="0.75", lw=0.8, label="per step")
