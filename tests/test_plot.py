@@ -124,3 +124,20 @@ def test_dynamics_dashes_a_ramped_target_as_it_moved(tmp_path, make_run):
     density_axis = plot.dynamics(records).axes[1]
     (dashed,) = [line for line in density_axis.lines if line.get_linestyle() == "--"]
     assert dashed.get_ydata() == pytest.approx(ramp)
+
+
+def test_tradeoff_separates_structured_from_unstructured_pruning(tmp_path, make_run):
+    from ctrlsparse.plot import tradeoff
+    from ctrlsparse.runs import write_json
+
+    def pruned(name, structure):
+        path = make_run(tmp_path / name, targets={"model": 0.3})
+        write_json(path / "config.json", {"name": "p", "model": {"name": "mlp", "structure": structure}})
+        run = load_run(path)
+        run.summary["method"] = "magnitude"
+        return [run]
+
+    fig = tradeoff({"by weight": pruned("w", "weight"), "by neuron": pruned("n", "neuron")})
+    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["magnitude pruning, by weight", "magnitude pruning, by neuron/channel"]
+    assert len(fig.axes[0].containers) == 2

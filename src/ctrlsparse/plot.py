@@ -381,10 +381,23 @@ _METHOD_LABELS = {
 }
 
 
+def _method_of(run: Run) -> str:
+    """The curve a run belongs to: its method and, where the method has a choice, structure.
+
+    Pruning whole neurons and pruning single weights to the same density are different
+    trade-offs, so they get separate curves; ℓ1-RDA is always unstructured.
+    """
+    method = run.summary.get("method", "hard_concrete")
+    label = _METHOD_LABELS.get(method, method)
+    structure = "weight" if method == "l1_rda" else run.config.get("model", {}).get("structure", "neuron")
+    return f"{label}, {'by weight' if structure == 'weight' else 'by neuron/channel'}"
+
+
 def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
     """Test error against realized density per setting (mean ± 95% CI over its seeds), by method.
 
-    One panel per problem; each method's settings are joined in order of density, so
+    One panel per problem; each method's settings (per structure: neurons/channels or
+    single weights) are joined in order of density, so
     the curve lowest at a density is the method to pick there.
 
     Args:
@@ -404,11 +417,11 @@ def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
         density, density_ci = mean_ci([run.summary["realized_density"] for run in runs])
         error, error_ci = mean_ci([100 * run.summary["test_error"] for run in runs])
         problem = problem_of(runs[0])
-        method = runs[0].summary.get("method", "hard_concrete")
+        method = _method_of(runs[0])
         points.setdefault(problem, {}).setdefault(method, []).append((density, density_ci, error, error_ci))
     if not points:
         raise ValueError("no finished run with a test error to plot")
-    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points) + 1.5, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points) + 3.2, 4.2), squeeze=False)
     methods = list(dict.fromkeys(m for by_method in points.values() for m in by_method))
     for ax, (problem, by_method) in zip(axes[0], points.items()):
         for method, values in by_method.items():
@@ -419,10 +432,7 @@ def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
         ax.set(xlabel="realized model density (test-time gates)", ylabel="test error (%)", title=problem)
         ax.set_xlim(0, max(0.5, ax.get_xlim()[1]))
         ax.grid(alpha=0.3)
-    handles = [
-        plt.Line2D([], [], color=f"C{i % 10}", marker="o", label=_METHOD_LABELS.get(m, m))
-        for i, m in enumerate(methods)
-    ]
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker="o", label=m) for i, m in enumerate(methods)]
     axes[0, -1].legend(
         handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
     )
