@@ -84,3 +84,10 @@ def test_dynamics_table_of_a_sweep(tmp_path):
     run_sweep(sweep, tmp_path / "out")
     table = sweep_dynamics_table(sweep, tmp_path / "out")
     assert "| MLP, ε=0.5 | 2 |" in table and "MLP, λ" not in table  # penalized settings have no dynamics
+
+
+def test_table_cells_show_no_negative_zero():
+    from ctrlsparse.reproduce import _fmt
+
+    assert _fmt([-1e-9, -2e-9], digits=4) == "0.0000 ± 0.0000"
+    assert _fmt([-0.5, -0.7], digits=1) == "-0.6 ± 1.3"

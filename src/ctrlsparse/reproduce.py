@@ -158,6 +158,7 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     if not values:
         return "–"
     mean, ci = mean_ci([scale * v for v in values])
+    mean = round(mean, digits) + 0.0  # no "-0.000" for a mean of rounding noise
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
