@@ -91,3 +91,17 @@ def test_table_cells_show_no_negative_zero():
 
     assert _fmt([-1e-9, -2e-9], digits=4) == "0.0000 ± 0.0000"
     assert _fmt([-0.5, -0.7], digits=1) == "-0.6 ± 1.3"
+
+
+SWEEPS = sorted((Path(__file__).parent.parent / "problems" / "sweeps").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweep_files_build_a_valid_config_for_every_run(path, monkeypatch):
+    # Settings name their problem files relative to the repository root.
+    monkeypatch.chdir(path.parent.parent.parent)
+    sweep = load_sweep(path)
+    assert sweep.settings and len({s.slug for s in sweep.settings}) == len(sweep.settings)
+    for setting in sweep.settings:
+        for seed in sweep.seeds:
+            assert sweep.config(setting, seed).train.seed == seed
