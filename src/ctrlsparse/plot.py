@@ -397,8 +397,8 @@ def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
     """Test error against realized density per setting (mean ± 95% CI over its seeds), by method.
 
     One panel per problem; each method's settings (per structure: neurons/channels or
-    single weights) are joined in order of density, so
-    the curve lowest at a density is the method to pick there.
+    single weights) are joined in order of density, so the curve lowest at a density is
+    the method to pick there.
 
     Args:
         settings: ``{setting label: finished runs (its seeds)}``, e.g. from a sweep.
