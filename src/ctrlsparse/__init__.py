@@ -1,12 +1,12 @@
 """ctrlsparse: neural-network sparsity as a constraint you state.
 
-Data flow: :mod:`~ctrlsparse.data` → :mod:`~ctrlsparse.gates` / :mod:`~ctrlsparse.layers`
-/ :func:`sparsify` (gated model) → :class:`SparsityProblem` (loss + density constraints)
+Data flow: :mod:`~ctrlsparse.data` → :mod:`~ctrlsparse.gating` (:func:`sparsify`: units,
+gate groups, gates; counting; :func:`purge`) → :class:`SparsityProblem` (loss + density constraints)
 → :class:`GDA` (primal-dual step) → :func:`fit` (run directory) → reports.
 
 Example:
     >>> import torch, ctrlsparse as cs
-    >>> model = cs.sparsify(my_model, structure="neuron")  # doctest: +SKIP
+    >>> model = cs.sparsify(my_model, example_input=x)  # doctest: +SKIP
     >>> problem = cs.SparsityProblem(model, torch.nn.functional.cross_entropy,
     ...                              target_density={"features.0": 0.5, "classifier": 0.3})  # doctest: +SKIP
     >>> opt = cs.GDA(problem, primal_optimizer=torch.optim.Adam(model.parameters(), lr=7e-4), dual_lr=1e-4)
@@ -16,19 +16,31 @@ Example:
 """
 
 from ctrlsparse.config import ProblemConfig, load_problem
-from ctrlsparse.counting import count
+from ctrlsparse._removed import removed
 from ctrlsparse.data import Batches, load_dataset
 from ctrlsparse.experiment import run_problem
-from ctrlsparse.gates import HardConcrete
+from ctrlsparse.gating import (
+    GateGroup,
+    HardConcrete,
+    Structure,
+    count,
+    gate_groups,
+    purge,
+    register_attention,
+    register_layer,
+    sparse_layers,
+    sparsify,
+)
 from ctrlsparse.gda import GDA, GDAStep
-from ctrlsparse.layers import GatedConv2d, GatedLayer, GatedLinear, Structure
 from ctrlsparse.models import lenet5, mlp
 from ctrlsparse.problem import SparsityProblem, penalty_from_per_parameter
-from ctrlsparse.purge import purge
 from ctrlsparse.runs import load_run, read_metrics
 from ctrlsparse.schedules import TargetSchedule
-from ctrlsparse.sparsify import sparse_layers, sparsify
 from ctrlsparse.train import evaluate, fit
+
+GatedLayer = removed("GatedLayer")
+GatedLinear = removed("GatedLinear")
+GatedConv2d = removed("GatedConv2d")
 
 __version__ = "0.1.0"
 
@@ -38,6 +50,7 @@ __all__ = [
     "GDAStep",
     "GatedConv2d",
     "GatedLayer",
+    "GateGroup",
     "GatedLinear",
     "HardConcrete",
     "ProblemConfig",
@@ -47,6 +60,7 @@ __all__ = [
     "count",
     "evaluate",
     "fit",
+    "gate_groups",
     "lenet5",
     "load_dataset",
     "load_problem",
@@ -55,6 +69,8 @@ __all__ = [
     "penalty_from_per_parameter",
     "purge",
     "read_metrics",
+    "register_attention",
+    "register_layer",
     "run_problem",
     "sparse_layers",
     "sparsify",

@@ -24,9 +24,8 @@ from ctrlsparse.data import load_dataset
 from ctrlsparse.gda import GDA
 from ctrlsparse.models import build_model
 from ctrlsparse.problem import SparsityProblem
-from ctrlsparse.purge import purge
+from ctrlsparse.gating import gate_groups, purge, sparsify
 from ctrlsparse.runs import load_run
-from ctrlsparse.sparsify import sparse_layers, sparsify
 
 
 @dataclass
@@ -101,16 +100,19 @@ def overhead(
     torch.manual_seed(config.train.seed)
     data = load_dataset(config.data.name, config.data.root, config.data.download)
     dense = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
-    gated = sparsify(copy.deepcopy(dense), structure=config.model.structure, drop_rate=config.model.drop_rate)
+    example = data.train[0][:2]
+    gated = sparsify(
+        copy.deepcopy(dense), config.model.structure, example_input=example, drop_rate=config.model.drop_rate
+    )
     if target_density is not None:
         levels = {"target_density": target_density}
     else:
         levels = {"target_density": config.sparsity.target_density, "penalty": config.sparsity.penalty}
     if open_fraction is not None:
         with torch.no_grad():
-            for layer in sparse_layers(gated).values():
-                is_open = torch.rand(layer.gate.log_alpha.shape) < open_fraction
-                layer.gate.log_alpha.copy_(torch.where(is_open, 10.0, -10.0))
+            for group in gate_groups(gated):
+                is_open = torch.rand(group.gate.parameter.shape) < open_fraction
+                group.gate.parameter.copy_(torch.where(is_open, 10.0, -10.0))
     problem = SparsityProblem(gated, F.cross_entropy, **levels)
     gda = GDA(
         problem,
@@ -135,8 +137,13 @@ def _rebuild(run_dir: Path) -> tuple[ProblemConfig, torch.nn.Module, torch.nn.Mo
     config = parse_problem(run.config, str(Path(run_dir) / runs.CONFIG))
     data = load_dataset(config.data.name, config.data.root, config.data.download)
     dense = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
-    gated = sparsify(copy.deepcopy(dense), structure=config.model.structure, drop_rate=config.model.drop_rate)
-    gated.load_state_dict(torch.load(Path(run_dir) / runs.MODEL, map_location="cpu"))
+    gated = sparsify(
+        copy.deepcopy(dense),
+        config.model.structure,
+        example_input=data.train[0][:2],
+        drop_rate=config.model.drop_rate,
+    )
+    runs.load_model_state(gated, Path(run_dir) / runs.MODEL)
     return config, gated.eval(), dense.eval(), data.test[0]
 
 

@@ -31,9 +31,9 @@ from typing import Any
 import tomllib
 
 from ctrlsparse.data import DATASETS
-from ctrlsparse.gates import ARM_SCALE, Estimator, GateKind, Squash
+from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
+from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
-from ctrlsparse.layers import Structure
 from ctrlsparse.models import MODELS
 from ctrlsparse.schedules import ScheduleKind
 

@@ -11,13 +11,12 @@ from torch import nn
 
 from ctrlsparse.config import ProblemConfig
 from ctrlsparse.data import Batches, load_dataset
-from ctrlsparse.gates import ARMGate, GateKind
+from ctrlsparse.gating import ARMGate, GateKind, sparsify
 from ctrlsparse.gda import GDA
 from ctrlsparse.methods import L1RDA, MagnitudePruning
 from ctrlsparse.models import build_model
 from ctrlsparse.problem import SparsityProblem
 from ctrlsparse.schedules import TargetSchedule
-from ctrlsparse.sparsify import sparsify
 from ctrlsparse.train import Trainer, fit
 
 EVAL_BATCH_SIZE = 1024
@@ -37,7 +36,11 @@ def build(config: ProblemConfig) -> tuple[Trainer, Batches, Batches]:
     method = config.sparsity.method
     if method == "l0":
         sparsify(
-            model, structure=config.model.structure, drop_rate=config.model.drop_rate, gates=_gates(config)
+            model,
+            structure=config.model.structure,
+            example_input=data.train[0][:2],
+            drop_rate=config.model.drop_rate,
+            gates=_gates(config),
         )
     model.to(config.train.device)
     if method == "l0":
@@ -84,7 +87,7 @@ def _gda(config: ProblemConfig, model: nn.Module) -> GDA:
         weight_decay=config.sparsity.weight_decay,
         augmented_lagrangian=optim.augmented_lagrangian,
     )
-    gates = [layer.gate.parameter for layer in problem.layers.values()]
+    gates = [group.gate.parameter for group in problem.groups]
     gate_ids = {id(p) for p in gates}
     weights = [p for p in model.parameters() if id(p) not in gate_ids]
     # The gates may learn at their own rate: with Adam each gate parameter moves at most about

@@ -148,10 +148,10 @@ class GDA:
         if primal_optimizer is None:
             primal_optimizer = torch.optim.Adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)
         optimized = {id(p) for group in primal_optimizer.param_groups for p in group["params"]}
-        for name, layer in problem.layers.items():
-            if id(layer.gate.parameter) not in optimized:
+        for group in problem.groups:
+            if id(group.gate.parameter) not in optimized:
                 raise ValueError(
-                    f"the primal optimizer does not update the gates of layer {name!r}; "
+                    f"the primal optimizer does not update the {group.kind} gates of {group.name!r}; "
                     "build it on model.parameters() after calling sparsify()"
                 )
         self.problem = problem
@@ -170,15 +170,15 @@ class GDA:
         self._cooper = kind(problem, primal_optimizer, self.dual_optimizer)
         # Gate parameters grouped by the range they are clamped into.
         self._clamp_groups: dict[tuple[float, float], list[torch.Tensor]] = {}
-        for layer in problem.layers.values():
-            self._clamp_groups.setdefault(layer.gate.parameter_range, []).append(layer.gate.parameter)
+        for group in problem.groups:
+            self._clamp_groups.setdefault(group.gate.parameter_range, []).append(group.gate.parameter)
         self._initial: dict[str, float] | None = None
 
     @property
     def model(self) -> torch.nn.Module:
         return self.problem.model
 
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep:
+    def step(self, inputs, targets: torch.Tensor) -> GDAStep:
         """One primal descent and dual ascent step on a minibatch."""
         if self.schedule is not None:
             self._advance_schedule()
@@ -209,8 +209,8 @@ class GDA:
         problem = self.problem
         with torch.no_grad():
             model_density, densities = problem.expected_densities()
-            realized = sum(layer.realized_active() for layer in problem.layers.values())
-        kinds = dict.fromkeys(layer.gate.method for layer in problem.layers.values())
+        realized, realized_densities = problem.realized_densities()
+        kinds = dict.fromkeys(group.gate.method for group in problem.groups)
         return {
             "method": "+".join(kinds),
             "mode": problem.mode,
@@ -218,7 +218,8 @@ class GDA:
             "penalties": problem.penalties,
             "density": float(model_density),
             "densities": {name: float(d) for name, d in densities.items()},
-            "realized_density": realized / problem.num_sparsifiable,
+            "realized_density": realized,
+            "realized_densities": realized_densities,
             "multipliers": {
                 name: float(c.multiplier.weight.detach()) for name, c in problem.named_constraints()
             },

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ctrlsparse.gda import GDAStep
-from ctrlsparse.layers import Structure
+from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.problem import MODEL, Levels, _parse_levels
 from ctrlsparse.rda import RDA
 

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ctrlsparse.gates import ARMGate, HardConcrete  # noqa: E402
+from ctrlsparse.gating.gates import ARMGate, HardConcrete  # noqa: E402
 from ctrlsparse.problem import MODEL  # noqa: E402
 from ctrlsparse.runs import MODEL as MODEL_FILE  # noqa: E402
 from ctrlsparse.runs import Run, RunFormatError, load_run, problem_of, read_metrics  # noqa: E402
@@ -189,7 +189,9 @@ def _gate_probabilities(run_dir: Path) -> dict[str, np.ndarray]:
             if key.endswith(suffix):
                 with torch.no_grad():
                     gate.parameter.data = value.float().flatten()
-                    probs[key[: -len(suffix)]] = gate.prob_active().numpy()
+                    # "fc1.input_gate" -> "fc1 (input)"
+                    root, _, kind = key[: -len(suffix)].rpartition(".")
+                    probs[f"{root} ({kind.removesuffix('_gate')})"] = gate.prob_active().numpy()
     if not probs:
         raise RunFormatError(f"{path}: holds no gate parameters")
     return probs

@@ -28,8 +28,9 @@ from cooper.multipliers import DenseMultiplier
 from cooper.penalty_coefficients import DensePenaltyCoefficient
 from torch import nn
 
-from ctrlsparse.gates import ARMGate, Estimator, antithetic
-from ctrlsparse.sparsify import sparse_layers
+from ctrlsparse.gating.accounting import Accounting
+from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
+from ctrlsparse.modelio import call_model
 
 MODEL = "model"
 """Name of the model-wise constraint (layer-wise constraints carry their layer's name)."""
@@ -76,16 +77,41 @@ def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
         >>> # lambda = 0.1 / N with N = 60000 MNIST training images
         >>> penalty_from_per_parameter(0.1 / 60000, model)  # doctest: +SKIP
     """
-    total = sum(layer.num_sparsifiable for layer in sparse_layers(model).values())
-    return lambda_count * total
+    return lambda_count * Accounting(model).num_sparsifiable
+
+
+def forward_order(model: nn.Module, names: list[str], example_input) -> list[str]:
+    """``names`` in the order one eval forward pass on ``example_input`` first calls them
+    (modules it does not reach keep their order, last)."""
+    if example_input is None:
+        return list(names)
+    modules = dict(model.named_modules())
+    called: list[str] = []
+    handles = [
+        modules[n].register_forward_pre_hook(lambda m, a, n=n: called.append(n) if n not in called else None)
+        for n in names
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            call_model(model, example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return called + [n for n in names if n not in called]
 
 
 class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     """Task loss subject to expected-L0 density constraints, or penalized by them.
 
     Args:
-        model: a model with gated layers (see :func:`ctrlsparse.sparsify`).
-        loss_fn: ``loss_fn(model(inputs), targets)`` → scalar task loss.
+        model: a model with gates (see :func:`ctrlsparse.sparsify`).
+        loss_fn: ``loss_fn(model(inputs), targets)`` → scalar task loss; it receives the
+            model's output as it is (a Hugging Face model's ``ModelOutput``, say:
+            ``lambda out, y: F.cross_entropy(out.logits, y)``). Inputs may be a tensor, a
+            tuple (``model(*inputs)``) or a dict (``model(**inputs)``).
         target_density: maximum expected density ε in (0, 1]: a number (one model-wise
             constraint), ``{layer: ε}`` (one constraint per listed layer, ``"model"``
             allowed as a key) or a list (one per gated layer, forward order).
@@ -117,13 +143,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
-        self.layers = sparse_layers(model, example_input)
-        if not self.layers:
-            raise ValueError(
-                f"{type(model).__name__} has no gated layer: call ctrlsparse.sparsify(model) before "
-                "building a SparsityProblem"
-            )
-        names = list(self.layers)
+        accounting = Accounting(model)
+        self.accounting = Accounting(model, forward_order(model, accounting.layers, example_input))
+        self.groups = self.accounting.groups
+        names = self.accounting.layers
         if MODEL in names:
             raise ValueError(f"a layer is named {MODEL!r}, the name of the model-wise constraint; rename it")
         self.targets = _parse_levels(target_density, names, "target_density")
@@ -142,9 +165,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.weight_decay = weight_decay
-        self._arm_gates = [layer.gate for layer in self.layers.values() if isinstance(layer.gate, ARMGate)]
+        self._arm_gates = [group.gate for group in self.groups if isinstance(group.gate, ARMGate)]
         # Denominator of the model density: every parameter some gate can switch off.
-        self.num_sparsifiable = sum(layer.num_sparsifiable for layer in self.layers.values())
+        self.num_sparsifiable = self.accounting.num_sparsifiable
 
         levels = {**self.targets, **{name: 0.0 for name in self.penalties}}
         init = {**{name: 0.0 for name in self.targets}, **self.penalties}
@@ -179,10 +202,18 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
 
     def expected_densities(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Expected model density and ``{layer: expected density}`` (differentiable)."""
-        actives = {name: layer.expected_active() for name, layer in self.layers.items()}
-        model_density = torch.stack(list(actives.values())).sum() / self.num_sparsifiable
-        densities = {name: actives[name] / self.layers[name].num_sparsifiable for name in actives}
-        return model_density, densities
+        return self.accounting.densities()
+
+    def realized_densities(self) -> tuple[float, dict[str, float]]:
+        """Density of the model and of each layer under the test-time gates (eq. 13)."""
+        with torch.no_grad():
+            model_density, densities = self.accounting.densities(realized=True)
+        return float(model_density), {name: float(d) for name, d in densities.items()}
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the layers with sparsifiable parameters, in forward order."""
+        return self.accounting.layers
 
     def _observed(self, model_density: torch.Tensor, densities: dict[str, torch.Tensor]) -> dict:
         observed = {}
@@ -196,13 +227,13 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         return observed
 
     def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
-        outputs = self.model(inputs)
+        outputs = call_model(self.model, inputs)
         loss = self.loss_fn(outputs, targets)
         objective = loss
         if self._arm_gates and self.model.training:
             objective = objective + self._arm_estimator_term(inputs, targets, loss)
         if self.weight_decay:
-            l2 = torch.stack([layer.expected_l2() for layer in self.layers.values()]).sum()
+            l2 = self.accounting.expected_l2()
             objective = objective + 0.5 * self.weight_decay * l2
         model_density, densities = self.expected_densities()
         misc = {"loss": loss.detach(), "density": model_density.detach(), "densities": densities}
@@ -221,7 +252,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         antithetic_loss = None
         if any(gate.estimator is Estimator.ARM for gate in self._arm_gates):
             with torch.no_grad(), antithetic(self._arm_gates):
-                antithetic_loss = self.loss_fn(self.model(inputs), targets)
+                antithetic_loss = self.loss_fn(call_model(self.model, inputs), targets)
         return torch.stack([gate.estimator_term(loss, antithetic_loss) for gate in self._arm_gates]).sum()
 
     def compute_violations(self) -> cooper.CMPState:

@@ -164,3 +164,30 @@ def load_run(run_dir: str | Path) -> Run:
     if not path.is_dir():
         raise RunFormatError(f"{path}: not a run directory")
     return Run(path, _read_json(path / CONFIG, ()), _read_json(path / SUMMARY, SUMMARY_KEYS))
+
+
+def load_model_state(model, path: str | Path) -> None:
+    """Load a run's ``model.pt`` into ``model`` (built and sparsified as the run's problem file says).
+
+    Runs written before gates became parametrizations (ctrlsparse 0.1, keys such as
+    ``fc1.gate.log_alpha``) cannot be loaded into today's models: the error says so.
+    """
+    import torch  # runs.py is read by plots and reports: keep torch out of their import
+
+    path = Path(path)
+    if not path.exists():
+        raise RunFormatError(f"{path}: no such file (is {path.parent} a finished run?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unreadable file: one clear message
+        raise RunFormatError(f"{path}: not a readable model state ({error})") from error
+    if any(key.endswith((".gate.log_alpha", ".gate.phi")) and "_gate." not in key for key in state):
+        raise RunFormatError(
+            f"{path} was written by ctrlsparse 0.1 (gated layer classes); today's gates are "
+            "parametrizations with other state keys. Re-run the problem to get a loadable model "
+            "(its summary.json and metrics.jsonl still read as before)."
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise RunFormatError(f"{path} does not match the run's model: {error}") from error

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ctrlsparse import runs
-from ctrlsparse.counting import count
+from ctrlsparse.gating.counting import count
 from ctrlsparse.gda import GDAStep
 
 

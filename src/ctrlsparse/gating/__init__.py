@@ -1,0 +1,44 @@
+"""The gated model: units and groups, gates, parametrizations, counting, purging.
+
+Data flow: :func:`~ctrlsparse.gating.units.find_units` (which slices live or die
+together) → :class:`~ctrlsparse.gating.groups.GateGroup` (one gate per unit, attached
+by parametrization) → :class:`~ctrlsparse.gating.accounting.Accounting` (expected and
+realized active parameters) → :func:`~ctrlsparse.gating.purge.purge` (a smaller plain model).
+"""
+
+from ctrlsparse.gating.accounting import Accounting
+from ctrlsparse.gating.counting import Count, count
+from ctrlsparse.gating.gates import ARMGate, Gate, GateKind, HardConcrete, antithetic, make_gate
+from ctrlsparse.gating.groups import GateGroup, GateScale, Slice, gate_groups
+from ctrlsparse.gating.purge import PurgeError, SelectInputs, purge
+from ctrlsparse.gating.registry import AttentionSpec, LayerSpec, register_attention, register_layer
+from ctrlsparse.gating.sparsify import Structure, gates_of, sparse_layers, sparsify
+from ctrlsparse.gating.units import TraceError
+
+__all__ = [
+    "ARMGate",
+    "Accounting",
+    "AttentionSpec",
+    "Count",
+    "Gate",
+    "GateGroup",
+    "GateKind",
+    "GateScale",
+    "HardConcrete",
+    "LayerSpec",
+    "PurgeError",
+    "SelectInputs",
+    "Slice",
+    "Structure",
+    "TraceError",
+    "antithetic",
+    "count",
+    "gate_groups",
+    "gates_of",
+    "make_gate",
+    "purge",
+    "register_attention",
+    "register_layer",
+    "sparse_layers",
+    "sparsify",
+]

@@ -1,0 +1,185 @@
+r"""Expected and realized active parameters of a gated model, per layer and in total.
+
+A parameter is active when every gate it depends on is open: the weight :math:`W[o, i]`
+of a layer dies if its output unit *or* its input unit closes. Under independent gates
+the expected number of active entries of a parameter whose dimension :math:`d` is gated
+by :math:`z_d` is
+
+.. math::
+    \mathbb E\big[\#\text{active}\big] = \sum_{i_1,\dots,i_k}\ \prod_d P(z_{d,i_d} \neq 0)
+    = \prod_d \Big(\sum_{i} P(z_{d,i} \neq 0)\Big) \cdot (\text{size of the ungated dimensions}),
+
+eq. 16 of Louizos et al. (2018) when one gate covers a group; P(z ≠ 0) is eq. 12 for
+hard concrete gates. The *realized* count replaces P(z ≠ 0) by 1[ẑ > 0] with the
+test-time gate ẑ (eq. 13): the entries purging removes are the others. Only
+*sparsifiable* entries count, those with at least one gate.
+
+Two countings are in use (docs/structure.md): ``structure="neuron"`` groups own every
+slice of their unit (the producer's rows, BatchNorm entries, the consumers' columns);
+``structure="paper"`` groups own their own layer's slice only, as in the papers' MLP and
+LeNet-5 numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ctrlsparse.gating.groups import GateGroup, gate_groups
+from ctrlsparse.gating.registry import is_layer
+
+
+@dataclass
+class _Param:
+    module: nn.Module
+    layer: str
+    name: str
+    maps: dict[int, torch.Tensor]
+    """dim -> index into the concatenated gate vector (the last entry is a constant 1)."""
+    full: torch.Tensor | None
+    gated: torch.Tensor
+    sparsifiable: int
+    ungated: int
+
+    def tensor(self) -> torch.Tensor:
+        """The parameter as stored (before its gates scale it)."""
+        parametrizations = getattr(self.module, "parametrizations", None)
+        if parametrizations is not None and self.name in parametrizations:
+            return parametrizations[self.name].original
+        return getattr(self.module, self.name)
+
+
+class Accounting:
+    """Counts active parameters of a sparsified model from its gates.
+
+    Args:
+        model: a model after :func:`~ctrlsparse.sparsify`.
+        order: layer names in the order to report them (default: registration order).
+
+    Example:
+        >>> import ctrlsparse as cs
+        >>> net = cs.sparsify(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
+        ...                   example_input=torch.zeros(1, 4))
+        >>> acc = Accounting(net)
+        >>> acc.num_sparsifiable, acc.layer_sizes
+        (29, {'0': 15, '2': 6})
+    """
+
+    def __init__(self, model: nn.Module, order: list[str] | None = None) -> None:
+        self.groups: list[GateGroup] = gate_groups(model)
+        if not self.groups:
+            raise ValueError(
+                f"{type(model).__name__} has no gates: call ctrlsparse.sparsify(model, ...) first"
+            )
+        offsets, total = {}, 0
+        for group in self.groups:
+            offsets[id(group)] = total
+            total += group.num_units
+        self._sentinel = total
+        modules = dict(model.named_modules())
+        per_param: dict[tuple[str, str], dict] = {}
+        for group in self.groups:
+            for s in group.slices:
+                entry = per_param.setdefault((s.module, s.param), {"maps": {}, "full": None})
+                param = getattr(modules[s.module], s.param)
+                if s.dim is None:
+                    entry["full"] = s.units.reshape(param.shape) + offsets[id(group)]
+                    continue
+                index = entry["maps"].setdefault(s.dim, torch.full((param.shape[s.dim],), total, dtype=torch.long))
+                index[s.positions] = s.units + offsets[id(group)]
+        device = self.groups[0].gate.parameter.device
+        self.params: list[_Param] = []
+        for (module_name, param_name), entry in per_param.items():
+            module = modules[module_name]
+            shape = getattr(module, param_name).shape
+            gated = torch.zeros(shape, dtype=torch.bool)
+            if entry["full"] is not None:
+                gated[...] = True
+            for dim, index in entry["maps"].items():
+                view = [1] * len(shape)
+                view[dim] = -1
+                gated |= (index != total).view(view)
+            ungated = int((~gated).sum())
+            self.params.append(
+                _Param(
+                    module,
+                    module_name,
+                    param_name,
+                    {d: i.to(device) for d, i in entry["maps"].items()},
+                    None if entry["full"] is None else entry["full"].to(device),
+                    gated.to(device),
+                    math.prod(shape) - ungated,
+                    ungated,
+                )
+            )
+        names = [name for name, m in model.named_modules() if is_layer(m)]
+        layers = [n for n in names if any(p.layer == n for p in self.params)]
+        if order is not None:
+            layers = [n for n in order if n in layers] + [n for n in layers if n not in order]
+        self.layer_sizes = {n: sum(p.sparsifiable for p in self.params if p.layer == n) for n in layers}
+        self.num_sparsifiable = sum(p.sparsifiable for p in self.params)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.layer_sizes)
+
+    def _vector(self, realized: bool) -> torch.Tensor:
+        if realized:
+            parts = [(g.gate.deterministic() > 0).to(g.gate.parameter.dtype).flatten() for g in self.groups]
+        else:
+            parts = [g.gate.prob_active().flatten() for g in self.groups]
+        return torch.cat([*parts, parts[0].new_ones(1)])
+
+    def _per_param(self, p: torch.Tensor, param: _Param) -> torch.Tensor:
+        """Σ over the parameter's entries of the product of their gates' values (ungated entries count 1)."""
+        if param.full is None:
+            total = p.new_ones(())
+            size = param.gated.numel()
+            for dim, index in param.maps.items():
+                total = total * p[index].sum()
+                size //= param.gated.shape[dim]
+            return total * size
+        product = p[param.full]
+        for dim, index in param.maps.items():
+            view = [1] * product.dim()
+            view[dim] = -1
+            product = product * p[index].view(view)
+        return product.sum()
+
+    def per_param(self, realized: bool = False) -> dict[tuple[str, str], torch.Tensor]:
+        """Expected (or realized) active sparsifiable entries of each ``(layer, parameter)``."""
+        p = self._vector(realized)
+        return {(q.layer, q.name): self._per_param(p, q) - q.ungated for q in self.params}
+
+    def active(self, realized: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Expected (or realized) active sparsifiable parameters: the total and per layer."""
+        values = self.per_param(realized)
+        per_layer: dict[str, torch.Tensor] = {}
+        for (layer, _), value in values.items():
+            if layer in self.layer_sizes:
+                per_layer[layer] = per_layer.get(layer, 0) + value
+        total = torch.stack(list(values.values())).sum()
+        return total, {n: per_layer[n] for n in self.layer_sizes}
+
+    def densities(self, realized: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Expected (differentiable) or realized density of the model and of each layer."""
+        total, per_layer = self.active(realized)
+        return total / self.num_sparsifiable, {n: v / self.layer_sizes[n] for n, v in per_layer.items()}
+
+    def expected_l2(self) -> torch.Tensor:
+        r"""Expected squared L2 norm of the sparsifiable parameters under the gates (eq. 15, 17)."""
+        p = self._vector(False)
+        total = p.new_zeros(())
+        for param in self.params:
+            weight = param.tensor().pow(2) * param.gated
+            product = p[param.full] if param.full is not None else None
+            for dim, index in param.maps.items():
+                view = [1] * weight.dim()
+                view[dim] = -1
+                factor = p[index].view(view)
+                product = factor if product is None else product * factor
+            total = total + (weight * product).sum()
+        return total

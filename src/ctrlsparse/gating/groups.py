@@ -1,0 +1,203 @@
+"""Gate groups: one stochastic gate per prunable unit, attached to a model by parametrization.
+
+A *unit* is a set of parameter slices that live or die together: a Linear's hidden
+neuron (a row and bias entry of the producer, a column of the consumer), a conv channel
+with its BatchNorm entries and the next layers' input slices, a residual stream channel
+shared by every producer of the add, an attention head. A :class:`GateGroup` holds one
+gate tensor for a set of units (those of one root layer) and
+
+- ``slices``: every parameter slice a unit owns, for counting (a parameter is active
+  when every gate it depends on is open) and for purging;
+- *sites*: the parameter slices the gate multiplies, registered with
+  :mod:`torch.nn.utils.parametrize` as :class:`GateScale`. A site is chosen where nothing
+  downstream can undo the gate: BatchNorm's affine ``weight`` and ``bias`` when
+  normalisation follows (BN(z·a) = BN(a) in training mode would cancel a gate placed
+  before it), else the producer's rows and bias, or the consumer's columns for the
+  model's inputs. Scaling weights costs O(parameters), not O(activations).
+
+All sites of a group see the same sample: a forward pre-hook on the model draws one
+sample per group per forward (hard concrete eq. 10–11 in training mode, eq. 13 in eval
+mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ctrlsparse.gating.gates import Gate
+
+GROUPS_ATTRIBUTE = "_ctrlsparse_gate_groups"
+"""Attribute of a sparsified model listing its gate groups (a plain list, copied by deepcopy)."""
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Positions along one dimension of one parameter, and the unit each belongs to.
+
+    ``dim=None`` means element-wise: ``units`` has the parameter's shape (weight gates).
+    """
+
+    module: str
+    param: str
+    dim: int | None
+    positions: torch.Tensor
+    units: torch.Tensor
+
+
+class GateScale(nn.Module):
+    """Parametrization ``X -> X * z`` along ``dim`` with the gates of one group.
+
+    ``mapping[i]`` is the unit of position ``i`` of that dimension, or ``num_units`` for a
+    position the group does not gate (its scale is 1). ``mapping=None`` is the identity
+    (position i is unit i), the common case.
+    """
+
+    def __init__(self, group: GateGroup, dim: int | None, mapping: torch.Tensor | None) -> None:
+        super().__init__()
+        self._group = (group,)  # a tuple: not a submodule, so its gate is not in this state_dict twice
+        self.dim = dim
+        self.register_buffer("mapping", mapping, persistent=False)
+
+    @property
+    def group(self) -> GateGroup:
+        return self._group[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.group.current()
+        if self.dim is None:
+            return x * z
+        if self.mapping is not None:
+            z = torch.cat([z, z.new_ones(1)]).index_select(0, self.mapping)
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        return x * z.view(shape)
+
+
+class GateGroup(nn.Module):
+    """One gate per unit of a root layer, with the slices the units own.
+
+    Args:
+        name: the root module's name (the layer whose outputs, inputs or heads the units are).
+        kind: ``"output"``, ``"input"``, ``"head"`` or ``"weight"``.
+        gate: the gate tensor (one gate per unit; the weight's shape for ``"weight"``).
+        slices: the parameter slices the units own.
+        prune: how purging removes a unit: ``(module name, "out" | "in", width)``, a unit
+            being ``width`` consecutive channels of that module's outputs or inputs;
+            None when purging cannot remove units (weight gates).
+
+    Example:
+        >>> import ctrlsparse as cs
+        >>> net = cs.sparsify(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
+        ...                   example_input=torch.zeros(1, 4))
+        >>> [(g.name, g.kind, g.num_units) for g in gate_groups(net)]
+        [('0', 'input', 4), ('0', 'output', 3)]
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        gate: Gate,
+        slices: list[Slice],
+        prune: tuple[str, str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.name, self.kind, self.gate = name, kind, gate
+        self.slices = slices
+        self.prune = prune
+        self._z: torch.Tensor | None = None
+
+    @property
+    def num_units(self) -> int:
+        return self.gate.parameter.numel()
+
+    def resample(self) -> torch.Tensor:
+        """Draw this forward's gates: a sample in training mode, eq. 13 in eval mode."""
+        self._z = self.gate()
+        return self._z
+
+    def current(self) -> torch.Tensor:
+        """The gates of the running forward (drawn by the model's pre-hook)."""
+        return self._z if self._z is not None else self.resample()
+
+    def modules_touched(self) -> list[str]:
+        return list(dict.fromkeys(s.module for s in self.slices))
+
+    def __getstate__(self) -> dict:
+        # The running sample holds an autograd graph, which copy.deepcopy cannot copy.
+        state = self.__dict__.copy()
+        state["_z"] = None
+        return state
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, kind={self.kind!r}, units={self.num_units}"
+
+
+def gate_groups(model: nn.Module) -> list[GateGroup]:
+    """The gate groups of a sparsified ``model``, in the order :func:`~ctrlsparse.sparsify` made them.
+
+    Example:
+        >>> gate_groups(nn.Linear(2, 2))
+        []
+    """
+    return list(model.__dict__.get(GROUPS_ATTRIBUTE, []))
+
+
+def _resample(model: nn.Module, args) -> None:
+    for group in model.__dict__[GROUPS_ATTRIBUTE]:
+        group.resample()
+
+
+def attach(model: nn.Module, groups: list[GateGroup], sites: list[tuple[GateGroup, Slice]]) -> None:
+    """Register each group on its root module, each site as a parametrization, and the sampling hook."""
+    modules = dict(model.named_modules())
+    for group in groups:
+        root = modules[group.name] if group.name else model
+        attribute = f"{group.kind}_gate"
+        if hasattr(root, attribute):
+            raise ValueError(f"module {group.name!r} already has a {attribute!r}; sparsify a model only once")
+        root.add_module(attribute, group)
+    for group, site in sites:
+        module = modules[site.module]
+        param = getattr(module, site.param)
+        mapping = None
+        if site.dim is not None:
+            size = param.shape[site.dim]
+            identity = len(site.positions) == size and torch.equal(site.units, torch.arange(size))
+            identity = identity and torch.equal(site.positions, torch.arange(size))
+            if not identity:
+                mapping = torch.full((size,), group.num_units, dtype=torch.long, device=param.device)
+                mapping[site.positions.to(param.device)] = site.units.to(param.device)
+        parametrize.register_parametrization(module, site.param, GateScale(group, site.dim, mapping))
+    model.__dict__[GROUPS_ATTRIBUTE] = list(groups)
+    model.register_forward_pre_hook(_resample)
+
+
+@torch.no_grad()
+def bake(model: nn.Module) -> None:
+    """Fold the test-time gates (eq. 13) into the weights and remove every gate (in place)."""
+    groups = gate_groups(model)
+    for group in groups:
+        group.eval()
+        group._z = group.gate.deterministic()
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+            # Not parametrize.remove_parametrizations: it edits the class parametrize injected,
+            # which a deepcopy shares with the original model, and would break the original.
+            del module._modules["parametrizations"]
+            module.__class__ = type(module).__bases__[0]
+            for name, value in values.items():
+                module.register_parameter(name, nn.Parameter(value))
+    modules = dict(model.named_modules())
+    for group in groups:
+        root = modules[group.name] if group.name else model
+        delattr(root, f"{group.kind}_gate")
+    del model.__dict__[GROUPS_ATTRIBUTE]
+    for key, hook in list(model._forward_pre_hooks.items()):
+        if hook is _resample:
+            del model._forward_pre_hooks[key]

@@ -1,0 +1,164 @@
+"""Purging: from a gated model to a smaller plain torch model with the same eval outputs.
+
+1. The test-time gates (eq. 13) are folded into the parameters they scale and every
+   gate is removed (:func:`~ctrlsparse.gating.groups.bake`): a closed unit's site (its
+   BatchNorm's affine entries, or its producer's rows and bias) is now exactly 0, so
+   the unit contributes nothing downstream.
+2. Each closed unit is removed physically from every layer it couples, through the
+   model's dependency graph (Torch-Pruning's pruning groups: residual adds, concat,
+   flatten, BatchNorm/LayerNorm slices, heads).
+3. Closed model inputs are dropped by a :class:`SelectInputs` in front of the layer
+   that reads them: the model keeps its input contract.
+
+The result's outputs are checked against the gated model's on the example input.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ctrlsparse.gating.groups import bake, gate_groups
+from ctrlsparse.gating.registry import attention_spec
+from ctrlsparse.gating.units import build_graph
+from ctrlsparse.modelio import call_model, head, logits
+
+TOLERANCE = 1e-4
+
+
+class PurgeError(RuntimeError):
+    """The purged model's outputs differ from the gated model's."""
+
+
+class SelectInputs(nn.Module):
+    """``layer(x.index_select(dim, index))``: a layer that reads only the kept input features.
+
+    Example:
+        >>> m = SelectInputs(torch.tensor([0, 2]), -1, nn.Linear(2, 1))
+        >>> m(torch.ones(3, 4)).shape
+        torch.Size([3, 1])
+    """
+
+    def __init__(self, index: torch.Tensor, dim: int, layer: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("index", index)
+        self.dim = dim
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.index_select(self.dim, self.index))
+
+
+def _channels(units: list[int], width: int) -> list[int]:
+    return [u * width + j for u in units for j in range(width)]
+
+
+@torch.no_grad()
+def purge(model: nn.Module, example_input) -> nn.Module:
+    """A copy of ``model`` made of plain torch modules, with every closed unit removed.
+
+    In eval mode its outputs equal the gated model's (test-time gates, eq. 13); the copy
+    has no parametrization and no gate, and ``torch.export`` accepts it.
+
+    Args:
+        model: a model after :func:`~ctrlsparse.sparsify`.
+        example_input: one batch the model accepts (tensor, tuple or dict); a single
+            example is enough.
+
+    Raises:
+        PurgeError: the purged outputs differ from the gated model's (an operation
+            between a closed unit and its consumer maps 0 to a non-zero value).
+
+    Example:
+        >>> small = purge(model, x[:1])  # doctest: +SKIP
+        >>> torch.allclose(small(x), model.eval()(x), atol=1e-5)  # doctest: +SKIP
+        True
+    """
+    was_training = model.training
+    model.eval()
+    example = head(example_input, 1)
+    reference = logits(call_model(model, example))
+    model.train(was_training)
+    purged = copy.deepcopy(model).eval()
+    plans = []
+    for group in gate_groups(purged):
+        closed = (group.gate.deterministic() == 0).flatten()
+        if group.prune is not None and bool(closed.any()):
+            plans.append((group.prune, group.kind, closed.nonzero().flatten().tolist(), group))
+    bake(purged)
+    if plans:
+        graph = build_graph(purged, example)
+        removals: dict[str, set[int]] = {}  # producer -> its output channels to remove, original numbering
+        heads: dict[str, int] = {}
+        selections = []
+        for (module_name, side, width), kind, units, group in plans:
+            if side == "out":
+                removals.setdefault(module_name, set()).update(_channels(units, width))
+                if kind == "head":
+                    heads[group.name] = group.num_units - len(units)
+            else:
+                producer = _producer_channels(purged, graph, module_name, set(units))
+                if producer is None:
+                    selections.append((units, group))
+                elif producer[1]:
+                    removals.setdefault(producer[0], set()).update(producer[1])
+        for module_name, channels in removals.items():
+            module = purged.get_submodule(module_name)
+            pruner = graph.get_pruner_of_module(module)
+            channels = sorted(channels)
+            if len(channels) >= pruner.get_out_channels(module):
+                channels = channels[1:]  # a layer keeps one (zeroed) unit, so every shape stays valid
+            if channels:
+                graph.get_pruning_group(module, pruner.prune_out_channels, channels).prune()
+        for name, kept in heads.items():
+            attention = purged.get_submodule(name)
+            spec = attention_spec(attention)
+            if spec is not None and spec.update is not None:
+                spec.update(attention, max(kept, 1))
+        for units, group in selections:
+            _select_inputs(purged, graph, set(units), group)
+    result = logits(call_model(purged, example))
+    error = (result - reference).abs().max() / reference.abs().max().clamp_min(1e-12)
+    if not bool(error <= TOLERANCE):
+        raise PurgeError(
+            f"the purged model's outputs differ from the gated model's (relative error {float(error):.3g}); "
+            "an operation after a closed unit does not map 0 to 0 (e.g. a sigmoid): exclude that unit's root"
+        )
+    return purged
+
+
+def _producer_channels(model, graph, module_name: str, closed: set[int]) -> tuple[str, list[int]] | None:
+    """For closed input features produced by a layer: that layer and its channels whose every
+    column is closed; None when the features are the model's inputs."""
+    module = model.get_submodule(module_name)
+    pruner = graph.get_pruner_of_module(module)
+    coupled = graph.get_pruning_group(module, pruner.prune_in_channels, list(range(pruner.get_in_channels(module))))
+    names = {m: n for n, m in model.named_modules()}
+    for item in coupled:
+        producer = item.dep.target.module
+        if isinstance(producer, nn.Module) and producer in names and graph.is_out_channel_pruning_fn(item.dep.handler):
+            columns: dict[int, set[int]] = {}
+            for channel, column in zip(item.idxs, item.root_idxs):
+                columns.setdefault(channel, set()).add(column)
+            return names[producer], [c for c, cols in columns.items() if cols <= closed]
+    return None
+
+
+def _select_inputs(model, graph, closed: set[int], group) -> None:
+    """Drop closed model inputs: the layers reading them get fewer columns and a SelectInputs."""
+    for s in group.slices:
+        if s.param != "weight":
+            continue
+        layer = model.get_submodule(s.module)
+        closed_positions = sorted(int(p) for p, u in zip(s.positions, s.units) if int(u) in closed)
+        width = layer.weight.shape[s.dim]
+        if not closed_positions or len(closed_positions) == width:
+            continue
+        gone = set(closed_positions)
+        keep = torch.tensor([i for i in range(width) if i not in gone], device=layer.weight.device)
+        graph.get_pruner_of_module(layer).prune_in_channels(layer, closed_positions)
+        parent, _, child = s.module.rpartition(".")
+        dim = -1 if isinstance(layer, nn.Linear) else 1
+        setattr(model.get_submodule(parent), child, SelectInputs(keep, dim, layer))

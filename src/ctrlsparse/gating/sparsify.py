@@ -1,0 +1,169 @@
+"""Attach gates to an existing model, in place: one gate per prunable unit."""
+
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ctrlsparse.choices import Choice
+from ctrlsparse.gating.gates import GateFactory, GateKind, make_gate
+from ctrlsparse.gating.groups import GateGroup, Slice, attach, gate_groups
+from ctrlsparse.gating.registry import is_layer
+from ctrlsparse.gating.units import Unit, find_units, paper_units, weight_units
+
+
+class Structure(Choice):
+    """Which parameters share a gate.
+
+    - ``"neuron"``: one gate per unit of the model's dependency graph (hidden neurons,
+      channels with their BatchNorm entries, residual channels shared by every producer,
+      attention heads, the model's input features); a unit owns every slice it touches.
+    - ``"paper"``: Louizos et al.'s groups: one gate per Linear input feature and per
+      conv output channel, each owning its own layer's slice only (the counting behind
+      the papers' MLP and LeNet-5 numbers).
+    - ``"weight"``: one gate per weight.
+    """
+
+    NEURON = "neuron"
+    PAPER = "paper"
+    WEIGHT = "weight"
+
+
+Structure._noun = "structure"
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _check_patterns(patterns, names: list[str], argument: str) -> list[str] | None:
+    if patterns is None:
+        return None
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ValueError(
+                f"{argument}={pattern!r} matches no unit root; valid names: {', '.join(dict.fromkeys(names))}"
+            )
+    return patterns
+
+
+def sparsify(
+    model: nn.Module,
+    structure: str | Structure = "neuron",
+    example_input=None,
+    include: Iterable[str] | str | None = None,
+    exclude: Iterable[str] | str | None = None,
+    drop_rate: float = 0.5,
+    gates: str | GateKind | GateFactory = "hard_concrete",
+    heads: bool = True,
+    hidden: bool = False,
+    inputs: bool | None = None,
+) -> nn.Module:
+    """Give ``model`` one stochastic gate per prunable unit, in place.
+
+    The gates scale parameters through :mod:`torch.nn.utils.parametrize`, so the model
+    keeps its modules and its weights (in the state dict they move to
+    ``<layer>.parametrizations.weight.original``); each group of gates lives on its root
+    module as ``output_gate``, ``input_gate``, ``head_gate`` or ``weight_gate``.
+
+    Args:
+        model: any ``nn.Module``.
+        structure: ``"neuron"`` (units from the dependency graph; needs
+            ``example_input``), ``"paper"`` (Louizos et al.'s per-layer groups) or
+            ``"weight"``; see :class:`Structure`.
+        example_input: one batch the model accepts (a tensor, a tuple or a dict of
+            tensors), traced once to find the units.
+        include, exclude: names or glob patterns of *root* modules, the layer whose
+            outputs (or inputs, for the model's inputs; or heads, for an attention
+            module) the units are: ``include=["*.conv1"]``.
+        drop_rate: initial drop probability of every gate (Louizos et al. use 0.5).
+        gates: ``"hard_concrete"`` (Louizos et al., 2018), ``"arm"`` (Li & Ji, 2019), or a
+            factory ``f(shape, drop_rate=...)``.
+        heads: gate attention heads of registered attention modules (``structure="neuron"``).
+        hidden: also gate a transformer's residual-stream (hidden) dimension.
+        inputs: gate the model's input features; None gates them where a Linear reads them.
+
+    Returns:
+        ``model`` itself.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        >>> net = sparsify(net, example_input=torch.zeros(1, 64))
+        >>> [(g.name, g.kind, g.num_units) for g in gate_groups(net)]
+        [('0', 'input', 64), ('0', 'output', 32)]
+    """
+    structure = Structure.parse(structure)
+    if not callable(gates) or isinstance(gates, str):
+        gates = GateKind.parse(gates)
+    if gate_groups(model):
+        raise ValueError(f"{type(model).__name__} already has gates; sparsify a model only once")
+    if not 0.0 < drop_rate < 1.0:
+        raise ValueError(f"drop_rate must lie in (0, 1), got {drop_rate!r}")
+    layers = {name: m for name, m in model.named_modules() if is_layer(m) and name}
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
+    dense: dict[str, str] = {}
+    if structure is Structure.NEURON:
+        if example_input is None:
+            raise ValueError(
+                "structure='neuron' finds units by tracing the model: pass example_input=<one batch>, "
+                "or use structure='paper' (per-layer groups) or 'weight'"
+            )
+        found = find_units(model, example_input, heads=heads, hidden=hidden, inputs=inputs)
+        units, dense = found.units, found.dense
+    elif structure is Structure.PAPER:
+        units = paper_units(layers)
+    else:
+        units = weight_units(layers)
+    names = [u.name for u in units]
+    if not units:
+        raise ValueError(f"{type(model).__name__} has no prunable unit (left dense: {dense or 'none'})")
+    include = _check_patterns(include, names, "include")
+    exclude = _check_patterns(exclude, names, "exclude")
+    chosen = [
+        u for u in units if (include is None or _matches(u.name, include)) and not _matches(u.name, exclude or ())
+    ]
+    if not chosen:
+        raise ValueError(f"include={include!r} and exclude={exclude!r} leave no unit to gate among {names}")
+    if dense:
+        listed = "; ".join(f"{name} ({why})" for name, why in dense.items())
+        warnings.warn(f"ctrlsparse left these modules dense: {listed}", stacklevel=2)
+    parameter = next(model.parameters())
+    groups, sites = [], []
+    for unit in chosen:
+        group = _group(unit, gates, drop_rate, layers, structure).to(device=parameter.device, dtype=parameter.dtype)
+        groups.append(group)
+        sites += [(group, site) for site in unit.sites]
+    attach(model, groups, sites)
+    return model
+
+
+def _group(unit: Unit, gates, drop_rate: float, layers: dict[str, nn.Module], structure) -> GateGroup:
+    if structure is Structure.WEIGHT:
+        shape = tuple(layers[unit.name].weight.shape)
+    else:
+        shape = (unit.num_units,)
+    slices: list[Slice] = unit.slices
+    return GateGroup(unit.name, unit.kind, make_gate(gates, shape, drop_rate), slices, unit.prune)
+
+
+def sparse_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of ``model`` with sparsifiable parameters, as ``{module name: layer}``.
+
+    Example:
+        >>> net = sparsify(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)), "paper")
+        >>> list(sparse_layers(net))
+        ['0', '2']
+    """
+    touched = {s.module for group in gate_groups(model) for s in group.slices}
+    return {name: m for name, m in model.named_modules() if name in touched and is_layer(m)}
+
+
+def gates_of(model: nn.Module) -> list[torch.nn.Parameter]:
+    """The gate parameters (``log_alpha`` / ``phi``) of a sparsified model."""
+    return [group.gate.parameter for group in gate_groups(model)]

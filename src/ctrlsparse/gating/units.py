@@ -1,0 +1,285 @@
+"""Finding a model's prunable units from its dependency graph.
+
+Torch-Pruning's ``DependencyGraph`` (VainF/Torch-Pruning) traces one forward pass with
+autograd and answers "which slices of which layers must go together": a conv's output
+channels with their BatchNorm entries and the consumers' input slices, every producer
+of a residual add, index ranges through concatenation and flattening. This module turns
+each of its groups into a :class:`~ctrlsparse.gating.groups.GateGroup`, decides where
+the gate sits, and leaves out what must stay dense:
+
+- units that reach the model's outputs (the classifier's logits);
+- units coupled to a module no handler knows (an LSTM, ``nn.MultiheadAttention``'s packed
+  projection, an Embedding): listed once, left dense;
+- a transformer's residual-stream dimension (groups with LayerNorm or Embedding
+  entries), unless ``hidden=True``;
+- Q/K/V channels, which are pruned only as whole heads (``heads=True``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ctrlsparse.gating.groups import Slice
+from ctrlsparse.gating.registry import NORMALIZATION, attention_spec, is_layer, layer_spec
+from ctrlsparse.modelio import call_model
+
+
+class TraceError(ValueError):
+    """The model could not be traced with its example input."""
+
+
+@dataclass
+class Unit:
+    """A group of units found in the graph, before its gate exists."""
+
+    name: str
+    kind: str
+    num_units: int
+    slices: list[Slice]
+    sites: list[Slice]
+    prune: tuple[str, str, int] | None
+
+
+@dataclass
+class Found:
+    units: list[Unit] = field(default_factory=list)
+    dense: dict[str, str] = field(default_factory=dict)
+    """Modules left dense, with the reason."""
+
+
+def build_graph(model: nn.Module, example_input) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` traced on ``example_input``."""
+    _check_forward(model, example_input)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, forward_fn=call_model, verbose=False
+            )
+    except Exception as error:  # noqa: BLE001 - any tracing failure becomes one clear message
+        raise TraceError(
+            f"could not trace {type(model).__name__} to find its units ({type(error).__name__}: {error}); "
+            "leave the failing part dense with exclude=[...], or use structure='paper' or 'weight'"
+        ) from error
+    finally:
+        model.train(was_training)
+
+
+def _check_forward(model: nn.Module, example_input) -> None:
+    """Run the model once so a rejected input reports the model's own error and the module it came from."""
+    stack: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(module, args) -> None:
+        stack.append(names[module])
+
+    def leave(module, args, output) -> None:
+        stack.pop()
+
+    children = [m for m in model.modules() if m is not model]
+    handles = [m.register_forward_pre_hook(enter) for m in children]
+    handles += [m.register_forward_hook(leave) for m in children]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            call_model(model, example_input)
+    except Exception as error:  # noqa: BLE001
+        where = f" in module {stack[-1]!r}" if stack else ""
+        raise TraceError(
+            f"{type(model).__name__} rejected example_input ({_describe(example_input)}){where}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
+def _describe(inputs) -> str:
+    if isinstance(inputs, torch.Tensor):
+        return f"a tensor of shape {tuple(inputs.shape)}"
+    if isinstance(inputs, dict):
+        return "a dict with keys " + ", ".join(repr(k) for k in inputs)
+    return f"a {type(inputs).__name__} of {len(inputs)} items"
+
+
+def _is_out(dg: tp.DependencyGraph, handler) -> bool:
+    return dg.is_out_channel_pruning_fn(handler)
+
+
+def _slices(dg: tp.DependencyGraph, names: dict, group, width: int = 1) -> tuple[list[Slice], set[str]]:
+    """The parameter slices of a Torch-Pruning group, and the modules it touches that no spec covers."""
+    slices: list[Slice] = []
+    unknown: set[str] = set()
+    for item in group:
+        module = item.dep.target.module
+        if module not in names:
+            continue
+        spec = layer_spec(module)
+        if spec is None:
+            if any(True for _ in module.parameters(recurse=False)):
+                unknown.add(names[module])
+            continue
+        pairs = spec.outputs if _is_out(dg, item.dep.handler) else spec.inputs
+        positions = torch.as_tensor(item.idxs, dtype=torch.long)
+        units = torch.as_tensor(item.root_idxs, dtype=torch.long) // width
+        for param, dim in pairs:
+            if getattr(module, param, None) is not None:
+                slices.append(Slice(names[module], param, dim, positions, units))
+    return slices, unknown
+
+
+def _reaches_output(dg: tp.DependencyGraph, group) -> bool:
+    """True when a unit of the group flows into the model's outputs."""
+    return any(_is_out(dg, item.dep.handler) and not item.dep.target.outputs for item in group)
+
+
+def _touches(group, types: tuple[type, ...]) -> bool:
+    return any(isinstance(item.dep.target.module, types) for item in group)
+
+
+def _sites(dg: tp.DependencyGraph, names: dict, group, slices: list[Slice]) -> list[Slice]:
+    """Where the gate multiplies: every per-channel normalisation of the group (BN(z·a) = BN(a)
+    in training mode would cancel a gate placed before it), and every producer that no
+    normalisation follows directly."""
+    scaled, normalized = set(), set()
+    for item in group:
+        module = item.dep.target.module
+        if not (isinstance(module, nn.Module) and _is_out(dg, item.dep.handler)):
+            continue
+        if isinstance(module, NORMALIZATION):
+            scaled.add(names[module])
+        elif is_layer(module):
+            scaled.add(names[module])
+            if any(isinstance(node.module, NORMALIZATION) for node in item.dep.target.outputs):
+                normalized.add(names[module])
+    return [s for s in slices if s.module in scaled - normalized and s.dim == 0]
+
+
+def find_units(model: nn.Module, example_input, heads: bool = True, hidden: bool = False, inputs=None) -> Found:
+    """Every prunable unit of ``model``: hidden neurons/channels, residual channels, heads, inputs.
+
+    Args:
+        inputs: gate the model's input features: True, False, or None (default) for
+            inputs read by a Linear layer only (pixels of an MLP, not an image's channels).
+    """
+    dg = build_graph(model, example_input)
+    names = {m: n for n, m in model.named_modules()}
+    found = Found()
+    visited: set[nn.Module] = set()
+    for module in model.modules():
+        spec = attention_spec(module)
+        if spec is None or module not in names:
+            continue
+        q, k, v = (getattr(module, a) for a in (spec.query, spec.key, spec.value))
+        visited.update((q, k, v))
+        if not heads or q not in dg.module2node:
+            found.dense[names[module]] = "heads=False" if not heads else "not reached by the trace"
+            continue
+        num_heads = int(getattr(module, spec.num_heads))
+        width = q.out_features // num_heads
+        group = dg.get_pruning_group(q, dg.get_pruner_of_module(q).prune_out_channels, list(range(q.out_features)))
+        slices, unknown = _slices(dg, names, group, width)
+        if unknown:
+            found.dense[names[module]] = f"its heads reach {', '.join(sorted(unknown))}"
+            continue
+        sites = [s for s in slices if s.module == names[v] and s.dim == 0]
+        found.units.append(Unit(names[module], "head", num_heads, slices, sites, (names[q], "out", width)))
+    for module in model.modules():
+        if module in visited or module not in dg.module2node or not is_layer(module):
+            continue
+        pruner = dg.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None:
+            continue
+        group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module))))
+        visited.update(
+            item.dep.target.module for item in group if _is_out(dg, item.dep.handler)
+        )
+        if _reaches_output(dg, group):
+            continue
+        if any(item.dep.target.module in _qkv(model) for item in group):
+            continue  # Q/K/V channels go only as whole heads
+        if _touches(group, (nn.Embedding, nn.LayerNorm)) and not hidden:
+            continue
+        slices, unknown = _slices(dg, names, group)
+        if unknown:
+            found.dense[names[module]] = f"its units reach {', '.join(sorted(unknown))}"
+            continue
+        sites = _sites(dg, names, group, slices)
+        found.units.append(Unit(names[module], "output", len(group[0].idxs), slices, sites, (names[module], "out", 1)))
+    found.units[:0] = _input_units(model, dg, names, inputs)
+    return found
+
+
+def _qkv(model: nn.Module) -> set[nn.Module]:
+    out = set()
+    for module in model.modules():
+        spec = attention_spec(module)
+        if spec is not None:
+            out.update(getattr(module, a) for a in (spec.query, spec.key, spec.value))
+    return out
+
+
+def _input_units(model: nn.Module, dg: tp.DependencyGraph, names: dict, inputs) -> list[Unit]:
+    """Units of the model's input features: the inputs of layers that read them directly."""
+    if inputs is False:
+        return []
+    units, seen = [], set()
+    for module in model.modules():
+        if module in seen or module not in dg.module2node or not is_layer(module):
+            continue
+        spec = layer_spec(module)
+        pruner = dg.get_pruner_of_module(module)
+        if not spec.inputs or pruner is None or pruner.get_in_channels(module) is None:
+            continue
+        if inputs is None and not isinstance(module, nn.Linear):
+            continue
+        n = pruner.get_in_channels(module)
+        group = dg.get_pruning_group(module, pruner.prune_in_channels, list(range(n)))
+        fed = any(item.dep.target.module in names and _is_out(dg, item.dep.handler) for item in group)
+        if fed or _touches(group, (nn.Embedding,)):
+            continue
+        seen.update(item.dep.target.module for item in group)
+        slices, unknown = _slices(dg, names, group)
+        if unknown:
+            continue
+        units.append(Unit(names[module], "input", n, slices, list(slices), (names[module], "in", 1)))
+    return units
+
+
+def paper_units(layers: dict[str, nn.Module]) -> list[Unit]:
+    """Louizos et al.'s groups (section 4.1): a Linear's input features, a conv's output channels.
+
+    Each group owns its own layer's slice only (the weight column; the filter and bias).
+    """
+    units = []
+    for name, module in layers.items():
+        if isinstance(module, nn.Linear):
+            n = module.in_features
+            idx = torch.arange(n)
+            slices = [Slice(name, "weight", 1, idx, idx)]
+            units.append(Unit(name, "input", n, slices, slices, (name, "in", 1)))
+        else:
+            n = module.weight.shape[0]
+            idx = torch.arange(n)
+            params = ["weight"] + (["bias"] if module.bias is not None else [])
+            slices = [Slice(name, p, 0, idx, idx) for p in params]
+            units.append(Unit(name, "output", n, slices, slices, (name, "out", 1)))
+    return units
+
+
+def weight_units(layers: dict[str, nn.Module]) -> list[Unit]:
+    """One gate per weight of each layer (the bias stays dense)."""
+    units = []
+    for name, module in layers.items():
+        shape = module.weight.shape
+        idx = torch.arange(module.weight.numel()).view(shape)
+        slices = [Slice(name, "weight", None, idx, idx)]
+        units.append(Unit(name, "weight", module.weight.numel(), slices, slices, None))
+    return units
