@@ -39,10 +39,10 @@ def main() -> None:
 
         return step
 
-    layers_only = cs.sparsify(copy.deepcopy(dense))
-    with_density = cs.sparsify(copy.deepcopy(dense))
+    layers_only = cs.sparsify(copy.deepcopy(dense), "paper")
+    with_density = cs.sparsify(copy.deepcopy(dense), "paper")
     density_problem = cs.SparsityProblem(with_density, F.cross_entropy, penalty=0.1)
-    full = cs.sparsify(copy.deepcopy(dense))
+    full = cs.sparsify(copy.deepcopy(dense), "paper")
     gda = cs.GDA(cs.SparsityProblem(full, F.cross_entropy, target_density=0.33))
     steps = {
         "dense": plain_step(dense, lambda m: F.cross_entropy(m(x), y)),

@@ -3,7 +3,9 @@
     .venv/bin/python examples/sparsify_your_model.py
 
 A small CNN with BatchNorm (any nn.Module works) learns 8x8 digits under the
-constraints "features.0 at most 50% active, classifier at most 30% active"; the
+constraint "at most 40% of the parameters active". A channel closes its filter, its
+BatchNorm entries and its 64 columns of the Linear layer, so both layers share the
+channels' density (per-layer targets on them would be coupled); the
 trained model is then purged into a smaller plain torch model with the same outputs.
 """
 
@@ -22,11 +24,14 @@ model = nn.Sequential(
     nn.Flatten(),
     nn.Linear(16 * 8 * 8, 10),
 )
-cs.sparsify(model, structure="neuron")  # gates on conv channels and on the Linear's inputs
-print("gated layers:", list(cs.sparse_layers(model)))  # ['0', '4']
+# One traced pass finds the units: conv channels (gated on BatchNorm's scale and shift,
+# where training-mode BN cannot cancel the gate) and the Linear's inputs would be model
+# inputs only for an MLP; here the units are the 16 channels.
+cs.sparsify(model, example_input=data.train[0][:2])
+print("gate groups:", [(g.name, g.kind, g.num_units) for g in cs.gate_groups(model)])  # [('0', 'output', 16)]
 
-problem = cs.SparsityProblem(model, F.cross_entropy, target_density={"0": 0.5, "4": 0.3})
-gates = [layer.gate.log_alpha for layer in problem.layers.values()]
+problem = cs.SparsityProblem(model, F.cross_entropy, target_density=0.4)
+gates = [group.gate.log_alpha for group in problem.groups]
 weights = [p for p in model.parameters() if all(p is not g for g in gates)]
 primal = torch.optim.Adam([{"params": weights}, {"params": gates, "lr": 1e-2}], lr=1e-3)
 opt = cs.GDA(problem, primal, dual_lr=0.05)

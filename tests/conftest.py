@@ -65,7 +65,9 @@ def _fake_run(
         "macs": {"dense": 1000, "remaining": 300},
     }
     write_json(path / "summary.json", summary)
-    torch.save({f"{n}.gate.log_alpha": torch.linspace(-10, 10, 50) for n in layers}, path / "model.pt")
+    torch.save(
+        {f"{n}.input_gate.gate.log_alpha": torch.linspace(-10, 10, 50) for n in layers}, path / "model.pt"
+    )
     return path
 
 

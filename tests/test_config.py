@@ -30,7 +30,7 @@ def test_defaults_and_round_trip():
         ({"name": "x", "train": {"epochs": True}}, "epochs must be int"),
         ({"name": "x", "data": {"name": "cifar"}}, "valid choices: digits"),
         ({"name": "x", "model": {"name": "vgg"}}, "valid choices: mlp, lenet5"),
-        ({"name": "x", "model": {"structure": "channel"}}, "valid choices: neuron, weight"),
+        ({"name": "x", "model": {"structure": "channel"}}, "valid choices: neuron, paper, weight"),
         ({"name": "x", "model": {"drop_rate": 1.0}}, r"drop_rate must lie in \(0, 1\)"),
         ({"name": "x", "optim": {"dual_lr": 0}}, "dual_lr must be > 0"),
         ({"name": "x", "train": {"batch_size": 0}}, "batch_size must be >= 1"),

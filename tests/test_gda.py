@@ -14,9 +14,9 @@ def _toy(n=512, seed=0):
 
 
 def _setup(target=None, penalty=None, restarts=False, dual_lr=0.5, gate_lr=0.05, gates="hard_concrete"):
-    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), gates=gates)
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper", gates=gates)
     problem = SparsityProblem(model, F.cross_entropy, target_density=target, penalty=penalty)
-    gates = [layer.gate.parameter for layer in problem.layers.values()]
+    gates = [group.gate.parameter for group in problem.groups]
     weights = [p for p in model.parameters() if all(p is not g for g in gates)]
     primal = torch.optim.Adam([{"params": weights}, {"params": gates, "lr": gate_lr}], lr=1e-2)
     return problem, GDA(problem, primal, dual_lr=dual_lr, dual_restarts=restarts)
@@ -45,7 +45,7 @@ def test_penalized_multipliers_never_change():
     for _ in range(3):
         step = _train(gda, 20)
         assert step.multipliers == {"model": pytest.approx(0.3)}
-    assert float(problem.model.fc1.gate.log_alpha.grad.abs().sum()) > 0  # the gates did learn
+    assert float(problem.model.fc1.input_gate.gate.log_alpha.grad.abs().sum()) > 0  # the gates did learn
 
 
 def test_mixed_penalty_and_target():
@@ -92,7 +92,7 @@ def test_arm_gates_learn_from_the_loss_through_the_estimator():
     problem, gda = _setup(penalty={"model": 0.0}, gates="arm")  # no density gradient at all
     x, y = _toy()
     step = gda.step(x[:64], y[:64])
-    grads = [layer.gate.phi.grad for layer in problem.layers.values()]
+    grads = [group.gate.phi.grad for group in problem.groups]
     assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
     # The estimator term adds nothing to the reported loss: it is the loss at the main sample.
     assert step.loss == pytest.approx(float(problem.last_state.misc["loss"]))
@@ -107,15 +107,17 @@ def test_arm_constrained_run_closes_gates_down_to_the_target():
 
 
 def test_primal_optimizer_must_include_gates():
-    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
     problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
-    weights_only = torch.optim.Adam([model.fc1.weight, model.fc2.weight])
-    with pytest.raises(ValueError, match="gates of layer 'fc1'"):
+    weights_only = torch.optim.Adam(
+        [model.fc1.parametrizations.weight.original, model.fc2.parametrizations.weight.original]
+    )
+    with pytest.raises(ValueError, match="input gates of 'fc1'"):
         GDA(problem, weights_only)
 
 
 def test_default_primal_optimizer_and_bad_dual_lr():
-    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
     problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
     assert isinstance(GDA(problem).primal_optimizer, torch.optim.Adam)
     with pytest.raises(ValueError, match="dual_lr"):
@@ -126,7 +128,7 @@ def test_nupi_without_proportional_gain_is_sgd_ascent():
     trajectories = []
     for optimizer in ("sgd", "nupi"):
         torch.manual_seed(0)
-        model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+        model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
         problem = SparsityProblem(model, F.cross_entropy, target_density={"fc1": 0.3, "fc2": 0.4})
         gda = GDA(problem, torch.optim.SGD(model.parameters(), lr=0.1), dual_lr=0.5, dual_optimizer=optimizer,
                   dual_kp=0.0, dual_restarts=False)  # fmt: skip
@@ -137,7 +139,7 @@ def test_nupi_without_proportional_gain_is_sgd_ascent():
 def test_nupi_proportional_term_reacts_to_changes_in_violation():
     _, sgd = _setup(target=0.3, dual_lr=0.1)
     torch.manual_seed(0)
-    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
     problem = SparsityProblem(model, F.cross_entropy, target_density=0.3)
     nupi = GDA(
         problem,
@@ -166,7 +168,7 @@ def test_alternating_dual_step_sees_the_new_densities():
 
 
 def test_augmented_lagrangian_adds_the_quadratic_term():
-    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3)).eval()
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper").eval()
     x, y = _toy(8)
     plain = SparsityProblem(model, F.cross_entropy, target_density=0.3)
     augmented = SparsityProblem(model, F.cross_entropy, target_density=0.3, augmented_lagrangian=4.0)
@@ -193,17 +195,17 @@ def test_schedule_moves_levels_at_epoch_boundaries():
 
 
 def test_bad_dual_optimizer():
-    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3))
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
     with pytest.raises(ValueError, match="valid dual optimizers: sgd, nupi, adam"):
         GDA(SparsityProblem(model, F.cross_entropy, target_density=0.5), dual_optimizer="rmsprop")
 
 
 def test_arm_estimator_term_survives_weight_decay():
-    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), gates="arm")
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper", gates="arm")
     problem = SparsityProblem(model, F.cross_entropy, penalty=0.0, weight_decay=1e-2)
     x, y = _toy()
     state = problem.compute_cmp_state(x[:64], y[:64])
-    phi = model.fc1.gate.phi
+    phi = model.fc1.input_gate.gate.phi
     (total,) = torch.autograd.grad(state.loss, phi)
-    (decay_only,) = torch.autograd.grad(0.5 * 1e-2 * model.fc1.expected_l2(), phi)
+    (decay_only,) = torch.autograd.grad(0.5 * 1e-2 * problem.accounting.expected_l2(), phi)
     assert not torch.allclose(total, decay_only)  # the ARM estimate is in the objective too

@@ -6,8 +6,8 @@ from ctrlsparse.models import build_model
 
 
 def test_paper_models_layer_names():
-    assert list(sparse_layers(sparsify(mlp(784)))) == ["fc1", "fc2", "fc3"]
-    net = sparsify(lenet5((1, 28, 28)))
+    assert list(sparse_layers(sparsify(mlp(784), "paper"))) == ["fc1", "fc2", "fc3"]
+    net = sparsify(lenet5((1, 28, 28)), "paper")
     assert list(sparse_layers(net)) == ["conv1", "conv2", "fc1", "fc2"]
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 

@@ -62,7 +62,7 @@ def test_dynamics_with_twelve_layers(tmp_path, make_run):
 def test_gates_histograms(runs):
     fig = plot.gates(runs[0])
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["fc1 (50 gates)", "fc2 (50 gates)"]
+    assert titles == ["fc1 input (50 gates)", "fc2 input (50 gates)"]
 
 
 def test_gates_needs_model_file(tmp_path, make_run):

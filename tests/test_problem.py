@@ -9,7 +9,9 @@ from ctrlsparse.problem import MODEL
 
 
 def _model():
-    return sparsify(mlp(input_size=6, hidden=(5,), num_classes=3))  # fc1: 6 gates x 5, fc2: 5 gates x 3
+    return sparsify(
+        mlp(input_size=6, hidden=(5,), num_classes=3), "paper"
+    )  # fc1: 6 gates x 5, fc2: 5 gates x 3
 
 
 def test_is_a_cooper_cmp_with_one_constraint_per_target():
@@ -28,8 +30,8 @@ def test_number_gives_model_wise_and_list_gives_forward_order():
 def test_model_density_weights_layers_by_parameter_count():
     model = _model()
     with torch.no_grad():
-        model.fc1.gate.log_alpha.fill_(10.0)  # P(active) ~ 1: 30 params
-        model.fc2.gate.log_alpha.fill_(-10.0)  # P(active) ~ 0: 15 params
+        model.fc1.input_gate.gate.log_alpha.fill_(10.0)  # P(active) ~ 1: 30 params
+        model.fc2.input_gate.gate.log_alpha.fill_(-10.0)  # P(active) ~ 0: 15 params
     problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
     density, densities = problem.expected_densities()
     assert abs(float(density.detach()) - 30 / 45) < 1e-3
@@ -80,7 +82,11 @@ def test_gated_weight_decay_adds_expected_l2():
     plain = SparsityProblem(model, F.cross_entropy, target_density=0.5)
     decayed = SparsityProblem(model, F.cross_entropy, target_density=0.5, weight_decay=0.1)
     model.eval()  # deterministic gates: the same data loss twice
-    l2 = model.fc1.expected_l2() + model.fc2.expected_l2()
+    # Eq. 15/17 by hand for input-feature gates: sum_i P(z_i != 0) * ||W[:, i]||^2 per layer.
+    l2 = sum(
+        (layer.input_gate.gate.prob_active() * layer.parametrizations.weight.original.pow(2).sum(0)).sum()
+        for layer in (model.fc1, model.fc2)
+    )
     diff = decayed.compute_cmp_state(x, y).loss - plain.compute_cmp_state(x, y).loss
     assert torch.isclose(diff, 0.05 * l2)
 
@@ -122,7 +128,7 @@ def test_neither_target_nor_penalty():
 
 
 def test_target_list_follows_forward_order_of_example_input(reordered):
-    model = sparsify(reordered)
+    model = sparsify(reordered, "paper")
     problem = SparsityProblem(
         model, F.cross_entropy, target_density=[0.2, 0.7], example_input=torch.zeros(1, 3)
     )

@@ -15,7 +15,7 @@ def _data(n=96):
 
 
 def _gda(loss_fn=F.cross_entropy, **levels):
-    model = sparsify(mlp(input_size=6, hidden=(8,), num_classes=3))
+    model = sparsify(mlp(input_size=6, hidden=(8,), num_classes=3), "paper")
     return GDA(SparsityProblem(model, loss_fn, **levels), dual_lr=0.1)
 
 
@@ -50,7 +50,7 @@ def test_fit_writes_a_complete_run_directory(tmp_path):
     assert 0 <= summary["realized_density"] <= 1
     assert summary["params"]["dense"] >= summary["params"]["remaining"]
     state = torch.load(tmp_path / "model.pt")
-    assert "fc1.gate.log_alpha" in state
+    assert "fc1.input_gate.gate.log_alpha" in state
 
 
 def test_log_every_keeps_epoch_ends(tmp_path):
@@ -83,7 +83,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_metrics(tmp_path):
 
 def test_evaluate_uses_test_time_gates_and_restores_mode():
     x, y = _data()
-    model = sparsify(mlp(input_size=6, hidden=(8,), num_classes=3)).train()
+    model = sparsify(mlp(input_size=6, hidden=(8,), num_classes=3), "paper").train()
     first = evaluate(model, Batches(x, y, 50))
     assert first == evaluate(model, Batches(x, y, 50))  # deterministic gates
     assert model.training and 0.0 <= first <= 1.0

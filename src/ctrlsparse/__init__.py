@@ -15,8 +15,8 @@ Example:
     ...     step = opt.step(x, y)
 """
 
-from ctrlsparse.config import ProblemConfig, load_problem
 from ctrlsparse._removed import removed
+from ctrlsparse.config import ProblemConfig, load_problem
 from ctrlsparse.data import Batches, load_dataset
 from ctrlsparse.experiment import run_problem
 from ctrlsparse.gating import (

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from ctrlsparse import runs
 from ctrlsparse.config import ProblemConfig, parse_problem
 from ctrlsparse.data import load_dataset
+from ctrlsparse.gating import gate_groups, purge, sparsify
 from ctrlsparse.gda import GDA
 from ctrlsparse.models import build_model
 from ctrlsparse.problem import SparsityProblem
-from ctrlsparse.gating import gate_groups, purge, sparsify
 from ctrlsparse.runs import load_run
 
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ctrlsparse.gda import GDAStep
 from ctrlsparse.gating.sparsify import Structure
+from ctrlsparse.gda import GDAStep
 from ctrlsparse.problem import MODEL, Levels, _parse_levels
 from ctrlsparse.rda import RDA
 

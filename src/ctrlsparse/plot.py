@@ -189,9 +189,9 @@ def _gate_probabilities(run_dir: Path) -> dict[str, np.ndarray]:
             if key.endswith(suffix):
                 with torch.no_grad():
                     gate.parameter.data = value.float().flatten()
-                    # "fc1.input_gate" -> "fc1 (input)"
+                    # "fc1.input_gate" -> "fc1 input"
                     root, _, kind = key[: -len(suffix)].rpartition(".")
-                    probs[f"{root} ({kind.removesuffix('_gate')})"] = gate.prob_active().numpy()
+                    probs[f"{root} {kind.removesuffix('_gate')}"] = gate.prob_active().numpy()
     if not probs:
         raise RunFormatError(f"{path}: holds no gate parameters")
     return probs

@@ -10,7 +10,7 @@ from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.counting import Count, count
 from ctrlsparse.gating.gates import ARMGate, Gate, GateKind, HardConcrete, antithetic, make_gate
 from ctrlsparse.gating.groups import GateGroup, GateScale, Slice, gate_groups
-from ctrlsparse.gating.purge import PurgeError, SelectInputs, purge
+from ctrlsparse.gating.purging import PurgeError, SelectInputs, purge
 from ctrlsparse.gating.registry import AttentionSpec, LayerSpec, register_attention, register_layer
 from ctrlsparse.gating.sparsify import Structure, gates_of, sparse_layers, sparsify
 from ctrlsparse.gating.units import TraceError

@@ -88,7 +88,9 @@ class Accounting:
                 if s.dim is None:
                     entry["full"] = s.units.reshape(param.shape) + offsets[id(group)]
                     continue
-                index = entry["maps"].setdefault(s.dim, torch.full((param.shape[s.dim],), total, dtype=torch.long))
+                index = entry["maps"].setdefault(
+                    s.dim, torch.full((param.shape[s.dim],), total, dtype=torch.long)
+                )
                 index[s.positions] = s.units + offsets[id(group)]
         device = self.groups[0].gate.parameter.device
         self.params: list[_Param] = []

@@ -120,21 +120,35 @@ def register_attention(class_name: str, spec: AttentionSpec) -> None:
     _ATTENTION[class_name] = spec
 
 
+_PROJECTIONS = (
+    ("query", "key", "value"),
+    ("q_proj", "k_proj", "v_proj"),
+    ("q_lin", "k_lin", "v_lin"),
+    ("q", "k", "v"),
+)
+_HEAD_COUNTS = ("num_attention_heads", "num_heads", "n_heads", "n_head")
+
+
+def _update_heads(attribute: str) -> Callable[[nn.Module, int], None]:
+    def update(module: nn.Module, heads: int) -> None:
+        setattr(module, attribute, heads)
+        if hasattr(module, "all_head_size") and hasattr(module, "attention_head_size"):
+            module.all_head_size = heads * module.attention_head_size
+
+    return update
+
+
 def attention_spec(module: nn.Module) -> AttentionSpec | None:
-    """The registered spec of ``module``'s class (or of a base class), or None."""
+    """How to find ``module``'s heads: its class's registration, else the common convention
+    (Linear ``query``/``key``/``value`` or ``q_proj``/``k_proj``/``v_proj``... and a head count
+    such as ``num_attention_heads``), or None when it is not an attention module."""
     for cls in type(module).__mro__:
         spec = _ATTENTION.get(cls.__name__)
         if spec is not None:
             return spec
+    for names in _PROJECTIONS:
+        if all(isinstance(getattr(module, n, None), nn.Linear) for n in names):
+            for count in _HEAD_COUNTS:
+                if isinstance(getattr(module, count, None), int):
+                    return AttentionSpec(*names, count, _update_heads(count))
     return None
-
-
-def _hf_update(module: nn.Module, heads: int) -> None:
-    module.num_attention_heads = heads
-    module.all_head_size = heads * module.attention_head_size
-
-
-# Hugging Face self-attention blocks with query/key/value Linear projections.
-for _name in ("BertSelfAttention", "BertSdpaSelfAttention", "RobertaSelfAttention", "ViTSelfAttention",
-              "ViTSdpaSelfAttention", "DeiTSelfAttention", "ElectraSelfAttention"):  # fmt: skip
-    register_attention(_name, AttentionSpec("query", "key", "value", "num_attention_heads", _hf_update))

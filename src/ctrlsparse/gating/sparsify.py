@@ -11,7 +11,7 @@ from torch import nn
 
 from ctrlsparse.choices import Choice
 from ctrlsparse.gating.gates import GateFactory, GateKind, make_gate
-from ctrlsparse.gating.groups import GateGroup, Slice, attach, gate_groups
+from ctrlsparse.gating.groups import GateGroup, attach, gate_groups
 from ctrlsparse.gating.registry import is_layer
 from ctrlsparse.gating.units import Unit, find_units, paper_units, weight_units
 
@@ -126,7 +126,9 @@ def sparsify(
     include = _check_patterns(include, names, "include")
     exclude = _check_patterns(exclude, names, "exclude")
     chosen = [
-        u for u in units if (include is None or _matches(u.name, include)) and not _matches(u.name, exclude or ())
+        u
+        for u in units
+        if (include is None or _matches(u.name, include)) and not _matches(u.name, exclude or ())
     ]
     if not chosen:
         raise ValueError(f"include={include!r} and exclude={exclude!r} leave no unit to gate among {names}")
@@ -136,7 +138,9 @@ def sparsify(
     parameter = next(model.parameters())
     groups, sites = [], []
     for unit in chosen:
-        group = _group(unit, gates, drop_rate, layers, structure).to(device=parameter.device, dtype=parameter.dtype)
+        group = _group(unit, gates, drop_rate, layers, structure).to(
+            device=parameter.device, dtype=parameter.dtype
+        )
         groups.append(group)
         sites += [(group, site) for site in unit.sites]
     attach(model, groups, sites)
@@ -144,12 +148,9 @@ def sparsify(
 
 
 def _group(unit: Unit, gates, drop_rate: float, layers: dict[str, nn.Module], structure) -> GateGroup:
-    if structure is Structure.WEIGHT:
-        shape = tuple(layers[unit.name].weight.shape)
-    else:
-        shape = (unit.num_units,)
-    slices: list[Slice] = unit.slices
-    return GateGroup(unit.name, unit.kind, make_gate(gates, shape, drop_rate), slices, unit.prune)
+    weight_gates = structure is Structure.WEIGHT
+    shape = tuple(layers[unit.name].weight.shape) if weight_gates else (unit.num_units,)
+    return GateGroup(unit.name, unit.kind, make_gate(gates, shape, drop_rate), unit.slices, unit.prune)
 
 
 def sparse_layers(model: nn.Module) -> dict[str, nn.Module]:

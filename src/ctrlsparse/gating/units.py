@@ -162,7 +162,9 @@ def _sites(dg: tp.DependencyGraph, names: dict, group, slices: list[Slice]) -> l
     return [s for s in slices if s.module in scaled - normalized and s.dim == 0]
 
 
-def find_units(model: nn.Module, example_input, heads: bool = True, hidden: bool = False, inputs=None) -> Found:
+def find_units(
+    model: nn.Module, example_input, heads: bool = True, hidden: bool = False, inputs=None
+) -> Found:
     """Every prunable unit of ``model``: hidden neurons/channels, residual channels, heads, inputs.
 
     Args:
@@ -182,9 +184,14 @@ def find_units(model: nn.Module, example_input, heads: bool = True, hidden: bool
         if not heads or q not in dg.module2node:
             found.dense[names[module]] = "heads=False" if not heads else "not reached by the trace"
             continue
+        if not q.out_features == k.out_features == v.out_features:
+            found.dense[names[module]] = "grouped-query attention (K/V heads shared): not supported yet"
+            continue
         num_heads = int(getattr(module, spec.num_heads))
         width = q.out_features // num_heads
-        group = dg.get_pruning_group(q, dg.get_pruner_of_module(q).prune_out_channels, list(range(q.out_features)))
+        group = dg.get_pruning_group(
+            q, dg.get_pruner_of_module(q).prune_out_channels, list(range(q.out_features))
+        )
         slices, unknown = _slices(dg, names, group, width)
         if unknown:
             found.dense[names[module]] = f"its heads reach {', '.join(sorted(unknown))}"
@@ -197,10 +204,10 @@ def find_units(model: nn.Module, example_input, heads: bool = True, hidden: bool
         pruner = dg.get_pruner_of_module(module)
         if pruner is None or pruner.get_out_channels(module) is None:
             continue
-        group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module))))
-        visited.update(
-            item.dep.target.module for item in group if _is_out(dg, item.dep.handler)
+        group = dg.get_pruning_group(
+            module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
         )
+        visited.update(item.dep.target.module for item in group if _is_out(dg, item.dep.handler))
         if _reaches_output(dg, group):
             continue
         if any(item.dep.target.module in _qkv(model) for item in group):
@@ -212,7 +219,9 @@ def find_units(model: nn.Module, example_input, heads: bool = True, hidden: bool
             found.dense[names[module]] = f"its units reach {', '.join(sorted(unknown))}"
             continue
         sites = _sites(dg, names, group, slices)
-        found.units.append(Unit(names[module], "output", len(group[0].idxs), slices, sites, (names[module], "out", 1)))
+        found.units.append(
+            Unit(names[module], "output", len(group[0].idxs), slices, sites, (names[module], "out", 1))
+        )
     found.units[:0] = _input_units(model, dg, names, inputs)
     return found
 

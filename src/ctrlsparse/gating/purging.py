@@ -134,11 +134,17 @@ def _producer_channels(model, graph, module_name: str, closed: set[int]) -> tupl
     column is closed; None when the features are the model's inputs."""
     module = model.get_submodule(module_name)
     pruner = graph.get_pruner_of_module(module)
-    coupled = graph.get_pruning_group(module, pruner.prune_in_channels, list(range(pruner.get_in_channels(module))))
+    coupled = graph.get_pruning_group(
+        module, pruner.prune_in_channels, list(range(pruner.get_in_channels(module)))
+    )
     names = {m: n for n, m in model.named_modules()}
     for item in coupled:
         producer = item.dep.target.module
-        if isinstance(producer, nn.Module) and producer in names and graph.is_out_channel_pruning_fn(item.dep.handler):
+        if (
+            isinstance(producer, nn.Module)
+            and producer in names
+            and graph.is_out_channel_pruning_fn(item.dep.handler)
+        ):
             columns: dict[int, set[int]] = {}
             for channel, column in zip(item.idxs, item.root_idxs):
                 columns.setdefault(channel, set()).add(column)

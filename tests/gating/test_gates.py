@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctrlsparse.gates import LOG_ALPHA_RANGE, ARMGate, HardConcrete, antithetic, make_gate
+from ctrlsparse.gating.gates import LOG_ALPHA_RANGE, ARMGate, HardConcrete, antithetic, make_gate
 
 
 def test_prob_active_matches_monte_carlo():

@@ -1,0 +1,82 @@
+"""Small models shared by the tests: the architectures users bring, at toy sizes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FunctionalLeNet(nn.Module):
+    """LeNet-5-Caffe written with F.max_pool2d and x.view, as many users write it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 20, 5), nn.Conv2d(20, 50, 5)
+        self.fc1, self.fc2 = nn.Linear(800, 500), nn.Linear(500, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.view(x.size(0), -1))))
+
+
+class Block(nn.Module):
+    """A basic residual block with bias-free convs, BatchNorm and an optional 1x1 downsample."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.down = None
+        if stride != 1 or c_in != c_out:
+            self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        shortcut = x if self.down is None else self.down(x)
+        return F.relu(shortcut + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+class ResNet(nn.Module):
+    """Stem 8 channels, one block at 8, one downsampling block at 16, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b1, self.b2 = Block(8, 8), Block(8, 16, 2)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.b2(self.b1(F.relu(self.bn(self.stem(x)))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class DenseBlock(nn.Module):
+    """Two convs concatenated, BatchNorm over the concatenation, a padded conv after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 5, 3, padding=1)
+        self.bn = nn.BatchNorm2d(9)
+        self.c = nn.Conv2d(9, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        x = F.relu(self.bn(torch.cat([self.a(x), self.b(x)], 1)))
+        return self.fc(F.relu(self.c(x)).mean((2, 3)))
+
+
+class Encoder(nn.Module):
+    """nn.TransformerEncoder (its MultiheadAttention stays dense) between two Linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.out(self.enc(self.inp(x)).mean(1))
