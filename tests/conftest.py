@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrlsparse.runs import write_json
+from ctrlsparse.runs.store import write_json
 
 
 @pytest.fixture(autouse=True)

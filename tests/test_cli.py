@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsparse.cli import CLIError, main, parse_levels
-from ctrlsparse.runs import load_run
+from ctrlsparse.runs.store import load_run
 
 DIGITS = str(Path(__file__).parent.parent / "problems" / "digits_mlp.toml")
 

@@ -2,7 +2,9 @@
 
 Data flow: :mod:`~ctrlsparse.data` → :mod:`~ctrlsparse.gating` (:func:`sparsify`: units,
 gate groups, gates; counting; :func:`purge`) → :class:`SparsityProblem` (loss + density constraints)
-→ :class:`GDA` (primal-dual step) → :func:`fit` (run directory) → reports.
+→ :class:`GDA` (primal-dual step) → :func:`fit` (:mod:`~ctrlsparse.training`; a run
+directory, :mod:`~ctrlsparse.runs`) → :mod:`~ctrlsparse.reports`.
+Problem files, sweeps and benchmarks: :mod:`~ctrlsparse.experiments`.
 
 Example:
     >>> import torch, ctrlsparse as cs
@@ -16,9 +18,8 @@ Example:
 """
 
 from ctrlsparse._removed import removed
-from ctrlsparse.config import ProblemConfig, load_problem
 from ctrlsparse.data import Batches, load_dataset
-from ctrlsparse.experiment import run_problem
+from ctrlsparse.experiments import ProblemConfig, load_problem, run_problem
 from ctrlsparse.gating import (
     GateGroup,
     HardConcrete,
@@ -31,12 +32,10 @@ from ctrlsparse.gating import (
     sparse_layers,
     sparsify,
 )
-from ctrlsparse.gda import GDA, GDAStep
 from ctrlsparse.models import lenet5, mlp
-from ctrlsparse.problem import SparsityProblem, penalty_from_per_parameter
+from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
 from ctrlsparse.runs import load_run, read_metrics
-from ctrlsparse.schedules import TargetSchedule
-from ctrlsparse.train import evaluate, fit
+from ctrlsparse.training import evaluate, fit
 
 GatedLayer = removed("GatedLayer")
 GatedLinear = removed("GatedLinear")

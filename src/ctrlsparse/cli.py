@@ -9,9 +9,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ctrlsparse.config import ProblemFileError, load_problem, parse_problem
-from ctrlsparse.runs import RunFormatError, label_runs, load_run, problem_of
-from ctrlsparse.schedules import ScheduleKind
+from ctrlsparse.experiments.config import ProblemFileError, load_problem, parse_problem
+from ctrlsparse.problem.schedules import ScheduleKind
+from ctrlsparse.runs.store import RunFormatError, label_runs, load_run, problem_of
 
 _LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
 
@@ -70,7 +70,7 @@ _RUN_OVERRIDES = {
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ctrlsparse.experiment import run_problem  # imports torch: keep `--help` fast
+    from ctrlsparse.experiments.build import run_problem  # imports torch: keep `--help` fast
 
     data = load_problem(args.problem).to_dict()
     if args.target_density is not None or args.penalty is not None:
@@ -91,7 +91,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune_penalty(args: argparse.Namespace) -> int:
-    from ctrlsparse.tuning import tune_penalty
+    from ctrlsparse.experiments.tuning import tune_penalty
 
     config = load_problem(args.problem)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
@@ -117,8 +117,14 @@ def _cmd_tune_penalty(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from ctrlsparse import plot
-    from ctrlsparse.reproduce import load_sweep, run_sweep, sweep_dynamics_table, sweep_runs, sweep_table
+    from ctrlsparse import reports as plot
+    from ctrlsparse.experiments.sweeps import (
+        load_sweep,
+        run_sweep,
+        sweep_dynamics_table,
+        sweep_runs,
+        sweep_table,
+    )
 
     sweep = load_sweep(args.sweep)
     if args.seeds:
@@ -144,7 +150,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     import torch
 
-    from ctrlsparse.bench import overhead
+    from ctrlsparse.experiments.bench import overhead
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -166,7 +172,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
 def _cmd_bench_purge(args: argparse.Namespace) -> int:
     import torch
 
-    from ctrlsparse.bench import purge_speed
+    from ctrlsparse.experiments.bench import purge_speed
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,7 +183,7 @@ def _cmd_bench_purge(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from ctrlsparse import plot
+    from ctrlsparse import reports as plot
 
     run_dir = Path(args.run)
     out = Path(args.out) if args.out else run_dir
@@ -193,8 +199,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ctrlsparse import plot
-    from ctrlsparse.report import comparison_table, dynamics_table
+    from ctrlsparse import reports as plot
+    from ctrlsparse.reports.tables import comparison_table, dynamics_table
 
     runs = label_runs([load_run(path) for path in args.runs])
     problems = sorted({problem_of(run) for run in runs})

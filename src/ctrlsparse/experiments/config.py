@@ -1,0 +1,271 @@
+"""Problem files: a TOML description of data, model, sparsity targets, optimizers and training.
+
+Example ``problems/digits_mlp.toml``::
+
+    name = "digits_mlp"
+    [data]
+    name = "digits"
+    [model]
+    name = "mlp"
+    hidden = [300, 100]
+    [sparsity]
+    target_density = 0.3
+    [optim]
+    dual_lr = 0.05
+    [train]
+    epochs = 60
+
+Every key is optional except ``name``; unknown keys and wrong types are errors that
+name the file, the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ctrlsparse.data import DATASETS
+from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
+from ctrlsparse.gating.sparsify import Structure
+from ctrlsparse.models import MODELS
+from ctrlsparse.problem.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
+from ctrlsparse.problem.schedules import ScheduleKind
+
+_NUMBER = (int, float)
+_LEVELS = (int, float, list, dict)
+PRIMAL_OPTIMIZERS = ("adam", "sgd")
+METHODS = ("l0", "l1_rda", "magnitude")
+"""[sparsity] method: gated expected-L0 problem (hard concrete or ARM gates), ℓ1-RDA, magnitude pruning."""
+
+
+def _field(default: Any, types: tuple[type, ...], choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"types": types, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = _field("digits", (str,), tuple(DATASETS))
+    root: str | None = _field(None, (str,))
+    download: bool = _field(False, (bool,))
+
+
+@dataclass
+class ModelConfig:
+    name: str = _field("mlp", (str,), tuple(MODELS))
+    hidden: list[int] = _field([300, 100], (list,))
+    structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
+    drop_rate: float = _field(0.5, _NUMBER)
+    gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
+    arm_k: float = _field(ARM_SCALE, _NUMBER)
+    arm_squash: str = _field("sigmoid", (str,), tuple(k.value for k in Squash))
+    arm_estimator: str = _field("arm", (str,), tuple(k.value for k in Estimator))
+
+
+@dataclass
+class SparsityConfig:
+    method: str = _field("l0", (str,), METHODS)
+    target_density: float | list | dict | None = _field(None, _LEVELS)
+    penalty: float | list | dict | None = _field(None, _LEVELS)
+    weight_decay: float = _field(0.0, _NUMBER)
+    finetune_epochs: int = _field(0, (int,))
+
+
+@dataclass
+class OptimConfig:
+    primal: str = _field("adam", (str,), PRIMAL_OPTIMIZERS)
+    primal_lr: float = _field(DEFAULT_PRIMAL_LR, _NUMBER)
+    gate_lr: float | None = _field(None, _NUMBER)
+    dual_lr: float = _field(DEFAULT_DUAL_LR, _NUMBER)
+    dual_restarts: bool = _field(True, (bool,))
+    dual_optimizer: str = _field("sgd", (str,), DUAL_OPTIMIZERS)
+    dual_kp: float = _field(0.0, _NUMBER)
+    dual_ema_nu: float = _field(0.0, _NUMBER)
+    alternating: bool = _field(False, (bool,))
+    augmented_lagrangian: float | None = _field(None, _NUMBER)
+    rda_gamma: float = _field(1.0, _NUMBER)
+
+
+@dataclass
+class ScheduleConfig:
+    """``[schedule]``: by default the target ramps linearly from the initial density to ε over
+    the first third of training (``epochs`` unset), the winner of the dual-dynamics study
+    (docs/dynamics.md); ``kind = "fixed"`` asks for ε from the first step."""
+
+    kind: str = _field("linear", (str,), tuple(k.value for k in ScheduleKind))
+    epochs: int | None = _field(None, (int,))
+    factor: float = _field(0.8, _NUMBER)
+
+    def ramp_epochs(self, train_epochs: int) -> int:
+        """Epochs of the linear ramp: ``epochs`` if set, else a third of ``train_epochs`` (at least 1)."""
+        return self.epochs if self.epochs is not None else max(1, train_epochs // 3)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _field(200, (int,))
+    batch_size: int = _field(128, (int,))
+    seed: int = _field(0, (int,))
+    log_every: int = _field(1, (int,))
+    device: str = _field("cpu", (str,))
+
+
+@dataclass
+class ProblemConfig:
+    """A parsed problem file. ``to_dict()`` is what a run records in ``config.json``."""
+
+    name: str
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "sparsity": SparsityConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+}
+
+
+class ProblemFileError(ValueError):
+    """A problem file is unreadable or holds an unknown key, a wrong type or an invalid value."""
+
+
+def _section(source: str, section: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ProblemFileError(f"{source}: [{section}] must be a table, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ProblemFileError(
+                f"{source}: unknown key {key!r} in [{section}]; valid keys: {', '.join(fields)}"
+            )
+        types, choices = fields[key].metadata["types"], fields[key].metadata["choices"]
+        if value is None and fields[key].default is None:
+            continue  # optional key left unset (as ProblemConfig.to_dict writes it)
+        bad_bool = isinstance(value, bool) and bool not in types
+        if bad_bool or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise ProblemFileError(f"{source}: [{section}] {key} must be {expected}, got {value!r}")
+        if choices is not None and value not in choices:
+            raise ProblemFileError(
+                f"{source}: [{section}] {key} = {value!r} is not valid; valid choices: {', '.join(choices)}"
+            )
+    return cls(**values)
+
+
+def _check_levels(source: str, levels: Any, key: str, valid: Callable[[float], bool], rule: str) -> None:
+    """Range-check the numbers of a target or penalty (layer names are checked against the model later)."""
+    if levels is None:
+        return
+    values = levels.values() if isinstance(levels, dict) else levels if isinstance(levels, list) else [levels]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):
+            raise ProblemFileError(f"{source}: [sparsity] {key} values must be numbers {rule}, got {value!r}")
+
+
+def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
+    """Validate a problem description (the TOML document as a dict)."""
+    top = {"name", "description", *_SECTIONS}
+    unknown = [k for k in data if k not in top]
+    if unknown:
+        raise ProblemFileError(
+            f"{source}: unknown key {unknown[0]!r}; valid top-level keys: {', '.join(sorted(top))}"
+        )
+    if not isinstance(data.get("name"), str):
+        raise ProblemFileError(f'{source}: needs a top-level name = "..." string')
+    if not isinstance(data.get("description", ""), str):
+        raise ProblemFileError(f"{source}: description must be a string")
+    sections = {name: _section(source, name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
+    config = ProblemConfig(name=data["name"], description=data.get("description", ""), **sections)
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.model.hidden):
+        raise ProblemFileError(
+            f"{source}: [model] hidden must be a list of positive integers, got {config.model.hidden!r}"
+        )
+    if not 0.0 < config.model.drop_rate < 1.0:
+        raise ProblemFileError(
+            f"{source}: [model] drop_rate must lie in (0, 1), got {config.model.drop_rate!r}"
+        )
+    _check_levels(
+        source, config.sparsity.target_density, "target_density", lambda v: 0.0 < v <= 1.0, "in (0, 1]"
+    )
+    _check_levels(source, config.sparsity.penalty, "penalty", lambda v: 0.0 <= v < math.inf, ">= 0")
+    if config.optim.augmented_lagrangian is not None and not config.optim.augmented_lagrangian > 0:
+        raise ProblemFileError(
+            f"{source}: [optim] augmented_lagrangian must be > 0, got {config.optim.augmented_lagrangian!r}"
+        )
+    schedule = config.schedule
+    if (schedule.epochs is not None and schedule.epochs < 1) or not 0 < schedule.factor < 1:
+        raise ProblemFileError(
+            f"{source}: [schedule] needs epochs >= 1 and 0 < factor < 1, got {config.schedule!r}"
+        )
+    for key in ("epochs", "batch_size", "log_every"):
+        if getattr(config.train, key) < 1:
+            raise ProblemFileError(
+                f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
+            )
+    _check_method(source, config)
+    for key in ("primal_lr", "gate_lr", "dual_lr", "rda_gamma", "arm_k"):
+        section = config.model if key == "arm_k" else config.optim
+        if getattr(section, key) is not None and not getattr(section, key) > 0:
+            where = "[model]" if key == "arm_k" else "[optim]"
+            raise ProblemFileError(f"{source}: {where} {key} must be > 0, got {getattr(section, key)!r}")
+    return config
+
+
+def _check_method(source: str, config: ProblemConfig) -> None:
+    """The targets/penalties a method needs: ℓ1-RDA takes a penalty, magnitude pruning a target."""
+    sparsity = config.sparsity
+    if sparsity.method == "l1_rda" and (sparsity.target_density is not None or sparsity.penalty is None):
+        raise ProblemFileError(
+            f"{source}: [sparsity] method = 'l1_rda' takes a penalty (λ of λ·||w||_1), not a "
+            "target_density; find the λ for a target with `ctrlsparse tune-penalty`"
+        )
+    if sparsity.method == "magnitude" and (sparsity.target_density is None or sparsity.penalty is not None):
+        raise ProblemFileError(
+            f"{source}: [sparsity] method = 'magnitude' takes a target_density and no penalty"
+        )
+    if not 0 <= sparsity.finetune_epochs <= config.train.epochs:
+        raise ProblemFileError(
+            f"{source}: [sparsity] finetune_epochs must lie in [0, epochs={config.train.epochs}], "
+            f"got {sparsity.finetune_epochs!r}"
+        )
+
+
+def load_problem(path: str | Path) -> ProblemConfig:
+    """Read and validate a problem file.
+
+    Example:
+        >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
+        >>> config.train.epochs  # doctest: +SKIP
+    """
+    return parse_problem(read_toml(path, "problem file"), str(path))
+
+
+def read_toml(path: str | Path, kind: str) -> dict:
+    """Parse a TOML file; a missing or malformed file is a :class:`ProblemFileError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProblemFileError(f"{path}: no such {kind}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ProblemFileError(f"{path}: not valid TOML ({err})") from None

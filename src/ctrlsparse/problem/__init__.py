@@ -1,0 +1,25 @@
+"""The problem: task loss + expected-L0 density constraints (or penalties), solved by GDA.
+
+Data flow: :mod:`~ctrlsparse.problem.levels` (targets and penalties, model-wise or per
+layer) → :class:`~ctrlsparse.problem.cmp.SparsityProblem` (a cooper CMP) →
+:class:`~ctrlsparse.problem.gda.GDA` (one primal-dual step), with target
+:mod:`~ctrlsparse.problem.schedules`.
+"""
+
+from ctrlsparse.problem.cmp import SparsityProblem, forward_order, penalty_from_per_parameter
+from ctrlsparse.problem.gda import GDA, GDAStep
+from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
+from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
+
+__all__ = [
+    "GDA",
+    "MODEL",
+    "GDAStep",
+    "Levels",
+    "ScheduleKind",
+    "SparsityProblem",
+    "TargetSchedule",
+    "forward_order",
+    "parse_levels",
+    "penalty_from_per_parameter",
+]

@@ -1,0 +1,229 @@
+r"""Sparsity as a constrained minimization problem (Gallego-Posada et al., 2022).
+
+.. math::
+    \min_{\tilde\theta,\phi}\ \mathbb E_z[\mathcal L(\tilde\theta\odot z)]
+    \quad\text{s.t.}\quad \frac{\mathbb E_z[\|z\|_0]}{|\theta|} \le \epsilon
+
+for the whole model or per layer. The expected L0 norm is eq. 16 of Louizos et al.
+(2018) summed over the gated layers; densities are fractions in [0, 1].
+
+Penalized mode is the same problem with each multiplier frozen at its penalty
+:math:`\lambda` (a constraint ``density <= 0`` whose multiplier is never updated): the
+Lagrangian term :math:`\lambda\,(\text{density} - \epsilon)` has the same primal gradient
+as :math:`\lambda\,\text{density}` for any constant :math:`\epsilon`, so this is exactly
+the classic penalty :math:`\lambda\,\mathbb E\|z\|_0 / |\theta|`. Louizos et al. write
+the penalty per parameter, :math:`\lambda_\text{count}\,\mathbb E\|z\|_0`; the two agree
+when :math:`\lambda = \lambda_\text{count}\cdot|\theta|` (see :func:`penalty_from_per_parameter`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import cooper
+import torch
+from cooper.formulations import AugmentedLagrangian
+from cooper.multipliers import DenseMultiplier
+from cooper.penalty_coefficients import DensePenaltyCoefficient
+from torch import nn
+
+from ctrlsparse.gating.accounting import Accounting
+from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
+from ctrlsparse.modelio import call_model
+from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
+
+
+def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
+    r"""Convert Louizos et al.'s per-parameter penalty to ctrlsparse's density penalty.
+
+    Louizos et al. add :math:`\lambda_\text{count}\,\mathbb E\|z\|_0`; ctrlsparse adds
+    :math:`\lambda\,\mathbb E\|z\|_0/|\theta|`, so :math:`\lambda=\lambda_\text{count}|\theta|`.
+
+    Example:
+        >>> # lambda = 0.1 / N with N = 60000 MNIST training images
+        >>> penalty_from_per_parameter(0.1 / 60000, model)  # doctest: +SKIP
+    """
+    return lambda_count * Accounting(model).num_sparsifiable
+
+
+def forward_order(model: nn.Module, names: list[str], example_input) -> list[str]:
+    """``names`` in the order one eval forward pass on ``example_input`` first calls them
+    (modules it does not reach keep their order, last)."""
+    if example_input is None:
+        return list(names)
+    modules = dict(model.named_modules())
+    called: list[str] = []
+    handles = [
+        modules[n].register_forward_pre_hook(lambda m, a, n=n: called.append(n) if n not in called else None)
+        for n in names
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            call_model(model, example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return called + [n for n in names if n not in called]
+
+
+class SparsityProblem(cooper.ConstrainedMinimizationProblem):
+    """Task loss subject to expected-L0 density constraints, or penalized by them.
+
+    Args:
+        model: a model with gates (see :func:`ctrlsparse.sparsify`).
+        loss_fn: ``loss_fn(model(inputs), targets)`` → scalar task loss; it receives the
+            model's output as it is (a Hugging Face model's ``ModelOutput``, say:
+            ``lambda out, y: F.cross_entropy(out.logits, y)``). Inputs may be a tensor, a
+            tuple (``model(*inputs)``) or a dict (``model(**inputs)``).
+        target_density: maximum expected density ε in (0, 1]: a number (one model-wise
+            constraint), ``{layer: ε}`` (one constraint per listed layer, ``"model"``
+            allowed as a key) or a list (one per gated layer, forward order).
+        penalty: λ ≥ 0 of penalized mode, in the same forms; its multiplier is fixed at
+            λ and never updated. A layer cannot have both a target and a penalty.
+        weight_decay: coefficient of the gated L2 term ``weight_decay / 2 * E[||θ||²]``
+            (eq. 15 and 17), added to the objective; 0 disables it.
+        example_input: if given, one forward pass on it fixes the layers' forward order
+            (which a target list follows); otherwise registration order is used.
+        augmented_lagrangian: if a number c > 0, targets use cooper's Augmented
+            Lagrangian formulation, adding ``c/2 · relu(density − ε)²`` to the primal
+            Lagrangian; None (default) is the plain Lagrangian.
+
+    Example:
+        >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
+        ...                           target_density={"fc1": 0.5, "fc2": 0.3})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        target_density: Levels = None,
+        penalty: Levels = None,
+        weight_decay: float = 0.0,
+        example_input: torch.Tensor | None = None,
+        augmented_lagrangian: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        accounting = Accounting(model)
+        self.accounting = Accounting(model, forward_order(model, accounting.layers, example_input))
+        self.groups = self.accounting.groups
+        names = self.accounting.layers
+        if MODEL in names:
+            raise ValueError(f"a layer is named {MODEL!r}, the name of the model-wise constraint; rename it")
+        self.targets = parse_levels(target_density, names, "target_density")
+        self.penalties = parse_levels(penalty, names, "penalty")
+        for name, eps in self.targets.items():
+            if not (0.0 < eps <= 1.0):
+                raise ValueError(f"target_density for {name!r} must lie in (0, 1], got {eps!r}")
+        for name, lam in self.penalties.items():
+            if not (lam >= 0.0 and math.isfinite(lam)):
+                raise ValueError(f"penalty for {name!r} must be a finite number >= 0, got {lam!r}")
+        both = sorted(set(self.targets) & set(self.penalties))
+        if both:
+            raise ValueError(f"{both[0]!r} has both a target_density and a penalty; give one of them")
+        if not self.targets and not self.penalties:
+            raise ValueError("give a target_density (constrained mode) or a penalty (penalized mode)")
+        if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        self.weight_decay = weight_decay
+        self._arm_gates = [group.gate for group in self.groups if isinstance(group.gate, ARMGate)]
+        # Denominator of the model density: every parameter some gate can switch off.
+        self.num_sparsifiable = self.accounting.num_sparsifiable
+
+        levels = {**self.targets, **{name: 0.0 for name in self.penalties}}
+        init = {**{name: 0.0 for name in self.targets}, **self.penalties}
+        # Model-wise first, then layers in forward order: a stable order for logs and plots.
+        if augmented_lagrangian is not None and not (
+            augmented_lagrangian > 0 and math.isfinite(augmented_lagrangian)
+        ):
+            raise ValueError(
+                f"augmented_lagrangian must be a finite number > 0 or None, got {augmented_lagrangian!r}"
+            )
+        self.augmented_lagrangian = augmented_lagrangian
+        device = next(model.parameters()).device
+        for name in sorted(levels, key=lambda n: -1 if n == MODEL else names.index(n)):
+            multiplier = DenseMultiplier(init=torch.tensor([init[name]], device=device))
+            kwargs = {}
+            if augmented_lagrangian is not None and name in self.targets:
+                kwargs["formulation_type"] = AugmentedLagrangian
+                kwargs["penalty_coefficient"] = DensePenaltyCoefficient(
+                    torch.tensor([augmented_lagrangian], device=device)
+                )
+            constraint = cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier, **kwargs)
+            setattr(self, name, constraint)
+        self.levels = {name: levels[name] for name, _ in self.named_constraints()}
+
+    @property
+    def mode(self) -> str:
+        """``"constrained"`` when any multiplier is learned, else ``"penalized"``."""
+        return "constrained" if self.targets else "penalized"
+
+    def is_penalized(self, name: str) -> bool:
+        return name in self.penalties
+
+    def expected_densities(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Expected model density and ``{layer: expected density}`` (differentiable)."""
+        return self.accounting.densities()
+
+    def realized_densities(self) -> tuple[float, dict[str, float]]:
+        """Density of the model and of each layer under the test-time gates (eq. 13)."""
+        with torch.no_grad():
+            model_density, densities = self.accounting.densities(realized=True)
+        return float(model_density), {name: float(d) for name, d in densities.items()}
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the layers with sparsifiable parameters, in forward order."""
+        return self.accounting.layers
+
+    def _observed(self, model_density: torch.Tensor, densities: dict[str, torch.Tensor]) -> dict:
+        observed = {}
+        for name, constraint in self.named_constraints():
+            density = model_density if name == MODEL else densities[name]
+            observed[constraint] = cooper.ConstraintState(
+                violation=density - self.levels[name],
+                # Penalized mode: the multiplier stays at lambda.
+                contributes_to_dual_update=not self.is_penalized(name),
+            )
+        return observed
+
+    def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
+        outputs = call_model(self.model, inputs)
+        loss = self.loss_fn(outputs, targets)
+        objective = loss
+        if self._arm_gates and self.model.training:
+            objective = objective + self._arm_estimator_term(inputs, targets, loss)
+        if self.weight_decay:
+            l2 = self.accounting.expected_l2()
+            objective = objective + 0.5 * self.weight_decay * l2
+        model_density, densities = self.expected_densities()
+        misc = {"loss": loss.detach(), "density": model_density.detach(), "densities": densities}
+        self.last_state = cooper.CMPState(objective, self._observed(model_density, densities), misc)
+        return self.last_state
+
+    def _arm_estimator_term(
+        self, inputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+    ) -> torch.Tensor:
+        """Zero-valued term carrying the ARM/AR estimate of the loss gradient to every ARM gate.
+
+        The ARM estimator needs the loss at the antithetic gates: a second forward pass
+        on the same minibatch, without a graph (Li & Ji, 2019). A model in training mode
+        updates BatchNorm running statistics in that pass too.
+        """
+        antithetic_loss = None
+        if any(gate.estimator is Estimator.ARM for gate in self._arm_gates):
+            with torch.no_grad(), antithetic(self._arm_gates):
+                antithetic_loss = self.loss_fn(call_model(self.model, inputs), targets)
+        return torch.stack([gate.estimator_term(loss, antithetic_loss) for gate in self._arm_gates]).sum()
+
+    def compute_violations(self) -> cooper.CMPState:
+        """The constraints alone (they need no data): what an alternating dual step looks at."""
+        model_density, densities = self.expected_densities()
+        misc = {"density": model_density.detach(), "densities": densities}
+        return cooper.CMPState(None, self._observed(model_density, densities), misc)

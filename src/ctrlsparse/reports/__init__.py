@@ -1,0 +1,20 @@
+"""Reports: figures of one run, figures and tables that compare runs, dynamics measures."""
+
+from ctrlsparse.reports.compare_plots import comparison, traces, tradeoff
+from ctrlsparse.reports.measures import ConstraintDynamics, constraint_dynamics, run_dynamics
+from ctrlsparse.reports.run_plots import dynamics, gates, layer_colors
+from ctrlsparse.reports.tables import comparison_table, dynamics_table
+
+__all__ = [
+    "ConstraintDynamics",
+    "comparison",
+    "comparison_table",
+    "constraint_dynamics",
+    "dynamics",
+    "dynamics_table",
+    "gates",
+    "layer_colors",
+    "run_dynamics",
+    "traces",
+    "tradeoff",
+]

@@ -1,0 +1,76 @@
+"""Comparison tables of finished runs (markdown)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ctrlsparse.reports.measures import run_dynamics
+from ctrlsparse.runs.store import Run
+
+
+def _levels(levels: dict[str, float], symbol: str) -> str:
+    return ", ".join(f"{symbol}[{name}]={value:g}" for name, value in levels.items())
+
+
+def _percent(counts: dict) -> str:
+    return f"{100 * counts['remaining'] / counts['dense']:.1f}%" if counts.get("dense") else "–"
+
+
+def _runs_needed(summary: dict) -> str:
+    """Full training runs it took to reach this result: 1 for a constrained run, the probe count
+    for a penalty found by ``tune-penalty``, unknown for a penalty chosen by hand."""
+    if "tuning_runs" in summary:
+        return f"{summary['tuning_runs']} (tuned to ε={summary['tuning_target']:g})"
+    return "1" if summary["mode"] in ("constrained", "pruned") else "–"
+
+
+def comparison_table(runs: Sequence[Run]) -> str:
+    """A markdown table: one row per run with its setting, final densities, error, multipliers,
+    and the number of full runs it took to get there (penalty searches count every probe).
+
+    Example:
+        >>> print(comparison_table([load_run("runs/demo/penalized")]))  # doctest: +SKIP
+    """
+    header = (
+        "| run | method | mode | target ε / penalty λ | density | layer densities | realized density "
+        "| params | MACs | test error | multipliers | full runs |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for run in runs:
+        s = run.summary
+        setting = "; ".join(x for x in (_levels(s["targets"], "ε"), _levels(s["penalties"], "λ")) if x)
+        layers = ", ".join(f"{name} {d:.3f}" for name, d in s["densities"].items())
+        error = "–" if s["test_error"] is None else f"{100 * s['test_error']:.2f}%"
+        multipliers = ", ".join(f"{name} {value:.3g}" for name, value in s["multipliers"].items())
+        lines.append(
+            f"| {run.name} | {s.get('method', 'hard_concrete')} | {s['mode']} | {setting} "
+            f"| {s['density']:.4f} | {layers} "
+            f"| {s['realized_density']:.4f} | {_percent(s['params'])} | {_percent(s['macs'])} "
+            f"| {error} | {multipliers} | {_runs_needed(s)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def dynamics_table(runs: Sequence[Run]) -> str:
+    """A markdown table of the dual-dynamics measures of every constraint of the constrained runs.
+
+    Example:
+        >>> print(dynamics_table([load_run("runs/demo/constrained-layer")]))  # doctest: +SKIP
+    """
+    lines = [
+        "| run | constraint | ε | steps to feasible | final violation | overshoot "
+        "| density std / p2p (last 20%) | multiplier std / p2p (last 20%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        targets = run.summary["targets"]
+        if run.summary["mode"] != "constrained":  # penalties and pruning have no dual dynamics
+            continue
+        for name, m in run_dynamics(run.metrics(), targets).items():
+            feasible = "never" if m.steps_to_feasible is None else str(m.steps_to_feasible)
+            lines.append(
+                f"| {run.name} | {name} | {targets[name]:g} | {feasible} | {m.final_violation:+.4f} "
+                f"| {m.overshoot:.4f} | {m.density_std:.4f} / {m.density_p2p:.4f} "
+                f"| {m.multiplier_std:.3g} / {m.multiplier_p2p:.3g} |"
+            )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""

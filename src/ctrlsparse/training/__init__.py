@@ -1,0 +1,21 @@
+"""Training: the loop (:func:`fit`, :func:`evaluate`) and the other methods' trainers.
+
+:class:`~ctrlsparse.problem.GDA` is the trainer for gated models;
+:class:`~ctrlsparse.training.methods.L1RDA` and
+:class:`~ctrlsparse.training.methods.MagnitudePruning` train plain models with the same loop.
+"""
+
+from ctrlsparse.training.methods import L1RDA, MagnitudePruning, plain_layers
+from ctrlsparse.training.rda import RDA
+from ctrlsparse.training.trainer import NonFiniteLossError, Trainer, evaluate, fit
+
+__all__ = [
+    "L1RDA",
+    "RDA",
+    "MagnitudePruning",
+    "NonFiniteLossError",
+    "Trainer",
+    "evaluate",
+    "fit",
+    "plain_layers",
+]

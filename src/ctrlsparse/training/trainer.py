@@ -1,0 +1,182 @@
+"""The training loop: epochs of GDA steps, evaluation with test-time gates, a run directory."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterable, Sized
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from ctrlsparse.gating.counting import count
+from ctrlsparse.problem.gda import GDAStep
+from ctrlsparse.runs import store as runs
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Classification error (fraction in [0, 1]) with the deterministic test-time gates (eq. 13).
+
+    Example:
+        >>> error = evaluate(model, Batches(x_test, y_test, 512))  # doctest: +SKIP
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    wrong = total = 0
+    try:
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            wrong += int((model(x).argmax(-1) != y).sum())
+            total += len(y)
+    finally:
+        model.train(was_training)
+    return wrong / max(total, 1)
+
+
+class Trainer(Protocol):
+    """What :func:`fit` drives: :class:`~ctrlsparse.GDA`, :class:`~ctrlsparse.training.methods.L1RDA`,
+    :class:`~ctrlsparse.training.methods.MagnitudePruning`, or your own."""
+
+    model: nn.Module
+    steps_per_epoch: int | None
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep: ...
+
+    def finish(self) -> bool:
+        """After the last step; True when it changed the model's outputs (e.g. a last pruning)."""
+        ...
+
+    def summary(self) -> dict: ...
+
+
+def summarize(trainer: Trainer, example_input: torch.Tensor, test_error: float | None) -> dict:
+    """Final numbers of a run, as written to ``summary.json``: the trainer's own, test error, counts."""
+    summary = trainer.summary()
+    total, _ = count(trainer.model, example_input)
+    summary["test_error"] = test_error
+    summary["params"] = {"dense": total.params_dense, "remaining": total.params_remaining}
+    summary["macs"] = {"dense": total.macs_dense, "remaining": total.macs_remaining}
+    return summary
+
+
+class _Progress:
+    """A one-line progress bar on stderr; about ten lines a run when stderr is not a terminal."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, enabled: bool) -> None:
+        self.epochs, self.steps_per_epoch, self.enabled = epochs, steps_per_epoch, enabled
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, epoch: int, batch: int, step: GDAStep, test_error: float | None = None) -> None:
+        if not self.enabled:
+            return
+        end_of_epoch = batch == self.steps_per_epoch
+        now = time.monotonic()
+        if not end_of_epoch and (not self.tty or now - self._last < 0.2):
+            return
+        self._last = now
+        done = ((epoch - 1) * self.steps_per_epoch + batch) / (self.epochs * self.steps_per_epoch)
+        bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
+        lams = " ".join(f"{name}={value:.3g}" for name, value in step.multipliers.items())
+        text = f"epoch {epoch}/{self.epochs} [{bar}] loss {step.loss:.3f} density {step.density:.3f} λ {lams}"
+        if test_error is not None:
+            text += f" test error {test_error:.4f}"
+        if self.tty:
+            sys.stderr.write(
+                "\r" + text[:160].ljust(160) + ("\n" if end_of_epoch and epoch == self.epochs else "")
+            )
+        elif end_of_epoch and (epoch % max(1, self.epochs // 10) == 0 or epoch == self.epochs):
+            sys.stderr.write(text + "\n")  # a log file gets about ten lines a run
+        sys.stderr.flush()
+
+
+def fit(
+    trainer: Trainer,
+    train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    epochs: int,
+    test_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    run_dir: str | Path | None = None,
+    log_every: int = 1,
+    config: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
+
+    Writes, when ``run_dir`` is given: ``config.json`` (``config``) at the start,
+    ``metrics.jsonl`` as training goes (every ``log_every`` steps and at every epoch's
+    end, that record with ``test_error``), then ``summary.json`` and ``model.pt``.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf; the message names the step and
+            ``metrics.jsonl`` keeps every record written before it.
+
+    Returns:
+        the summary (see :func:`summarize`).
+
+    Example:
+        >>> summary = fit(GDA(problem, dual_lr=1e-2), Batches(x, y, 128, shuffle=True), epochs=10,
+        ...               test_batches=Batches(x_test, y_test, 512), run_dir="runs/mine")  # doctest: +SKIP
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every!r}")
+    model = trainer.model
+    device = next(model.parameters()).device
+    steps_per_epoch = len(train_batches) if isinstance(train_batches, Sized) else 0
+    if trainer.steps_per_epoch is None:  # target schedules and pruning epochs count in epochs
+        trainer.steps_per_epoch = steps_per_epoch or None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_json(run_dir / runs.CONFIG, config or {})
+        writer = runs.MetricsWriter(run_dir)
+    bar = _Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0)
+    step_count, test_error, example_input = 0, None, None
+    start = time.monotonic()
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            for batch, (x, y) in enumerate(train_batches, start=1):
+                x, y = x.to(device), y.to(device)
+                example_input = x[:1] if example_input is None else example_input
+                step = trainer.step(x, y)
+                step_count += 1
+                if not math.isfinite(step.loss):
+                    raise NonFiniteLossError(
+                        f"loss became {step.loss} at step {step_count} (epoch {epoch}); "
+                        + (f"metrics so far are in {run_dir / runs.METRICS}" if run_dir else "stopping")
+                    )
+                end_of_epoch = batch == steps_per_epoch
+                record_error = None
+                if end_of_epoch and test_batches is not None:
+                    test_error = record_error = evaluate(model, test_batches)
+                if run_dir is not None and (step_count % log_every == 0 or end_of_epoch):
+                    record = {"step": step_count, "epoch": epoch, **vars(step)}
+                    if record_error is not None:
+                        record["test_error"] = record_error
+                    writer.write(record)
+                bar.update(epoch, batch, step, record_error)
+    finally:
+        if run_dir is not None:
+            writer.close()
+    if example_input is None:
+        raise ValueError("train_batches yielded no minibatch")
+    if trainer.finish() and test_batches is not None:
+        test_error = evaluate(model, test_batches)
+    summary = summarize(trainer, example_input, test_error)
+    summary["steps"] = step_count
+    summary["train_seconds"] = time.monotonic() - start
+    if run_dir is not None:
+        runs.write_json(run_dir / runs.SUMMARY, summary)
+        torch.save(model.state_dict(), run_dir / runs.MODEL)
+    return summary

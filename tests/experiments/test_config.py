@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from ctrlsparse.experiments.config import ProblemFileError, load_problem, parse_problem
+
+PROBLEMS = Path(__file__).parents[2] / "problems"
+
+
+@pytest.mark.parametrize("path", sorted(PROBLEMS.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_problem_files_parse(path):
+    config = load_problem(path)
+    assert config.name == path.stem
+
+
+def test_defaults_and_round_trip():
+    config = parse_problem({"name": "x", "sparsity": {"target_density": [0.5, 0.3]}})
+    assert config.optim.primal == "adam" and config.sparsity.target_density == [0.5, 0.3]
+    assert parse_problem(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "x", "optimizer": {}}, "unknown key 'optimizer'; valid top-level keys"),
+        ({"name": "x", "train": {"epoch": 3}}, r"unknown key 'epoch' in \[train\]; valid keys: epochs"),
+        ({"name": "x", "train": {"epochs": "3"}}, r"\[train\] epochs must be int, got '3'"),
+        ({"name": "x", "train": {"epochs": 2.5}}, "epochs must be int"),
+        ({"name": "x", "optim": {"dual_restarts": 1}}, "dual_restarts must be bool"),
+        ({"name": "x", "train": {"epochs": True}}, "epochs must be int"),
+        ({"name": "x", "data": {"name": "cifar"}}, "valid choices: digits"),
+        ({"name": "x", "model": {"name": "vgg"}}, "valid choices: mlp, lenet5"),
+        ({"name": "x", "model": {"structure": "channel"}}, "valid choices: neuron, paper, weight"),
+        ({"name": "x", "model": {"drop_rate": 1.0}}, r"drop_rate must lie in \(0, 1\)"),
+        ({"name": "x", "optim": {"dual_lr": 0}}, "dual_lr must be > 0"),
+        ({"name": "x", "train": {"batch_size": 0}}, "batch_size must be >= 1"),
+        ({"name": "x", "model": {"hidden": [300, -1]}}, "hidden must be a list of positive integers"),
+        ({"name": "x", "data": "digits"}, r"\[data\] must be a table"),
+        ({"sparsity": {}}, "name"),
+    ],
+)
+def test_bad_problem_descriptions(data, message):
+    with pytest.raises(ProblemFileError, match=message):
+        parse_problem(data, "p.toml")
+
+
+def test_broken_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n")
+    with pytest.raises(ProblemFileError, match="broken.toml: not valid TOML"):
+        load_problem(path)
+
+
+def test_missing_file():
+    with pytest.raises(ProblemFileError, match="no such problem file"):
+        load_problem("nope.toml")
+
+
+def test_default_schedule_ramps_the_target_over_a_third_of_training():
+    from ctrlsparse.experiments.build import build
+    from ctrlsparse.problem.schedules import ScheduleKind
+
+    config = parse_problem({"name": "x", "sparsity": {"target_density": 0.3}, "train": {"epochs": 9}})
+    assert config.schedule.kind == "linear" and config.schedule.epochs is None
+    trainer, _, _ = build(config)
+    assert trainer.schedule.kind is ScheduleKind.LINEAR and trainer.schedule.epochs == 3
+    assert parse_problem({"name": "x", "train": {"epochs": 2}}).schedule.ramp_epochs(2) == 1
+    explicit = parse_problem({"name": "x", "schedule": {"epochs": 5}, "train": {"epochs": 9}})
+    assert explicit.schedule.ramp_epochs(9) == 5
+    fixed = parse_problem({"name": "x", "sparsity": {"target_density": 0.3}, "schedule": {"kind": "fixed"}})
+    assert build(fixed)[0].schedule is None

@@ -1,0 +1,211 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ctrlsparse import GDA, SparsityProblem, mlp, sparsify
+from ctrlsparse.problem.gda import GDAStep
+
+
+def _toy(n=512, seed=0):
+    """3 classes from a random linear teacher on all 10 features: every gate has a use."""
+    x = torch.randn(n, 10, generator=torch.Generator().manual_seed(seed))
+    teacher = torch.randn(10, 3, generator=torch.Generator().manual_seed(123))
+    return x, (x @ teacher).argmax(1)
+
+
+def _setup(target=None, penalty=None, restarts=False, dual_lr=0.5, gate_lr=0.05, gates="hard_concrete"):
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper", gates=gates)
+    problem = SparsityProblem(model, F.cross_entropy, target_density=target, penalty=penalty)
+    gates = [group.gate.parameter for group in problem.groups]
+    weights = [p for p in model.parameters() if all(p is not g for g in gates)]
+    primal = torch.optim.Adam([{"params": weights}, {"params": gates, "lr": gate_lr}], lr=1e-2)
+    return problem, GDA(problem, primal, dual_lr=dual_lr, dual_restarts=restarts)
+
+
+def _train(gda, steps, seed=0):
+    x, y = _toy(seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    step = None
+    for _ in range(steps):
+        index = torch.randint(0, len(y), (64,), generator=g)
+        step = gda.step(x[index], y[index])
+    return step
+
+
+def test_step_returns_named_record():
+    _, gda = _setup(target={"fc1": 0.5, "fc2": 0.4})
+    step = _train(gda, 1)
+    assert isinstance(step, GDAStep)
+    assert set(step.densities) == {"fc1", "fc2"} and set(step.multipliers) == {"fc1", "fc2"}
+    assert step.violations["fc1"] == pytest.approx(step.densities["fc1"] - 0.5, abs=1e-6)
+
+
+def test_penalized_multipliers_never_change():
+    problem, gda = _setup(penalty={"model": 0.3})
+    for _ in range(3):
+        step = _train(gda, 20)
+        assert step.multipliers == {"model": pytest.approx(0.3)}
+    assert float(problem.model.fc1.input_gate.gate.log_alpha.grad.abs().sum()) > 0  # the gates did learn
+
+
+def test_mixed_penalty_and_target():
+    _, gda = _setup(target={"fc1": 0.5}, penalty={"fc2": 0.2})
+    step = _train(gda, 30)
+    assert step.multipliers["fc2"] == pytest.approx(0.2)
+    assert step.multipliers["fc1"] > 0  # initial density ~0.83 > 0.5: the multiplier rose
+
+
+def test_dual_step_is_sgd_ascent_on_the_violation():
+    problem, gda = _setup(target=0.5, dual_lr=0.1)
+    step = _train(gda, 1)
+    # lambda_1 = [0 + 0.1 * (density_0 - 0.5)]_+
+    assert step.multipliers["model"] == pytest.approx(max(0.0, 0.1 * step.violations["model"]), abs=1e-6)
+
+
+def test_dual_restarts_reset_satisfied_constraints_to_exactly_zero():
+    problem, gda = _setup(target={"fc1": 0.99, "fc2": 0.05}, restarts=True, dual_lr=1.0)
+    for _ in range(5):
+        step = _train(gda, 1)
+        assert step.violations["fc1"] <= 0 and step.multipliers["fc1"] == 0.0  # satisfied from the start
+        assert step.violations["fc2"] > 0 and step.multipliers["fc2"] > 0
+
+
+def test_without_restarts_a_satisfied_multiplier_decays_gradually():
+    problem, gda = _setup(target=0.99, dual_lr=0.01)
+    with torch.no_grad():
+        dict(problem.named_constraints())["model"].multiplier.weight.fill_(1.0)
+    step = _train(gda, 1)
+    assert 0.99 < step.multipliers["model"] < 1.0
+
+
+@pytest.mark.parametrize("target", [0.4, {"fc1": 0.3, "fc2": 0.6}])
+def test_constrained_run_lands_within_001_of_every_target(target):
+    _, gda = _setup(target=target, restarts=True, dual_lr=0.2, gate_lr=5e-3)
+    step = _train(gda, 1000)
+    targets = target if isinstance(target, dict) else {"model": target}
+    for name, eps in targets.items():
+        final = step.density if name == "model" else step.densities[name]
+        assert abs(final - eps) <= 0.01, (name, final, eps)
+
+
+def test_arm_gates_learn_from_the_loss_through_the_estimator():
+    problem, gda = _setup(penalty={"model": 0.0}, gates="arm")  # no density gradient at all
+    x, y = _toy()
+    step = gda.step(x[:64], y[:64])
+    grads = [group.gate.phi.grad for group in problem.groups]
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    # The estimator term adds nothing to the reported loss: it is the loss at the main sample.
+    assert step.loss == pytest.approx(float(problem.last_state.misc["loss"]))
+
+
+def test_arm_constrained_run_closes_gates_down_to_the_target():
+    # ARM's loss-gradient estimate is much noisier than the hard concrete's, and on this
+    # toy the density hovers 0.02-0.05 above the target instead of within 0.01.
+    _, gda = _setup(target=0.25, restarts=True, dual_lr=0.2, gate_lr=5e-3, gates="arm")
+    step = _train(gda, 1000)
+    assert 0.25 - 0.01 <= step.density <= 0.25 + 0.06, step.density  # from 0.5 at the start
+
+
+def test_primal_optimizer_must_include_gates():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
+    weights_only = torch.optim.Adam(
+        [model.fc1.parametrizations.weight.original, model.fc2.parametrizations.weight.original]
+    )
+    with pytest.raises(ValueError, match="input gates of 'fc1'"):
+        GDA(problem, weights_only)
+
+
+def test_default_primal_optimizer_and_bad_dual_lr():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
+    assert isinstance(GDA(problem).primal_optimizer, torch.optim.Adam)
+    with pytest.raises(ValueError, match="dual_lr"):
+        GDA(problem, dual_lr=0.0)
+
+
+def test_nupi_without_proportional_gain_is_sgd_ascent():
+    trajectories = []
+    for optimizer in ("sgd", "nupi"):
+        torch.manual_seed(0)
+        model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+        problem = SparsityProblem(model, F.cross_entropy, target_density={"fc1": 0.3, "fc2": 0.4})
+        gda = GDA(problem, torch.optim.SGD(model.parameters(), lr=0.1), dual_lr=0.5, dual_optimizer=optimizer,
+                  dual_kp=0.0, dual_restarts=False)  # fmt: skip
+        trajectories.append([_train(gda, 1, seed=s).multipliers for s in range(5)])
+    assert trajectories[0] == trajectories[1]
+
+
+def test_nupi_proportional_term_reacts_to_changes_in_violation():
+    _, sgd = _setup(target=0.3, dual_lr=0.1)
+    torch.manual_seed(0)
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.3)
+    nupi = GDA(
+        problem,
+        torch.optim.Adam(model.parameters(), lr=0.05),
+        dual_lr=0.1,
+        dual_optimizer="nupi",
+        dual_kp=5.0,
+    )
+    steps = [_train(nupi, 1, seed=s) for s in range(3)]
+    assert steps[0].multipliers["model"] == pytest.approx(0.1 * steps[0].violations["model"], rel=1e-5)
+    assert steps[1].multipliers["model"] != pytest.approx(
+        steps[0].multipliers["model"] + 0.1 * steps[1].violations["model"]
+    )
+
+
+def test_alternating_dual_step_sees_the_new_densities():
+    problem, gda = _setup(target=0.3, dual_lr=1.0)
+    gda = GDA(problem, gda.primal_optimizer, dual_lr=1.0, alternating=True, dual_restarts=False)
+    before = float(problem.expected_densities()[0].detach())
+    step = _train(gda, 1)
+    after = float(problem.expected_densities()[0].detach())
+    assert step.density == pytest.approx(before, abs=1e-6)  # the record is the state before the step
+    assert step.multipliers["model"] == pytest.approx(
+        after - 0.3, abs=1e-5
+    )  # lambda = 0 + 1.0 * violation(x_{t+1})
+
+
+def test_augmented_lagrangian_adds_the_quadratic_term():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper").eval()
+    x, y = _toy(8)
+    plain = SparsityProblem(model, F.cross_entropy, target_density=0.3)
+    augmented = SparsityProblem(model, F.cross_entropy, target_density=0.3, augmented_lagrangian=4.0)
+    density = float(plain.expected_densities()[0].detach())
+    lag = plain.compute_cmp_state(x, y).compute_primal_lagrangian().lagrangian
+    aug = augmented.compute_cmp_state(x, y).compute_primal_lagrangian().lagrangian
+    assert float((aug - lag).detach()) == pytest.approx(0.5 * 4.0 * (density - 0.3) ** 2, rel=1e-4)
+
+
+def test_schedule_moves_levels_at_epoch_boundaries():
+    from ctrlsparse.problem.schedules import TargetSchedule
+
+    problem, gda = _setup(target={"fc1": 0.2})
+    gda = GDA(problem, gda.primal_optimizer, dual_lr=0.1, schedule=TargetSchedule("linear", epochs=2),
+              steps_per_epoch=3)  # fmt: skip
+    initial = float(problem.expected_densities()[1]["fc1"].detach())
+    levels = []
+    for _ in range(9):
+        _train(gda, 1)
+        levels.append(problem.levels["fc1"])
+    assert levels[:3] == [pytest.approx(initial)] * 3
+    assert levels[3:6] == [pytest.approx(initial + (0.2 - initial) / 2)] * 3
+    assert levels[6:] == [pytest.approx(0.2)] * 3
+
+
+def test_bad_dual_optimizer():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+    with pytest.raises(ValueError, match="valid dual optimizers: sgd, nupi, adam"):
+        GDA(SparsityProblem(model, F.cross_entropy, target_density=0.5), dual_optimizer="rmsprop")
+
+
+def test_arm_estimator_term_survives_weight_decay():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper", gates="arm")
+    problem = SparsityProblem(model, F.cross_entropy, penalty=0.0, weight_decay=1e-2)
+    x, y = _toy()
+    state = problem.compute_cmp_state(x[:64], y[:64])
+    phi = model.fc1.input_gate.gate.phi
+    (total,) = torch.autograd.grad(state.loss, phi)
+    (decay_only,) = torch.autograd.grad(0.5 * 1e-2 * problem.accounting.expected_l2(), phi)
+    assert not torch.allclose(total, decay_only)  # the ARM estimate is in the objective too
