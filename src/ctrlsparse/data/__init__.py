@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ctrlsparse.data.augment import random_crop_flip
+from ctrlsparse.data.cifar import ArchiveError, load_cifar10, load_cifar100
 from ctrlsparse.data.dataset import Batches, Dataset
 from ctrlsparse.data.digits import load_digits
+from ctrlsparse.data.download import DownloadError
 from ctrlsparse.data.idx import IDXError, read_idx
-from ctrlsparse.data.mnist import DownloadError, load_fashion_mnist, load_mnist
+from ctrlsparse.data.mnist import load_fashion_mnist, load_mnist
+from ctrlsparse.data.synthetic import synthetic
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
 }
 
 
@@ -28,4 +34,15 @@ def load_dataset(name: str, root: str | None = None, download: bool = False) -> 
     return DATASETS[name](root, download)
 
 
-__all__ = ["DATASETS", "Batches", "Dataset", "DownloadError", "IDXError", "load_dataset", "read_idx"]
+__all__ = [
+    "DATASETS",
+    "ArchiveError",
+    "Batches",
+    "Dataset",
+    "DownloadError",
+    "IDXError",
+    "load_dataset",
+    "random_crop_flip",
+    "read_idx",
+    "synthetic",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +32,9 @@ class Batches:
     """Minibatches ``(x, y)`` of in-memory tensors, reshuffled every epoch when ``shuffle``.
 
     Much cheaper than a ``DataLoader`` over a ``TensorDataset`` (no per-item collation).
+    ``transform``, when given, maps each batch's inputs before they are yielded: data
+    augmentation for training batches, such as :func:`~ctrlsparse.data.augment.random_crop_flip`
+    (leave it off for evaluation batches).
 
     Example:
         >>> x, y = torch.randn(10, 3), torch.arange(10)
@@ -46,11 +49,13 @@ class Batches:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+        self.transform = transform
 
     def __len__(self) -> int:
         return -(-len(self.targets) // self.batch_size)
@@ -60,10 +65,9 @@ class Batches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for start in range(0, n, self.batch_size):
             if order is None:
-                yield (
-                    self.inputs[start : start + self.batch_size],
-                    self.targets[start : start + self.batch_size],
-                )
+                inputs = self.inputs[start : start + self.batch_size]
+                targets = self.targets[start : start + self.batch_size]
             else:
                 index = order[start : start + self.batch_size]
-                yield self.inputs[index], self.targets[index]
+                inputs, targets = self.inputs[index], self.targets[index]
+            yield (inputs if self.transform is None else self.transform(inputs)), targets

@@ -15,15 +15,11 @@ ever left, and a file already there is never fetched again.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ctrlsparse.data.dataset import Dataset
+from ctrlsparse.data.download import DownloadError, cache_dir, fetch
 from ctrlsparse.data.idx import IDXError, read_idx
 
 FILES = {
@@ -67,46 +63,11 @@ FASHION_MNIST = Source(
 )
 
 
-class DownloadError(OSError):
-    """A file could not be downloaded intact from any mirror."""
-
-
-def cache_dir(name: str) -> Path:
-    """``$CTRLSPARSE_DATA/<name>``, by default ``~/.cache/ctrlsparse/<name>``."""
-    base = os.environ.get("CTRLSPARSE_DATA") or Path.home() / ".cache" / "ctrlsparse"
-    return Path(base) / name
-
-
 def _find(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / f"{stem}.gz", directory / stem):
         if candidate.is_file():
             return candidate
     return None
-
-
-def _fetch(url: str, destination: Path, md5: str, timeout: float) -> None:
-    """Download ``url`` to ``destination`` atomically, checking length and MD5."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-    )
-    tmp = Path(tmp_name)
-    try:
-        digest, received = hashlib.md5(), 0
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            expected_length = response.headers.get("Content-Length")
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-        if expected_length is not None and received != int(expected_length):
-            raise DownloadError(f"truncated transfer ({received} of {expected_length} bytes)")
-        if digest.hexdigest() != md5:
-            raise DownloadError(f"checksum mismatch (MD5 {digest.hexdigest()}, expected {md5})")
-        os.replace(tmp, destination)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def download(source: Source, directory: str | Path, timeout: float = 60.0) -> list[Path]:
@@ -125,20 +86,7 @@ def download(source: Source, directory: str | Path, timeout: float = 60.0) -> li
         if existing is not None:
             paths.append(existing)  # never fetched twice
             continue
-        destination = directory / f"{stem}.gz"
-        failures = []
-        for mirror in source.mirrors:
-            url = mirror + destination.name
-            try:
-                _fetch(url, destination, md5, timeout)
-                break
-            except (DownloadError, urllib.error.URLError, OSError, ValueError) as err:
-                failures.append(f"{url}: {err}")
-        else:
-            raise DownloadError(
-                f"could not download {destination.name} for {source.name}: " + "; ".join(failures)
-            )
-        paths.append(destination)
+        paths.append(fetch(f"{stem}.gz", md5, source.mirrors, directory, source.name, timeout))
     return paths
 
 
