@@ -86,8 +86,10 @@ class GateGroup(nn.Module):
         gate: the gate tensor (one gate per unit; the weight's shape for ``"weight"``).
         slices: the parameter slices the units own.
         prune: how purging removes a unit: ``(module name, "out" | "in", width)``, a unit
-            being ``width`` consecutive channels of that module's outputs or inputs;
-            None when purging cannot remove units (weight gates).
+            being ``width`` consecutive channels of that module's outputs or inputs, or
+            ``(module name, "heads", head_dim)`` for the heads of a packed attention module
+            (``nn.MultiheadAttention``), replaced by its registered purge; None when purging
+            cannot remove units (weight gates).
 
     Example:
         >>> import ctrlsparse as cs

@@ -6,8 +6,11 @@
    the unit contributes nothing downstream.
 2. Each closed unit is removed physically from every layer it couples, through the
    model's dependency graph (Torch-Pruning's pruning groups: residual adds, concat,
-   flatten, BatchNorm/LayerNorm slices, heads).
-3. Closed model inputs are dropped by a :class:`SelectInputs` in front of the layer
+   flatten, BatchNorm/LayerNorm slices, heads of Q/K/V ``nn.Linear`` attention).
+3. A packed attention module with closed heads (``nn.MultiheadAttention``, whose
+   ``head_dim`` is tied to ``embed_dim``) is replaced by its registered purge module
+   (:class:`~ctrlsparse.gating.attention.PrunedMultiheadAttention`) holding the open heads.
+4. Closed model inputs are dropped by a :class:`SelectInputs` in front of the layer
    that reads them: the model keeps its input contract.
 
 The result's outputs are checked against the gated model's on the example input.
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from ctrlsparse.gating.groups import bake, gate_groups
-from ctrlsparse.gating.registry import attention_spec
+from ctrlsparse.gating.registry import attention_spec, packed_attention_spec
 from ctrlsparse.gating.units import build_graph
 from ctrlsparse.modelio import call_model, head, logits
 
@@ -92,9 +95,14 @@ def purge(model: nn.Module, example_input) -> nn.Module:
         graph = build_graph(purged, example)
         removals: dict[str, set[int]] = {}  # producer -> its output channels to remove, original numbering
         heads: dict[str, int] = {}
+        packed: dict[str, list[int]] = {}  # packed attention -> its heads to keep
         selections = []
         for (module_name, side, width), kind, units, group in plans:
-            if side == "out":
+            if side == "heads":
+                closed = set(units)
+                # Every head closed: keep the first (its V rows are zeroed), as a layer keeps one unit.
+                packed[module_name] = [h for h in range(group.num_units) if h not in closed] or units[:1]
+            elif side == "out":
                 removals.setdefault(module_name, set()).update(_channels(units, width))
                 if kind == "head":
                     heads[group.name] = group.num_units - len(units)
@@ -119,6 +127,9 @@ def purge(model: nn.Module, example_input) -> nn.Module:
                 spec.update(attention, max(kept, 1))
         for units, group in selections:
             _select_inputs(purged, graph, set(units), group)
+        for module_name, kept in packed.items():
+            spec = packed_attention_spec(purged.get_submodule(module_name))
+            purged = spec.purge(purged, module_name, kept)
     result = logits(call_model(purged, example))
     error = (result - reference).abs().max() / reference.abs().max().clamp_min(1e-12)
     if not bool(error <= TOLERANCE):

@@ -4,7 +4,9 @@ A gate group removes *slices* of parameters: the rows of a producer, the columns
 consumer, BatchNorm entries. Which parameter dimension a unit of a layer's outputs or
 inputs lives on is a property of the layer *type*, so it is registered once per type
 (``register_layer``), not spelled out in if-chains. Attention classes register how to
-find their heads (``register_attention``).
+find their heads (``register_attention``); attention classes that pack their heads into
+their own tensors (``nn.MultiheadAttention``) register how to slice and purge them
+(``register_packed_attention``).
 
 Example:
     >>> from torch import nn
@@ -18,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
+
+from ctrlsparse.gating.attention import Heads, multihead_heads, purge_multihead
 
 ParamDims = tuple[tuple[str, int], ...]
 """``((parameter name, dimension), ...)``: where one unit's slice lives in a layer."""
@@ -152,3 +156,43 @@ def attention_spec(module: nn.Module) -> AttentionSpec | None:
                 if isinstance(getattr(module, count, None), int):
                     return AttentionSpec(*names, count, _update_heads(count))
     return None
+
+
+@dataclass(frozen=True)
+class PackedAttentionSpec:
+    """How to gate and purge the heads of an attention class whose heads are slices of its
+    own packed tensors, not rows of Q/K/V ``nn.Linear`` layers (``nn.MultiheadAttention``).
+
+    Attributes:
+        heads: ``heads(module, name)``: the module's :class:`~ctrlsparse.gating.attention.Heads`
+            (count, width, every parameter slice of each head, the slices its gate scales),
+            or a sentence saying why its heads stay dense.
+        purge: ``purge(model, name, kept)``: replace ``model``'s submodule ``name`` by a
+            module with only the ``kept`` heads (original indices, ascending) and the same
+            forward contract; returns ``model`` (the new module when ``name`` is "").
+    """
+
+    heads: Callable[[nn.Module, str], Heads | str]
+    purge: Callable[[nn.Module, str, list[int]], nn.Module]
+
+
+_PACKED_ATTENTION: dict[type[nn.Module], PackedAttentionSpec] = {}
+
+
+def register_packed_attention(attention_type: type[nn.Module], spec: PackedAttentionSpec) -> None:
+    """Teach ctrlsparse the heads of ``attention_type`` and what replaces it when heads are purged.
+
+    Example:
+        >>> class MyAttention(nn.MultiheadAttention):  # same forward, so the same heads
+        ...     pass
+        >>> register_packed_attention(MyAttention, packed_attention_spec(nn.MultiheadAttention(4, 2)))
+    """
+    _PACKED_ATTENTION[attention_type] = spec
+
+
+def packed_attention_spec(module: nn.Module) -> PackedAttentionSpec | None:
+    """The packed-attention spec of ``module``'s exact type (a subclass may change the forward), or None."""
+    return _PACKED_ATTENTION.get(plain_type(module))
+
+
+register_packed_attention(nn.MultiheadAttention, PackedAttentionSpec(multihead_heads, purge_multihead))

@@ -8,11 +8,13 @@ each of its groups into a :class:`~ctrlsparse.gating.groups.GateGroup`, decides 
 the gate sits, and leaves out what must stay dense:
 
 - units that reach the model's outputs (the classifier's logits);
-- units coupled to a module no handler knows (an LSTM, ``nn.MultiheadAttention``'s packed
-  projection, an Embedding): listed once, left dense;
+- units coupled to a module no handler knows (an LSTM, an Embedding, the ``embed_dim``
+  channels of ``nn.MultiheadAttention``): listed once, left dense;
 - a transformer's residual-stream dimension (groups with LayerNorm or Embedding
   entries), unless ``hidden=True``;
-- Q/K/V channels, which are pruned only as whole heads (``heads=True``).
+- Q/K/V channels, which are pruned only as whole heads (``heads=True``): through the
+  graph for Q/K/V ``nn.Linear`` attention, from the class's registered slices for packed
+  attention (``nn.MultiheadAttention``, :mod:`ctrlsparse.gating.attention`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import torch_pruning as tp
 from torch import nn
 
 from ctrlsparse.gating.groups import Slice
-from ctrlsparse.gating.registry import NORMALIZATION, attention_spec, is_layer, layer_spec
+from ctrlsparse.gating.registry import (
+    NORMALIZATION,
+    PackedAttentionSpec,
+    attention_spec,
+    is_layer,
+    layer_spec,
+    packed_attention_spec,
+)
 from ctrlsparse.modelio import call_model
 
 
@@ -176,6 +185,15 @@ def find_units(
     found = Found()
     visited: set[nn.Module] = set()
     for module in model.modules():
+        packed = packed_attention_spec(module)
+        if packed is not None and module in names:
+            visited.update(module.modules())
+            unit = _packed_unit(dg, names[module], module, packed, heads)
+            if isinstance(unit, str):
+                found.dense[names[module]] = unit
+            else:
+                found.units.append(unit)
+            continue
         spec = attention_spec(module)
         if spec is None or module not in names:
             continue
@@ -224,6 +242,25 @@ def find_units(
         )
     found.units[:0] = _input_units(model, dg, names, inputs)
     return found
+
+
+def _packed_unit(
+    dg: tp.DependencyGraph, name: str, module: nn.Module, spec: PackedAttentionSpec, heads: bool
+) -> Unit | str:
+    """The heads of a packed attention module as one unit group, or why they stay dense.
+
+    The heads' slices are internal to the module (nothing outside it sees a head), so the
+    graph only has to confirm the module is reached; its ``embed_dim`` channels are a
+    different unit, coupled to the residual stream, and stay with the graph's groups.
+    """
+    if not heads:
+        return "heads=False"
+    if module not in dg.module2node:
+        return "not reached by the trace"
+    found = spec.heads(module, name)
+    if isinstance(found, str):
+        return found
+    return Unit(name, "head", found.num_heads, found.slices, found.sites, (name, "heads", found.head_dim))
 
 
 def _qkv(model: nn.Module) -> set[nn.Module]:
