@@ -170,3 +170,26 @@ def test_tune_penalty_searches_the_l1_rda_penalty(tmp_path, capsys):
     assert [h["penalty"] for h in history] == [1e-3, 1e-2]  # too dense at 1e-3: λ grows
     assert history[0]["density"] > history[1]["density"]  # a larger ℓ1 penalty zeroes more weights
     assert all(load_run(h["run"]).summary["method"] == "l1_rda" for h in history)
+
+
+def test_purge_writes_an_exported_program_that_loads_with_torch_alone(tmp_path, capsys):
+    import torch
+
+    from ctrlsparse.experiments.build import rebuild_run
+
+    run = tmp_path / "run"
+    assert (
+        main(["run", DIGITS, "--target-density", "0.3", "--epochs", "2", "--out", str(run), "--quiet"]) == 0
+    )
+    assert main(["purge", str(run)]) == 0
+    assert "purged.pt2" in capsys.readouterr().out
+    program = torch.export.load(run / "purged.pt2")
+    gated = rebuild_run(run).model
+    x = torch.rand(5, 1, 8, 8)  # another batch size than the example the export traced
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), gated(x), atol=1e-5)
+
+
+def test_purge_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["purge", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err

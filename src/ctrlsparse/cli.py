@@ -182,6 +182,30 @@ def _cmd_bench_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_purge(args: argparse.Namespace) -> int:
+    import torch
+
+    from ctrlsparse.experiments.build import rebuild_run
+    from ctrlsparse.gating import count, purge
+
+    run_dir = Path(args.run)
+    out = Path(args.out) if args.out else run_dir / "purged.pt2"
+    run = rebuild_run(run_dir)
+    example = run.example_input
+    small = purge(run.model, example).eval()
+    # The batch dimension stays free, so the program serves any batch size, not the example's.
+    program = torch.export.export(small, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, out)
+    before, _ = count(run.model, example)
+    after, _ = count(small, example)
+    print(
+        f"wrote {out}: {after.params_dense:,} parameters (gated model {before.params_dense:,}, "
+        f"{before.params_remaining:,} active), {after.macs_dense:,} MACs per example "
+        f"(dense {before.macs_dense:,}); load it with torch.export.load"
+    )
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
 
@@ -319,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--repetitions", type=int, default=7)
     pu.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     pu.set_defaults(func=_cmd_bench_purge)
+
+    pg = sub.add_parser("purge", help="remove a run's closed units and export the model as purged.pt2")
+    pg.add_argument("run", help="run directory")
+    pg.add_argument("--out", help="file to write (default RUN/purged.pt2, a torch.export ExportedProgram)")
+    pg.set_defaults(func=_cmd_purge)
 
     plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
     plot.add_argument("run", help="run directory")

@@ -18,14 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ctrlsparse.data import load_dataset
-from ctrlsparse.experiments.config import ProblemConfig, parse_problem
-from ctrlsparse.gating import gate_groups, purge, sparsify
-from ctrlsparse.models import build_model
+from ctrlsparse.experiments.build import build_model_of, gated_model, load_data, rebuild_run
+from ctrlsparse.experiments.config import ProblemConfig
+from ctrlsparse.gating import gate_groups, purge
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.gda import GDA
-from ctrlsparse.runs import store as runs
-from ctrlsparse.runs.store import load_run
 
 
 @dataclass
@@ -98,12 +95,9 @@ def overhead(
         >>> print(overhead(load_problem("problems/fashion_mlp.toml")).report())  # doctest: +SKIP
     """
     torch.manual_seed(config.train.seed)
-    data = load_dataset(config.data.name, config.data.root, config.data.download)
-    dense = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
-    example = data.train[0][:2]
-    gated = sparsify(
-        copy.deepcopy(dense), config.model.structure, example_input=example, drop_rate=config.model.drop_rate
-    )
+    data = load_data(config)
+    dense, example = build_model_of(config, data)
+    gated = gated_model(config, copy.deepcopy(dense), example)
     if target_density is not None:
         levels = {"target_density": target_density}
     else:
@@ -131,22 +125,6 @@ def overhead(
     return alternate(lambda: gda.step(x, y), dense_step, steps, repetitions)
 
 
-def _rebuild(run_dir: Path) -> tuple[ProblemConfig, torch.nn.Module, torch.nn.Module, torch.Tensor]:
-    """The trained gated model of a run, a dense model of the same architecture, and test inputs."""
-    run = load_run(run_dir)
-    config = parse_problem(run.config, str(Path(run_dir) / runs.CONFIG))
-    data = load_dataset(config.data.name, config.data.root, config.data.download)
-    dense = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
-    gated = sparsify(
-        copy.deepcopy(dense),
-        config.model.structure,
-        example_input=data.train[0][:2],
-        drop_rate=config.model.drop_rate,
-    )
-    runs.load_model_state(gated, Path(run_dir) / runs.MODEL)
-    return config, gated.eval(), dense.eval(), data.test[0]
-
-
 def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, repetitions: int = 7) -> Timing:
     """Eval-mode forward time of the purged model of a run against the dense model (same batch).
 
@@ -155,8 +133,9 @@ def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, rep
     Example:
         >>> print(purge_speed("runs/lenet5").report("purged / dense"))  # doctest: +SKIP
     """
-    _, gated, dense, inputs = _rebuild(Path(run_dir))
-    x = inputs[:batch_size]
+    run = rebuild_run(run_dir)
+    gated, x = run.model, run.data.test[0][:batch_size]
+    dense = build_model_of(run.config, run.data)[0].eval()
     small = purge(gated, x[:1]).eval()
     with torch.no_grad():
         difference = float((small(x) - gated(x)).abs().max())

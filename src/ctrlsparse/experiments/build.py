@@ -3,63 +3,162 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctrlsparse.data import Batches, load_dataset
-from ctrlsparse.experiments.config import ProblemConfig
-from ctrlsparse.gating import ARMGate, GateKind, sparsify
-from ctrlsparse.models import build_model
+from ctrlsparse.data import Batches, Dataset, load_dataset, random_crop_flip, synthetic
+from ctrlsparse.experiments.config import SYNTHETIC, ProblemConfig, parse_problem
+from ctrlsparse.gating import ARMGate, GateKind, Structure, sparsify
+from ctrlsparse.modelio import logits
+from ctrlsparse.models import build_model, import_factory
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.gda import GDA
 from ctrlsparse.problem.schedules import TargetSchedule
+from ctrlsparse.runs import store as runs
+from ctrlsparse.runs.store import load_run
+from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning
 from ctrlsparse.training.trainer import Trainer, fit
 
 EVAL_BATCH_SIZE = 1024
 
 
-def build(config: ProblemConfig) -> tuple[Trainer, Batches, Batches]:
+class Experiment(NamedTuple):
+    """What :func:`build` makes of a problem file: everything :func:`fit` needs."""
+
+    trainer: Trainer
+    train: Batches
+    test: Batches
+    output_fn: Callable[[Any], torch.Tensor]
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None
+
+
+def load_data(config: ProblemConfig) -> Dataset:
+    """The problem's data set: a registered one, or generated (``[data] name = "synthetic"``)."""
+    data = config.data
+    if data.name == SYNTHETIC:
+        return synthetic(
+            tuple(data.shape),
+            data.num_classes,
+            data.train_size,
+            data.test_size,
+            seed=config.train.seed,
+            vocab_size=data.vocab_size,
+        )
+    return load_dataset(data.name, data.root, data.download)
+
+
+def build_model_of(config: ProblemConfig, data: Dataset) -> tuple[nn.Module, torch.Tensor]:
+    """The problem's plain model (registered name or import-path factory) and an example input.
+
+    The example input is two training inputs, or zeros of ``[model] input_shape`` when set.
+    """
+    model_config = config.model
+    if model_config.factory is not None:
+        model = import_factory(model_config.factory)(**model_config.kwargs)
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"[model] factory {model_config.factory!r} returned {type(model).__name__}, not an nn.Module"
+            )
+    else:
+        kwargs = dict(model_config.kwargs)
+        if model_config.name == "mlp":
+            kwargs.setdefault("hidden", model_config.hidden)
+        model = build_model(model_config.name, data.input_shape, data.num_classes, **kwargs)
+    if model_config.input_shape is not None:
+        example = torch.zeros(2, *model_config.input_shape, dtype=data.train[0].dtype)
+    else:
+        example = data.train[0][:2]
+    return model, example
+
+
+def output_fn_of(config: ProblemConfig) -> Callable[[Any], torch.Tensor]:
+    """The logits of the model's output: ``[model] output`` (an attribute or key), else :func:`logits`."""
+    name = config.model.output
+    if name is None:
+        return logits
+    return lambda out: out[name] if isinstance(out, dict) else getattr(out, name)
+
+
+def gated_model(
+    config: ProblemConfig, model: nn.Module, example_input: torch.Tensor, gates=None
+) -> nn.Module:
+    """``model`` sparsified as the problem file says (structure, units, gates, drop rate)."""
+    model_config = config.model
+    return sparsify(
+        model,
+        structure=model_config.structure,
+        example_input=example_input,
+        include=model_config.include,
+        exclude=model_config.exclude,
+        drop_rate=model_config.drop_rate,
+        gates=gates or _gates(config),
+        heads=model_config.heads,
+    )
+
+
+def build(config: ProblemConfig) -> Experiment:
     """Data, model, problem and optimizer of a problem file (nothing is trained).
 
     ``[sparsity] method`` picks the trainer: ``"l0"`` a :class:`GDA` on a gated model,
     ``"l1_rda"`` :class:`~ctrlsparse.training.methods.L1RDA`, ``"magnitude"``
-    :class:`~ctrlsparse.training.methods.MagnitudePruning`. Every argument error (target,
-    penalty, layer name) is raised here, before training.
+    :class:`~ctrlsparse.training.GroupMagnitudePruning` on the units of ``structure =
+    "neuron"``, else :class:`~ctrlsparse.training.methods.MagnitudePruning`. Every argument
+    error (target, penalty, layer name, import path) is raised here, before training.
     """
     torch.manual_seed(config.train.seed)
-    data = load_dataset(config.data.name, config.data.root, config.data.download)
-    model = build_model(config.model.name, data.input_shape, data.num_classes, config.model.hidden)
-    method = config.sparsity.method
-    if method == "l0":
-        sparsify(
-            model,
-            structure=config.model.structure,
-            example_input=data.train[0][:2],
-            drop_rate=config.model.drop_rate,
-            gates=_gates(config),
-        )
+    data = load_data(config)
+    model, example = build_model_of(config, data)
+    output_fn = output_fn_of(config)
+    loss_fn = _loss(output_fn)
+    method, structure = config.sparsity.method, Structure.parse(config.model.structure)
+    group_magnitude = method == "magnitude" and structure is Structure.NEURON
+    if method == "l0" or group_magnitude:
+        gated_model(config, model, example, gates=GateKind.MASK if group_magnitude else None)
     model.to(config.train.device)
+    optimizer = None
     if method == "l0":
-        trainer = _gda(config, model)
+        trainer = _gda(config, model, loss_fn)
+        optimizer = trainer.primal_optimizer
     elif method == "l1_rda":
-        trainer = L1RDA(model, F.cross_entropy, config.sparsity.penalty, gamma=config.optim.rda_gamma)
+        trainer = L1RDA(model, loss_fn, config.sparsity.penalty, gamma=config.optim.rda_gamma)
     else:
-        trainer = MagnitudePruning(
-            model,
-            F.cross_entropy,
-            config.sparsity.target_density,
-            _primal_optimizer(config, model.parameters()),
-            prune_epoch=config.train.epochs - config.sparsity.finetune_epochs,
-            structure=config.model.structure,
-        )
+        optimizer = _primal_optimizer(config, _weight_groups(config, model.parameters()))
+        prune_epoch = config.train.epochs - config.sparsity.finetune_epochs
+        target = config.sparsity.target_density
+        if group_magnitude:
+            trainer = GroupMagnitudePruning(model, loss_fn, target, optimizer, prune_epoch)
+        else:
+            trainer = MagnitudePruning(model, loss_fn, target, optimizer, prune_epoch, structure)
     generator = torch.Generator().manual_seed(config.train.seed)
-    train = Batches(*data.train, config.train.batch_size, shuffle=True, generator=generator)
+    transform = None
+    if config.data.augment == "crop_flip":
+        augment_generator = torch.Generator().manual_seed(config.train.seed + 1)
+        transform = functools.partial(random_crop_flip, padding=4, generator=augment_generator)
+    train = Batches(
+        *data.train, config.train.batch_size, shuffle=True, generator=generator, transform=transform
+    )
     test = Batches(*data.test, EVAL_BATCH_SIZE)
-    return trainer, train, test
+    scheduler = None
+    if config.optim.lr_milestones and optimizer is not None:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, config.optim.lr_milestones, gamma=config.optim.lr_gamma
+        )
+    return Experiment(trainer, train, test, output_fn, scheduler)
+
+
+def _loss(output_fn: Callable[[Any], torch.Tensor]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    return lambda output, targets: F.cross_entropy(output_fn(output), targets)
+
+
+def _weight_groups(config: ProblemConfig, params) -> list[dict]:
+    """The primal parameters with ``[optim] primal_weight_decay``."""
+    return [{"params": list(params), "weight_decay": config.optim.primal_weight_decay}]
 
 
 def _gates(config: ProblemConfig):
@@ -70,18 +169,18 @@ def _gates(config: ProblemConfig):
     return functools.partial(ARMGate, k=model.arm_k, squash=model.arm_squash, estimator=model.arm_estimator)
 
 
-def _primal_optimizer(config: ProblemConfig, params) -> torch.optim.Optimizer:
+def _primal_optimizer(config: ProblemConfig, groups: list[dict]) -> torch.optim.Optimizer:
     optim = config.optim
     if optim.primal == "adam":
-        return torch.optim.Adam(params, lr=optim.primal_lr)
-    return torch.optim.SGD(params, lr=optim.primal_lr, momentum=0.9)
+        return torch.optim.Adam(groups, lr=optim.primal_lr)
+    return torch.optim.SGD(groups, lr=optim.primal_lr, momentum=optim.primal_momentum)
 
 
-def _gda(config: ProblemConfig, model: nn.Module) -> GDA:
+def _gda(config: ProblemConfig, model: nn.Module, loss_fn) -> GDA:
     optim = config.optim
     problem = SparsityProblem(
         model,
-        F.cross_entropy,
+        loss_fn,
         target_density=config.sparsity.target_density,
         penalty=config.sparsity.penalty,
         weight_decay=config.sparsity.weight_decay,
@@ -92,7 +191,11 @@ def _gda(config: ProblemConfig, model: nn.Module) -> GDA:
     weights = [p for p in model.parameters() if id(p) not in gate_ids]
     # The gates may learn at their own rate: with Adam each gate parameter moves at most about
     # lr per step, so short runs need a larger gate_lr to let gates close at all.
-    groups = [{"params": weights}, {"params": gates, "lr": optim.gate_lr or optim.primal_lr}]
+    # Weight decay is for the weights only: decaying log alpha would push every gate to P = 1/2.
+    groups = [
+        {"params": weights, "weight_decay": optim.primal_weight_decay},
+        {"params": gates, "lr": optim.gate_lr or optim.primal_lr, "weight_decay": 0.0},
+    ]
     schedule = config.schedule
     return GDA(
         problem,
@@ -109,6 +212,36 @@ def _gda(config: ProblemConfig, model: nn.Module) -> GDA:
     )
 
 
+class RebuiltRun(NamedTuple):
+    """A finished run's problem, its data and its trained gated model (eval mode)."""
+
+    config: ProblemConfig
+    data: Dataset
+    model: nn.Module
+    example_input: torch.Tensor
+
+
+def rebuild_run(run_dir: str | Path) -> RebuiltRun:
+    """Rebuild a run's gated model from ``config.json`` and load ``model.pt`` into it.
+
+    Example:
+        >>> run = rebuild_run("runs/demo/constrained-model")  # doctest: +SKIP
+        >>> small = cs.purge(run.model, run.example_input)  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    config = parse_problem(run.config, str(run_dir / runs.CONFIG))
+    data = load_data(config)
+    model, example = build_model_of(config, data)
+    if config.sparsity.method == "l0" or (
+        config.sparsity.method == "magnitude" and Structure.parse(config.model.structure) is Structure.NEURON
+    ):
+        gates = GateKind.MASK if config.sparsity.method == "magnitude" else None
+        gated_model(config, model, example, gates=gates)
+    runs.load_model_state(model, run_dir / runs.MODEL)
+    return RebuiltRun(config, data, model.eval(), example)
+
+
 def run_problem(config: ProblemConfig, out: str | Path, progress: bool = True) -> dict:
     """Train the problem described by ``config`` and write its run directory ``out``.
 
@@ -116,14 +249,16 @@ def run_problem(config: ProblemConfig, out: str | Path, progress: bool = True) -
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
         >>> summary = run_problem(config, "runs/digits")  # doctest: +SKIP
     """
-    trainer, train, test = build(config)
+    experiment = build(config)
     return fit(
-        trainer,
-        train,
+        experiment.trainer,
+        experiment.train,
         config.train.epochs,
-        test_batches=test,
+        test_batches=experiment.test,
         run_dir=out,
         log_every=config.train.log_every,
         config=config.to_dict(),
         progress=progress,
+        output_fn=experiment.output_fn,
+        lr_scheduler=experiment.lr_scheduler,
     )

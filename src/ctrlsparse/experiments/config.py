@@ -37,6 +37,8 @@ from ctrlsparse.models import MODELS
 from ctrlsparse.problem.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
 from ctrlsparse.problem.schedules import ScheduleKind
 
+SYNTHETIC = "synthetic"
+"""``[data] name`` of generated data (:func:`ctrlsparse.data.synthetic`), for any model."""
 _NUMBER = (int, float)
 _LEVELS = (int, float, list, dict)
 PRIMAL_OPTIMIZERS = ("adam", "sgd")
@@ -46,22 +48,47 @@ METHODS = ("l0", "l1_rda", "magnitude")
 
 def _field(default: Any, types: tuple[type, ...], choices: tuple[str, ...] | None = None) -> Any:
     meta = {"types": types, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+AUGMENTATIONS = ("none", "crop_flip")
+"""[data] augment: none, or CIFAR's random crop (zero padding 4) and horizontal flip."""
 
 
 @dataclass
 class DataConfig:
-    name: str = _field("digits", (str,), tuple(DATASETS))
+    """``[data]``: a registered data set, or ``name = "synthetic"`` with the keys below it."""
+
+    name: str = _field("digits", (str,))
     root: str | None = _field(None, (str,))
     download: bool = _field(False, (bool,))
+    augment: str = _field("none", (str,), AUGMENTATIONS)
+    # name = "synthetic": images of this shape, or token ids (shape = [length]) with vocab_size.
+    shape: list[int] = _field([1, 28, 28], (list,))
+    num_classes: int = _field(10, (int,))
+    train_size: int = _field(1024, (int,))
+    test_size: int = _field(256, (int,))
+    vocab_size: int | None = _field(None, (int,))
 
 
 @dataclass
 class ModelConfig:
-    name: str = _field("mlp", (str,), tuple(MODELS))
+    """``[model]``: a registered model (``name``) or your own (``factory = "package.module:function"``,
+    called with ``kwargs``); ``input_shape`` overrides the data's for tracing; ``output`` names the
+    attribute or key of the model's output that holds the logits (e.g. ``"logits"``);
+    ``include``/``exclude`` select the root modules of the gated units (fnmatch patterns)."""
+
+    name: str = _field("mlp", (str,))
     hidden: list[int] = _field([300, 100], (list,))
+    factory: str | None = _field(None, (str,))
+    kwargs: dict = _field({}, (dict,))
+    input_shape: list[int] | None = _field(None, (list,))
+    output: str | None = _field(None, (str,))
+    include: list[str] | None = _field(None, (list,))
+    exclude: list[str] = _field([], (list,))
+    heads: bool = _field(True, (bool,))
     structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
     drop_rate: float = _field(0.5, _NUMBER)
     gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
@@ -90,6 +117,12 @@ class OptimConfig:
     dual_kp: float = _field(0.0, _NUMBER)
     dual_ema_nu: float = _field(0.0, _NUMBER)
     alternating: bool = _field(False, (bool,))
+    # SGD's momentum and the weights' (not the gates') weight decay in the primal optimizer.
+    primal_momentum: float = _field(0.9, _NUMBER)
+    primal_weight_decay: float = _field(0.0, _NUMBER)
+    # Multiply the primal learning rates by lr_gamma at each of these epochs (MultiStepLR).
+    lr_milestones: list[int] = _field([], (list,))
+    lr_gamma: float = _field(0.1, _NUMBER)
     augmented_lagrangian: float | None = _field(None, _NUMBER)
     rda_gamma: float = _field(1.0, _NUMBER)
 
@@ -223,12 +256,74 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
                 f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
             )
     _check_method(source, config)
+    _check_data(source, config)
+    _check_model(source, config)
+    optim = config.optim
+    if not 0 <= optim.primal_momentum < 1 or optim.primal_weight_decay < 0 or not 0 < optim.lr_gamma <= 1:
+        raise ProblemFileError(
+            f"{source}: [optim] needs 0 <= primal_momentum < 1, primal_weight_decay >= 0 and "
+            f"0 < lr_gamma <= 1, got {optim.primal_momentum!r}, {optim.primal_weight_decay!r}, "
+            f"{optim.lr_gamma!r}"
+        )
+    milestones = optim.lr_milestones
+    if not all(_positive_int(m) for m in milestones) or milestones != sorted(set(milestones)):
+        raise ProblemFileError(
+            f"{source}: [optim] lr_milestones must be increasing positive epochs, got {milestones!r}"
+        )
     for key in ("primal_lr", "gate_lr", "dual_lr", "rda_gamma", "arm_k"):
         section = config.model if key == "arm_k" else config.optim
         if getattr(section, key) is not None and not getattr(section, key) > 0:
             where = "[model]" if key == "arm_k" else "[optim]"
             raise ProblemFileError(f"{source}: {where} {key} must be > 0, got {getattr(section, key)!r}")
     return config
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_data(source: str, config: ProblemConfig) -> None:
+    data = config.data
+    valid = (*DATASETS, SYNTHETIC)
+    if data.name not in valid:
+        raise ProblemFileError(
+            f"{source}: [data] name = {data.name!r} is not valid; valid choices: {', '.join(valid)}"
+        )
+    if data.name != SYNTHETIC:
+        return
+    if not data.shape or not all(_positive_int(v) for v in data.shape):
+        raise ProblemFileError(
+            f"{source}: [data] shape must be a list of positive integers, got {data.shape!r}"
+        )
+    for key in ("num_classes", "train_size", "test_size", "vocab_size"):
+        value = getattr(data, key)
+        if value is not None and not (_positive_int(value) and (key != "num_classes" or value >= 2)):
+            raise ProblemFileError(
+                f"{source}: [data] {key} must be a positive integer (>= 2 classes), got {value!r}"
+            )
+
+
+def _check_model(source: str, config: ProblemConfig) -> None:
+    model = config.model
+    if model.factory is None and model.name not in MODELS:
+        raise ProblemFileError(
+            f"{source}: [model] name = {model.name!r} is not valid; valid choices: {', '.join(MODELS)}, "
+            "or give factory = 'package.module:function'"
+        )
+    if model.factory is not None and ":" not in model.factory:
+        raise ProblemFileError(
+            f"{source}: [model] factory = {model.factory!r} must read 'package.module:function'"
+        )
+    if model.input_shape is not None and not all(_positive_int(v) for v in model.input_shape):
+        raise ProblemFileError(
+            f"{source}: [model] input_shape must be a list of positive integers, got {model.input_shape!r}"
+        )
+    for key in ("include", "exclude"):
+        patterns = getattr(model, key)
+        if patterns is not None and not all(isinstance(v, str) for v in patterns):
+            raise ProblemFileError(
+                f"{source}: [model] {key} must be a list of module-name patterns, got {patterns!r}"
+            )
 
 
 def _check_method(source: str, config: ProblemConfig) -> None:

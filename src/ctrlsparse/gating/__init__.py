@@ -8,7 +8,7 @@ realized active parameters) → :func:`~ctrlsparse.gating.purge.purge` (a smalle
 
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.counting import Count, count
-from ctrlsparse.gating.gates import ARMGate, Gate, GateKind, HardConcrete, antithetic, make_gate
+from ctrlsparse.gating.gates import ARMGate, Gate, GateKind, HardConcrete, MaskGate, antithetic, make_gate
 from ctrlsparse.gating.groups import GateGroup, GateScale, Slice, gate_groups
 from ctrlsparse.gating.purging import PurgeError, SelectInputs, purge
 from ctrlsparse.gating.registry import AttentionSpec, LayerSpec, register_attention, register_layer
@@ -26,6 +26,7 @@ __all__ = [
     "GateScale",
     "HardConcrete",
     "LayerSpec",
+    "MaskGate",
     "PurgeError",
     "SelectInputs",
     "Slice",

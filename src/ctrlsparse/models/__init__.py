@@ -1,5 +1,23 @@
-"""Model builders behind ``[model] name`` in problem files."""
+"""Model builders behind ``[model] name`` in problem files, and user models by import path."""
 
-from ctrlsparse.models.small import MODELS, build_model, lenet5, mlp
+from ctrlsparse.models.registry import (
+    MODELS,
+    ModelImportError,
+    build_model,
+    import_factory,
+    register_model,
+)
+from ctrlsparse.models.resnet import ResNet, fashion_resnet
+from ctrlsparse.models.small import lenet5, mlp
 
-__all__ = ["MODELS", "build_model", "lenet5", "mlp"]
+__all__ = [
+    "MODELS",
+    "ModelImportError",
+    "ResNet",
+    "build_model",
+    "fashion_resnet",
+    "import_factory",
+    "lenet5",
+    "mlp",
+    "register_model",
+]

@@ -6,7 +6,6 @@ Layer names are the ones used in problem files and per-layer targets: ``fc1``, `
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -63,15 +62,3 @@ def lenet5(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10) -> n
             ]
         )
     )
-
-
-MODELS = {"mlp": mlp, "lenet5": lenet5}
-
-
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (300, 100)):
-    """Build a registered model by name for inputs of ``input_shape`` (C, H, W)."""
-    if name == "mlp":
-        return mlp(math.prod(input_shape), hidden, num_classes)
-    if name == "lenet5":
-        return lenet5(input_shape, num_classes)
-    raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")

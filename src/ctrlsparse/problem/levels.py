@@ -1,12 +1,13 @@
 """Constraint levels: a target density or a penalty, for the model or per layer.
 
 A level is given as one number (model-wise), a list in forward order (one per gated
-layer) or a ``{layer: value}`` dict; :func:`parse_levels` turns all three into
-``{constraint name: value}``.
+layer) or a ``{layer: value}`` dict, whose keys may be patterns (``"layer2.*"``);
+:func:`parse_levels` turns all three into ``{constraint name: value}``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping, Sequence
 
 MODEL = "model"
@@ -15,20 +16,42 @@ MODEL = "model"
 Levels = float | Sequence[float] | Mapping[str, float] | None
 
 
+def _expand(value: Mapping[str, float], layer_names: list[str], argument: str) -> dict[str, float]:
+    """Layer names as given, and patterns (``"layer2.*"``) as every layer they match that is not
+    named outright; a pattern matching several layers gives each its own constraint."""
+    valid = [MODEL, *layer_names]
+    levels: dict[str, float] = {}
+    patterns = {k: v for k, v in value.items() if any(c in k for c in "*?[")}
+    for key, level in value.items():
+        if key in patterns:
+            continue
+        if key not in valid:
+            raise ValueError(f"{argument}: unknown layer name {key!r}; valid names: {', '.join(valid)}")
+        levels[key] = level
+    for pattern, level in patterns.items():
+        matched = [n for n in layer_names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise ValueError(
+                f"{argument}: pattern {pattern!r} matches no layer; valid names: {', '.join(layer_names)}"
+            )
+        for name in matched:
+            levels.setdefault(name, level)
+    return levels
+
+
 def parse_levels(value: Levels, layer_names: list[str], argument: str) -> dict[str, float]:
-    """Normalise a target/penalty specification to ``{constraint name: value}``."""
+    """Normalise a target/penalty specification to ``{constraint name: value}``.
+
+    Example:
+        >>> parse_levels({"layer1.*": 0.5, "fc": 0.8}, ["layer1.conv1", "layer1.conv2", "fc"], "target")
+        {'fc': 0.8, 'layer1.conv1': 0.5, 'layer1.conv2': 0.5}
+    """
     if value is None:
         return {}
     if isinstance(value, int | float) and not isinstance(value, bool):
         return {MODEL: float(value)}
     if isinstance(value, Mapping):
-        valid = [MODEL, *layer_names]
-        unknown = [k for k in value if k not in valid]
-        if unknown:
-            raise ValueError(
-                f"{argument}: unknown layer name {unknown[0]!r}; valid names: {', '.join(valid)}"
-            )
-        levels = dict(value)
+        levels = _expand(value, layer_names, argument)
     elif isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != len(layer_names):
             raise ValueError(

@@ -5,11 +5,13 @@
 :class:`~ctrlsparse.training.methods.MagnitudePruning` train plain models with the same loop.
 """
 
+from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning, plain_layers
 from ctrlsparse.training.rda import RDA
 from ctrlsparse.training.trainer import NonFiniteLossError, Trainer, evaluate, fit
 
 __all__ = [
+    "GroupMagnitudePruning",
     "L1RDA",
     "RDA",
     "MagnitudePruning",

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterable, Sized
+from collections.abc import Callable, Iterable, Sized
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from ctrlsparse.gating.counting import count
+from ctrlsparse.modelio import Inputs, call_model, head, logits, to_device
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.runs import store as runs
 
@@ -22,20 +23,30 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[Inputs, torch.Tensor]],
+    output_fn: Callable[[Any], torch.Tensor] | None = None,
+) -> float:
     """Classification error (fraction in [0, 1]) with the deterministic test-time gates (eq. 13).
+
+    Inputs may be a tensor, a tuple or a dict of tensors (:mod:`ctrlsparse.modelio`).
+    ``output_fn`` maps the model's output to logits; by default the output itself, its
+    ``.logits`` (Hugging Face ``ModelOutput``) or its first element.
 
     Example:
         >>> error = evaluate(model, Batches(x_test, y_test, 512))  # doctest: +SKIP
+        >>> error = evaluate(bert, batches, output_fn=lambda out: out.logits)  # doctest: +SKIP
     """
+    output_fn = output_fn or logits
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     wrong = total = 0
     try:
         for x, y in batches:
-            x, y = x.to(device), y.to(device)
-            wrong += int((model(x).argmax(-1) != y).sum())
+            x, y = to_device(x, device), y.to(device)
+            wrong += int((output_fn(call_model(model, x)).argmax(-1) != y).sum())
             total += len(y)
     finally:
         model.train(was_training)
@@ -58,7 +69,7 @@ class Trainer(Protocol):
     def summary(self) -> dict: ...
 
 
-def summarize(trainer: Trainer, example_input: torch.Tensor, test_error: float | None) -> dict:
+def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None) -> dict:
     """Final numbers of a run, as written to ``summary.json``: the trainer's own, test error, counts."""
     summary = trainer.summary()
     total, _ = count(trainer.model, example_input)
@@ -108,12 +119,16 @@ def fit(
     log_every: int = 1,
     config: dict | None = None,
     progress: bool = True,
+    output_fn: Callable[[Any], torch.Tensor] | None = None,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict:
     """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
 
     Writes, when ``run_dir`` is given: ``config.json`` (``config``) at the start,
     ``metrics.jsonl`` as training goes (every ``log_every`` steps and at every epoch's
     end, that record with ``test_error``), then ``summary.json`` and ``model.pt``.
+    ``output_fn`` is passed to :func:`evaluate`; ``lr_scheduler`` (e.g. ``MultiStepLR`` on
+    the primal optimizer) is stepped at the end of every epoch.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf; the message names the step and
@@ -147,8 +162,8 @@ def fit(
         for epoch in range(1, epochs + 1):
             model.train()
             for batch, (x, y) in enumerate(train_batches, start=1):
-                x, y = x.to(device), y.to(device)
-                example_input = x[:1] if example_input is None else example_input
+                x, y = to_device(x, device), y.to(device)
+                example_input = head(x) if example_input is None else example_input
                 step = trainer.step(x, y)
                 step_count += 1
                 if not math.isfinite(step.loss):
@@ -159,20 +174,22 @@ def fit(
                 end_of_epoch = batch == steps_per_epoch
                 record_error = None
                 if end_of_epoch and test_batches is not None:
-                    test_error = record_error = evaluate(model, test_batches)
+                    test_error = record_error = evaluate(model, test_batches, output_fn)
                 if run_dir is not None and (step_count % log_every == 0 or end_of_epoch):
                     record = {"step": step_count, "epoch": epoch, **vars(step)}
                     if record_error is not None:
                         record["test_error"] = record_error
                     writer.write(record)
                 bar.update(epoch, batch, step, record_error)
+            if lr_scheduler is not None:
+                lr_scheduler.step()
     finally:
         if run_dir is not None:
             writer.close()
     if example_input is None:
         raise ValueError("train_batches yielded no minibatch")
     if trainer.finish() and test_batches is not None:
-        test_error = evaluate(model, test_batches)
+        test_error = evaluate(model, test_batches, output_fn)
     summary = summarize(trainer, example_input, test_error)
     summary["steps"] = step_count
     summary["train_seconds"] = time.monotonic() - start

@@ -1,0 +1,106 @@
+"""Hard concrete gates (Louizos, Welling & Kingma, 2018, section 2.2): exact zeros and a
+closed-form P(z != 0), so the expected L0 norm is differentiable (eq. 12)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ctrlsparse.gating.gate import Gate
+
+# Settings of Louizos et al. (2018), section 4: beta = 2/3, (gamma, zeta) = (-0.1, 1.1).
+TEMPERATURE = 2.0 / 3.0
+STRETCH = (-0.1, 1.1)
+# log_alpha is clamped into this range after every primal step: beyond it P(active)
+# saturates (sigmoid(+-8.4)) and Adam's normalised steps would push it without bound.
+LOG_ALPHA_RANGE = (-10.0, 10.0)
+# Keeps logit(u) finite when sampling u ~ U(0, 1).
+_EPS = 1e-6
+
+
+class HardConcrete(Gate):
+    r"""A tensor of independent hard concrete gates.
+
+    Training mode samples (eq. 10–11)
+
+    .. math::
+        u \sim \mathcal U(0,1),\quad s = \sigma\big((\log u - \log(1-u) + \log\alpha)/\beta\big),
+        \quad z = \min(1, \max(0, s(\zeta-\gamma)+\gamma)),
+
+    one sample per call (so one per minibatch when a layer calls it once per forward).
+    Eval mode returns the deterministic test-time gate (eq. 13)
+    :math:`\hat z = \min(1, \max(0, \sigma(\log\alpha)(\zeta-\gamma)+\gamma))`.
+
+    Args:
+        shape: shape of the gate tensor (``(n_groups,)`` for neuron gates, the weight's
+            shape for weight gates).
+        drop_rate: initial probability of a gate being dropped; ``log_alpha`` starts at
+            ``log((1 - drop_rate) / drop_rate)`` plus N(0, 0.01²) noise (section 4).
+        temperature: :math:`\beta`.
+        stretch: :math:`(\gamma, \zeta)` with :math:`\gamma < 0` and :math:`\zeta > 1`.
+
+    Example:
+        >>> gate = HardConcrete((4,), drop_rate=0.5)
+        >>> z = gate()  # a sample in [0, 1]^4 with exact zeros and ones
+        >>> gate.prob_active().shape
+        torch.Size([4])
+    """
+
+    parameter_range = LOG_ALPHA_RANGE
+    method = "hard_concrete"
+
+    def __init__(
+        self,
+        shape: tuple[int, ...] | int,
+        drop_rate: float = 0.5,
+        temperature: float = TEMPERATURE,
+        stretch: tuple[float, float] = STRETCH,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < drop_rate < 1.0:
+            raise ValueError(f"drop_rate must lie in (0, 1), got {drop_rate!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        gamma, zeta = stretch
+        if not (gamma < 0.0 and zeta > 1.0):
+            raise ValueError(f"stretch (gamma, zeta) needs gamma < 0 < 1 < zeta, got {stretch!r}")
+        self.drop_rate = drop_rate
+        self.temperature = temperature
+        self.gamma, self.zeta = float(gamma), float(zeta)
+        # Constant shift of eq. 12: P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta)).
+        self._prob_shift = temperature * math.log(-self.gamma / self.zeta)
+        self.log_alpha = nn.Parameter(torch.empty(shape))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw ``log_alpha`` around the value that keeps a gate with ``1 - drop_rate``."""
+        mean = math.log(1.0 - self.drop_rate) - math.log(self.drop_rate)
+        with torch.no_grad():
+            self.log_alpha.normal_(mean, 1e-2)
+
+    def prob_active(self) -> torch.Tensor:
+        """P(z != 0) per gate, eq. 12 — differentiable in ``log_alpha``."""
+        return torch.sigmoid(self.log_alpha - self._prob_shift)
+
+    def sample(self) -> torch.Tensor:
+        """A reparameterized hard concrete sample, eq. 10–11."""
+        # logit(u) = log u - log(1 - u), with u clamped into [eps, 1 - eps]: one kernel.
+        noise = torch.logit(torch.rand_like(self.log_alpha), eps=_EPS)
+        s = torch.sigmoid((noise + self.log_alpha) / self.temperature)
+        return torch.add(self.gamma, s, alpha=self.zeta - self.gamma).clamp_(0.0, 1.0)
+
+    def deterministic(self) -> torch.Tensor:
+        """The test-time gate, eq. 13."""
+        return (torch.sigmoid(self.log_alpha) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    @property
+    def parameter(self) -> nn.Parameter:
+        return self.log_alpha
+
+    def extra_repr(self) -> str:
+        return (
+            f"shape={tuple(self.log_alpha.shape)}, drop_rate={self.drop_rate}, "
+            f"temperature={self.temperature:.4g}, stretch=({self.gamma}, {self.zeta})"
+        )
