@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+import struct
+import tarfile
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,3 +86,62 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         return self.out(self.enc(self.inp(x)).mean(1))
+
+
+# CIFAR archives as the real ones are written (tests of the loader and of the CIFAR problem files).
+CIFAR_PER_BATCH = 4
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle wrote the real archives: every string as a Python 2 ``str``
+    (so it loads as bytes), and numpy's array rebuilder under its old path ``numpy.core``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_python2_str(self, obj):
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[str] = _save_python2_str
+    dispatch[bytes] = _save_python2_str
+
+
+def python2_pickle(obj):
+    out = io.BytesIO()
+    _Python2Pickler(out, protocol=2).dump(obj)
+    return out.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def cifar_batch(archive, rng, n=CIFAR_PER_BATCH, max_label=None):
+    """A batch as the archives hold it: rows of 3072 uint8 (R, G, B planes), labels as a list."""
+    max_label = archive.num_classes - 1 if max_label is None else max_label
+    batch = {
+        "batch_label": "training batch",
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        archive.label_key.decode(): [int(v) for v in rng.integers(0, max_label + 1, n)],
+        "filenames": [f"img_{i}.png" for i in range(n)],
+    }
+    if archive.name == "cifar100":
+        batch["coarse_labels"] = [int(v) for v in rng.integers(0, 20, n)]
+    return batch
+
+
+def write_cifar_archive(path, archive, skip=(), payloads=None, **batch_options):
+    """Write a tiny archive of ``archive``'s layout to ``path``; return {batch name: batch}."""
+    rng = np.random.default_rng(0)
+    batches = {name: cifar_batch(archive, rng, **batch_options) for name in archive.train + archive.test}
+    payloads = {name: python2_pickle(b) for name, b in batches.items()} | (payloads or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        # Test first, as in the real archive, whose members are out of split order.
+        for name in reversed(list(payloads)):
+            if name in skip:
+                continue
+            info = tarfile.TarInfo(f"{archive.folder}/{name}")
+            info.size = len(payloads[name])
+            tar.addfile(info, io.BytesIO(payloads[name]))
+    return batches

@@ -7,11 +7,19 @@ realized active parameters) → :func:`~ctrlsparse.gating.purge.purge` (a smalle
 """
 
 from ctrlsparse.gating.accounting import Accounting
+from ctrlsparse.gating.attention import PrunedMultiheadAttention
 from ctrlsparse.gating.counting import Count, count
 from ctrlsparse.gating.gates import ARMGate, Gate, GateKind, HardConcrete, MaskGate, antithetic, make_gate
 from ctrlsparse.gating.groups import GateGroup, GateScale, Slice, gate_groups
 from ctrlsparse.gating.purging import PurgeError, SelectInputs, purge
-from ctrlsparse.gating.registry import AttentionSpec, LayerSpec, register_attention, register_layer
+from ctrlsparse.gating.registry import (
+    AttentionSpec,
+    LayerSpec,
+    PackedAttentionSpec,
+    register_attention,
+    register_layer,
+    register_packed_attention,
+)
 from ctrlsparse.gating.sparsify import Structure, gates_of, sparse_layers, sparsify
 from ctrlsparse.gating.units import TraceError
 
@@ -27,6 +35,8 @@ __all__ = [
     "HardConcrete",
     "LayerSpec",
     "MaskGate",
+    "PackedAttentionSpec",
+    "PrunedMultiheadAttention",
     "PurgeError",
     "SelectInputs",
     "Slice",
@@ -40,6 +50,7 @@ __all__ = [
     "purge",
     "register_attention",
     "register_layer",
+    "register_packed_attention",
     "sparse_layers",
     "sparsify",
 ]
