@@ -135,3 +135,10 @@ def test_a_layer_feeding_an_lstm_is_left_dense_and_listed():
     assert [(g.name, g.kind) for g in gate_groups(net)] == [("proj", "input")]  # the model's inputs only
     with pytest.raises(ValueError, match="no prunable unit .*its units reach lstm"):
         sparsify(Recurrent(), example_input=torch.zeros(2, 3, 4), inputs=False)
+
+
+def test_hidden_dimension_is_refused_with_the_reason():
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(NotImplementedError, match="LayerNorm normalizes over that dimension"):
+        sparsify(net, example_input=torch.zeros(1, 4), hidden=True)
+    assert not gate_groups(net)

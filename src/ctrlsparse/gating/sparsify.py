@@ -85,7 +85,9 @@ def sparsify(
         gates: ``"hard_concrete"`` (Louizos et al., 2018), ``"arm"`` (Li & Ji, 2019), or a
             factory ``f(shape, drop_rate=...)``.
         heads: gate attention heads of registered attention modules (``structure="neuron"``).
-        hidden: also gate a transformer's residual-stream (hidden) dimension.
+        hidden: gate a transformer's residual-stream (hidden) dimension. Not supported yet:
+            LayerNorm's statistics run over that dimension, so removing a closed dimension
+            changes every other one and purge could not reproduce the gated model.
         inputs: gate the model's input features; None gates them where a Linear reads them.
 
     Returns:
@@ -98,6 +100,12 @@ def sparsify(
         [('0', 'input', 64), ('0', 'output', 32)]
     """
     structure = Structure.parse(structure)
+    if hidden:
+        raise NotImplementedError(
+            "hidden=True (gating the residual-stream dimension) is not supported yet: LayerNorm "
+            "normalizes over that dimension, so closed dimensions cannot be removed exactly; "
+            "heads and FFN neurons are gated with the default hidden=False"
+        )
     if not callable(gates) or isinstance(gates, str):
         gates = GateKind.parse(gates)
     if gate_groups(model):
@@ -114,7 +122,7 @@ def sparsify(
                 "structure='neuron' finds units by tracing the model: pass example_input=<one batch>, "
                 "or use structure='paper' (per-layer groups) or 'weight'"
             )
-        found = find_units(model, example_input, heads=heads, hidden=hidden, inputs=inputs)
+        found = find_units(model, example_input, heads=heads, inputs=inputs)
         units, dense = found.units, found.dense
     elif structure is Structure.PAPER:
         units = paper_units(layers)

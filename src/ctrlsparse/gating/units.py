@@ -11,7 +11,7 @@ the gate sits, and leaves out what must stay dense:
 - units coupled to a module no handler knows (an LSTM, an Embedding, the ``embed_dim``
   channels of ``nn.MultiheadAttention``): listed once, left dense;
 - a transformer's residual-stream dimension (groups with LayerNorm or Embedding
-  entries), unless ``hidden=True``;
+  entries): LayerNorm normalizes over it, so it cannot be removed exactly;
 - Q/K/V channels, which are pruned only as whole heads (``heads=True``): through the
   graph for Q/K/V ``nn.Linear`` attention, from the class's registered slices for packed
   attention (``nn.MultiheadAttention``, :mod:`ctrlsparse.gating.attention`).
@@ -172,7 +172,7 @@ def _sites(dg: tp.DependencyGraph, names: dict, group, slices: list[Slice]) -> l
 
 
 def find_units(
-    model: nn.Module, example_input, heads: bool = True, hidden: bool = False, inputs=None
+    model: nn.Module, example_input, heads: bool = True, inputs=None
 ) -> Found:
     """Every prunable unit of ``model``: hidden neurons/channels, residual channels, heads, inputs.
 
@@ -230,8 +230,8 @@ def find_units(
             continue
         if any(item.dep.target.module in _qkv(model) for item in group):
             continue  # Q/K/V channels go only as whole heads
-        if _touches(group, (nn.Embedding, nn.LayerNorm)) and not hidden:
-            continue
+        if _touches(group, (nn.Embedding, nn.LayerNorm)):
+            continue  # the residual stream of transformers: see sparsify(hidden=...)
         slices, unknown = _slices(dg, names, group)
         if unknown:
             found.dense[names[module]] = f"its units reach {', '.join(sorted(unknown))}"
