@@ -193,3 +193,18 @@ def test_purge_writes_an_exported_program_that_loads_with_torch_alone(tmp_path, 
 def test_purge_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["purge", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_every_library_error_shares_one_base_class():
+    from ctrlsparse.data import ArchiveError, DownloadError, IDXError
+    from ctrlsparse.errors import CtrlsparseError
+    from ctrlsparse.experiments.config import ProblemFileError
+    from ctrlsparse.gating import PurgeError, TraceError
+    from ctrlsparse.models import ModelImportError
+    from ctrlsparse.runs import RunFormatError
+    from ctrlsparse.training import NonFiniteLossError
+
+    errors = [ArchiveError, DownloadError, IDXError, ProblemFileError, PurgeError, TraceError]
+    errors += [ModelImportError, RunFormatError, NonFiniteLossError, CLIError]
+    assert all(issubclass(e, CtrlsparseError) for e in errors)
+    assert issubclass(DownloadError, OSError) and issubclass(ProblemFileError, ValueError)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ctrlsparse.errors import CtrlsparseError
 
-class RemovedError(TypeError):
+
+class RemovedError(CtrlsparseError, TypeError):
     """A name ctrlsparse no longer provides."""
 
 

@@ -9,14 +9,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ctrlsparse.experiments.config import ProblemFileError, load_problem, parse_problem
+from ctrlsparse.errors import CtrlsparseError
+from ctrlsparse.experiments.config import load_problem, parse_problem
 from ctrlsparse.problem.schedules import ScheduleKind
-from ctrlsparse.runs.store import RunFormatError, label_runs, load_run, problem_of
+from ctrlsparse.runs.store import label_runs, load_run, problem_of
 
 _LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
 
 
-class CLIError(ValueError):
+class CLIError(CtrlsparseError, ValueError):
     """Bad command-line input."""
 
 
@@ -362,9 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ProblemFileError, RunFormatError, ValueError, TypeError, FloatingPointError) as err:
+    # Library errors (downloads, imports, purge checks included) and bad values print as one
+    # message; anything else is a bug and keeps its traceback.
+    except (CtrlsparseError, ValueError, TypeError, FloatingPointError) as err:
         print(f"ctrlsparse {args.command}: error: {err}", file=sys.stderr)
-        return 2 if not isinstance(err, FloatingPointError) else 1
+        return 1 if isinstance(err, FloatingPointError) else 2
 
 
 if __name__ == "__main__":

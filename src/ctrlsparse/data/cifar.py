@@ -20,6 +20,7 @@ import torch
 
 from ctrlsparse.data.dataset import Dataset
 from ctrlsparse.data.download import cache_dir, fetch
+from ctrlsparse.errors import CtrlsparseError
 
 _TORONTO = "https://www.cs.toronto.edu/~kriz/"
 _HEIGHT = _WIDTH = 32
@@ -76,7 +77,7 @@ CIFAR100 = CifarArchive(
 )
 
 
-class ArchiveError(ValueError):
+class ArchiveError(CtrlsparseError, ValueError):
     """A data set archive is corrupt, truncated, or lacks what it should hold."""
 
 

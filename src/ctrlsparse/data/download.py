@@ -15,8 +15,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from ctrlsparse.errors import CtrlsparseError
 
-class DownloadError(OSError):
+
+class DownloadError(CtrlsparseError, OSError):
     """A file could not be downloaded intact from any mirror."""
 
 

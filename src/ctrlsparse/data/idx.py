@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ctrlsparse.errors import CtrlsparseError
+
 # Type codes of the IDX format's third magic byte.
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
 
 
-class IDXError(ValueError):
+class IDXError(CtrlsparseError, ValueError):
     """An IDX file is missing, truncated or not in the IDX format."""
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import tomllib
 
 from ctrlsparse.data import DATASETS
+from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
 from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.models import MODELS
@@ -178,7 +179,7 @@ _SECTIONS = {
 }
 
 
-class ProblemFileError(ValueError):
+class ProblemFileError(CtrlsparseError, ValueError):
     """A problem file is unreadable or holds an unknown key, a wrong type or an invalid value."""
 
 

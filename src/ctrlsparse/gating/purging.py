@@ -23,6 +23,7 @@ import copy
 import torch
 from torch import nn
 
+from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.gating.groups import bake, gate_groups
 from ctrlsparse.gating.registry import attention_spec, packed_attention_spec
 from ctrlsparse.gating.units import build_graph
@@ -31,7 +32,7 @@ from ctrlsparse.modelio import call_model, head, logits
 TOLERANCE = 1e-4
 
 
-class PurgeError(RuntimeError):
+class PurgeError(CtrlsparseError, RuntimeError):
     """The purged model's outputs differ from the gated model's."""
 
 

@@ -25,6 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.gating.groups import Slice
 from ctrlsparse.gating.registry import (
     NORMALIZATION,
@@ -37,7 +38,7 @@ from ctrlsparse.gating.registry import (
 from ctrlsparse.modelio import call_model
 
 
-class TraceError(ValueError):
+class TraceError(CtrlsparseError, ValueError):
     """The model could not be traced with its example input."""
 
 
@@ -171,9 +172,7 @@ def _sites(dg: tp.DependencyGraph, names: dict, group, slices: list[Slice]) -> l
     return [s for s in slices if s.module in scaled - normalized and s.dim == 0]
 
 
-def find_units(
-    model: nn.Module, example_input, heads: bool = True, inputs=None
-) -> Found:
+def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None) -> Found:
     """Every prunable unit of ``model``: hidden neurons/channels, residual channels, heads, inputs.
 
     Args:

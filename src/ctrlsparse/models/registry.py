@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.models.resnet import fashion_resnet
 from ctrlsparse.models.small import lenet5, mlp
 
@@ -27,7 +28,7 @@ MODELS: dict[str, ModelBuilder] = {
 }
 
 
-class ModelImportError(ImportError):
+class ModelImportError(CtrlsparseError, ImportError):
     """``[model] factory`` names a module or function that cannot be imported."""
 
 

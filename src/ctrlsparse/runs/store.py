@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctrlsparse.errors import CtrlsparseError
+
 CONFIG, METRICS, SUMMARY, MODEL = "config.json", "metrics.jsonl", "summary.json", "model.pt"
 METRIC_KEYS = ("step", "epoch", "loss", "density", "densities", "multipliers", "violations")
 SUMMARY_KEYS = (
@@ -29,7 +31,7 @@ SUMMARY_KEYS = (
 )
 
 
-class RunFormatError(ValueError):
+class RunFormatError(CtrlsparseError, ValueError):
     """A run directory file is missing, garbled or incomplete."""
 
 

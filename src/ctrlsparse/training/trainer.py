@@ -12,13 +12,14 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.gating.counting import count
 from ctrlsparse.modelio import Inputs, call_model, head, logits, to_device
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.runs import store as runs
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(CtrlsparseError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 

@@ -1,0 +1,15 @@
+"""The base class of every error ctrlsparse raises on purpose.
+
+Each library error also derives from the built-in it refines (``ValueError`` for bad
+input, ``OSError`` for downloads, ...), so ``except ValueError`` keeps working, and the
+command line prints any :class:`CtrlsparseError` as one message without hiding real bugs.
+
+Example:
+    >>> from ctrlsparse.experiments.config import ProblemFileError
+    >>> issubclass(ProblemFileError, CtrlsparseError) and issubclass(ProblemFileError, ValueError)
+    True
+"""
+
+
+class CtrlsparseError(Exception):
+    """An error ctrlsparse raises with a message a user can act on."""
