@@ -1,5 +1,6 @@
 """Model builders behind ``[model] name`` in problem files, and user models by import path."""
 
+from ctrlsparse.models.cifar import WideResNet, resnet18, wide_resnet
 from ctrlsparse.models.registry import (
     MODELS,
     ModelImportError,
@@ -14,10 +15,13 @@ __all__ = [
     "MODELS",
     "ModelImportError",
     "ResNet",
+    "WideResNet",
     "build_model",
     "fashion_resnet",
     "import_factory",
     "lenet5",
     "mlp",
     "register_model",
+    "resnet18",
+    "wide_resnet",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ctrlsparse.errors import CtrlsparseError
+from ctrlsparse.models.cifar import build_resnet18, build_wrn28_10
 from ctrlsparse.models.resnet import fashion_resnet
 from ctrlsparse.models.small import lenet5, mlp
 
@@ -25,6 +26,8 @@ MODELS: dict[str, ModelBuilder] = {
     "mlp": _mlp,
     "lenet5": lambda input_shape, num_classes: lenet5(input_shape, num_classes),
     "fashion_resnet": lambda input_shape, num_classes: fashion_resnet(input_shape, num_classes),
+    "wrn28_10": build_wrn28_10,
+    "resnet18": build_resnet18,
 }
 
 

@@ -1,20 +1,17 @@
-"""Command line: ``ctrlsparse run``, ``tune-penalty``, ``reproduce``, ``bench``, ``plot`` and ``compare``."""
+"""What each ``ctrlsparse`` command does, and how flags are read (the parser is in :mod:`ctrlsparse.cli`)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.experiments.config import load_problem, parse_problem
-from ctrlsparse.problem.schedules import ScheduleKind
 from ctrlsparse.runs.store import label_runs, load_run, problem_of
 
-_LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
+LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
 
 
 class CLIError(CtrlsparseError, ValueError):
@@ -35,16 +32,16 @@ def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]
             return float(value)
         except ValueError:
             raise CLIError(
-                f"{flag}: cannot read {value!r} as a number in {text!r}; use {_LEVELS_HELP}"
+                f"{flag}: cannot read {value!r} as a number in {text!r}; use {LEVELS_HELP}"
             ) from None
 
     if any(not p for p in parts):
-        raise CLIError(f"{flag}: empty entry in {text!r}; use {_LEVELS_HELP}")
+        raise CLIError(f"{flag}: empty entry in {text!r}; use {LEVELS_HELP}")
     if all("=" in p for p in parts):
         pairs = [p.split("=", 1) for p in parts]
         return {name.strip(): number(value) for name, value in pairs}
     if any("=" in p for p in parts):
-        raise CLIError(f"{flag}: mix of named and unnamed entries in {text!r}; use {_LEVELS_HELP}")
+        raise CLIError(f"{flag}: mix of named and unnamed entries in {text!r}; use {LEVELS_HELP}")
     values = [number(p) for p in parts]
     return values[0] if len(values) == 1 else values
 
@@ -70,7 +67,7 @@ _RUN_OVERRIDES = {
 }
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from ctrlsparse.experiments.build import run_problem  # imports torch: keep `--help` fast
 
     data = load_problem(args.problem).to_dict()
@@ -91,7 +88,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_tune_penalty(args: argparse.Namespace) -> int:
+def cmd_tune_penalty(args: argparse.Namespace) -> int:
     from ctrlsparse.experiments.tuning import tune_penalty
 
     config = load_problem(args.problem)
@@ -117,7 +114,7 @@ def _cmd_tune_penalty(args: argparse.Namespace) -> int:
     return 0 if result["converged"] else 1
 
 
-def _cmd_reproduce(args: argparse.Namespace) -> int:
+def cmd_reproduce(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
     from ctrlsparse.experiments.sweeps import (
         load_sweep,
@@ -148,7 +145,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_overhead(args: argparse.Namespace) -> int:
+def cmd_bench_overhead(args: argparse.Namespace) -> int:
     import torch
 
     from ctrlsparse.experiments.bench import overhead
@@ -170,7 +167,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_purge(args: argparse.Namespace) -> int:
+def cmd_bench_purge(args: argparse.Namespace) -> int:
     import torch
 
     from ctrlsparse.experiments.bench import purge_speed
@@ -183,7 +180,7 @@ def _cmd_bench_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_purge(args: argparse.Namespace) -> int:
+def cmd_purge(args: argparse.Namespace) -> int:
     import torch
 
     from ctrlsparse.experiments.build import rebuild_run
@@ -207,7 +204,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_plot(args: argparse.Namespace) -> int:
+def cmd_plot(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
 
     run_dir = Path(args.run)
@@ -223,7 +220,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
     from ctrlsparse.reports.tables import comparison_table, dynamics_table
 
@@ -252,123 +249,3 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         (out / "report.md").write_text(title + table + figures)
         print(f"wrote {out / 'report.md'} with its figures")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctrlsparse", description="Sparsity as a constraint you state.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="train a problem file and write a run directory")
-    run.add_argument("problem", help="problem file (TOML), e.g. problems/digits_mlp.toml")
-    levels = run.add_mutually_exclusive_group()
-    levels.add_argument("--target-density", help=f"constrained mode: {_LEVELS_HELP}")
-    levels.add_argument("--penalty", help=f"penalized mode, λ >= 0: {_LEVELS_HELP}")
-    run.add_argument(
-        "--method",
-        choices=["l0", "l1_rda", "magnitude"],
-        help="l0: gated expected-L0 problem (default); l1_rda: ℓ1 penalty trained with RDA "
-        "(takes --penalty); magnitude: train dense, prune to --target-density",
-    )
-    run.add_argument("--gates", choices=["hard_concrete", "arm"], help="gate kind of the l0 method")
-    run.add_argument("--finetune-epochs", type=int, help="magnitude: epochs of fine-tuning after pruning")
-    run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
-    run.add_argument("--epochs", type=int, help="override the problem file's epochs")
-    run.add_argument("--seed", type=int, help="override the problem file's seed")
-    run.add_argument("--dual-lr", type=float, help="override the dual SGD learning rate")
-    run.add_argument(
-        "--dual-restarts",
-        action=argparse.BooleanOptionalAction,
-        help="reset a multiplier to 0 when its constraint is satisfied (default: the problem file's)",
-    )
-    run.add_argument("--dual-optimizer", choices=["sgd", "nupi", "adam"], help="dual ascent method")
-    run.add_argument("--dual-kp", type=float, help="nuPI proportional gain (0: SGD ascent)")
-    run.add_argument(
-        "--alternating", action=argparse.BooleanOptionalAction, help="primal step, then dual step"
-    )
-    run.add_argument(
-        "--augmented-lagrangian", type=float, help="Augmented Lagrangian penalty coefficient c > 0"
-    )
-    run.add_argument(
-        "--schedule",
-        choices=[kind.value for kind in ScheduleKind],
-        help="target schedule (default linear: initial density to the target over a third of training)",
-    )
-    run.add_argument(
-        "--schedule-epochs", type=int, help="epochs of the linear schedule (default: a third of training)"
-    )
-    run.add_argument("--schedule-factor", type=float, help="shrink factor of geometric/dynamic schedules")
-    run.add_argument("--device", help="torch device, e.g. cpu or cuda")
-    run.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.set_defaults(func=_cmd_run)
-
-    compare = sub.add_parser("compare", help="compare finished runs in a table")
-    compare.add_argument("runs", nargs="+", help="run directories")
-    compare.add_argument("--out", help="directory to write report.md, comparison.png and traces.png into")
-    compare.add_argument("--allow-mixed", action="store_true", help="compare runs of different problems")
-    compare.set_defaults(func=_cmd_compare)
-    tune = sub.add_parser("tune-penalty", help="search a penalty λ until a penalized run lands on a density")
-    tune.add_argument("problem", help="problem file (TOML)")
-    tune.add_argument("--target-density", type=float, required=True, help="model-wise density to land on")
-    tune.add_argument("--tolerance", type=float, default=0.01, help="|density - ε| that counts as landed")
-    tune.add_argument("--max-runs", type=int, default=12, help="give up after this many full runs")
-    tune.add_argument("--initial-penalty", type=float, default=1.0, help="first λ to try")
-    tune.add_argument("--epochs", type=int, help="override the problem file's epochs")
-    tune.add_argument("--seed", type=int, help="override the problem file's seed")
-    tune.add_argument("--out", help="directory for the probe runs and tuning.json")
-    tune.add_argument("--quiet", action="store_true", help="no progress bar")
-    tune.set_defaults(func=_cmd_tune_penalty)
-
-    repro = sub.add_parser("reproduce", help="run a sweep file (settings x seeds) resumably and tabulate it")
-    repro.add_argument("sweep", help="sweep file (TOML), e.g. problems/sweeps/fashion.toml")
-    repro.add_argument("--out", help="directory of the run directories and table.md")
-    repro.add_argument("--seeds", help="override the sweep's seeds, e.g. 0,1,2")
-    repro.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
-    repro.add_argument("--table-only", action="store_true", help="only tabulate the finished runs")
-    repro.set_defaults(func=_cmd_reproduce)
-
-    bench = sub.add_parser("bench", help="benchmarks of your problem (ratios measured in one process)")
-    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
-    ov = bench_sub.add_parser("overhead", help="gated vs dense training step time")
-    ov.add_argument("problem", help="problem file (TOML)")
-    ov.add_argument("--steps", type=int, default=100, help="steps per repetition")
-    ov.add_argument("--repetitions", type=int, default=7, help="alternating repetitions (>= 5 recommended)")
-    ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
-    ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
-    ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ov.set_defaults(func=_cmd_bench_overhead)
-    pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
-    pu.add_argument("run", help="run directory")
-    pu.add_argument("--batch-size", type=int, default=256)
-    pu.add_argument("--steps", type=int, default=50, help="forward passes per repetition")
-    pu.add_argument("--repetitions", type=int, default=7)
-    pu.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    pu.set_defaults(func=_cmd_bench_purge)
-
-    pg = sub.add_parser("purge", help="remove a run's closed units and export the model as purged.pt2")
-    pg.add_argument("run", help="run directory")
-    pg.add_argument("--out", help="file to write (default RUN/purged.pt2, a torch.export ExportedProgram)")
-    pg.set_defaults(func=_cmd_purge)
-
-    plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
-    plot.add_argument("run", help="run directory")
-    plot.add_argument("--out", help="directory for the figures (default: the run directory)")
-    plot.add_argument("--smooth", type=float, help="EMA weight in [0, 1) for the training loss")
-    plot.add_argument("--log-multipliers", action="store_true", help="log-scale the multiplier axis")
-    plot.set_defaults(func=_cmd_plot)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    # Library errors (downloads, imports, purge checks included) and bad values print as one
-    # message; anything else is a bug and keeps its traceback.
-    except (CtrlsparseError, ValueError, TypeError, FloatingPointError) as err:
-        print(f"ctrlsparse {args.command}: error: {err}", file=sys.stderr)
-        return 1 if isinstance(err, FloatingPointError) else 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Command line: ``ctrlsparse run``, ``tune-penalty``, ``reproduce``, ``bench``, ``purge``, ``plot``
+and ``compare``. The commands themselves are in :mod:`ctrlsparse.cli.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ctrlsparse.cli.commands import (
+    LEVELS_HELP,
+    CLIError,
+    cmd_bench_overhead,
+    cmd_bench_purge,
+    cmd_compare,
+    cmd_plot,
+    cmd_purge,
+    cmd_reproduce,
+    cmd_run,
+    cmd_tune_penalty,
+    parse_levels,
+)
+from ctrlsparse.errors import CtrlsparseError
+from ctrlsparse.problem.schedules import ScheduleKind
+
+__all__ = ["CLIError", "build_parser", "main", "parse_levels"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctrlsparse", description="Sparsity as a constraint you state.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a problem file and write a run directory")
+    run.add_argument("problem", help="problem file (TOML), e.g. problems/digits_mlp.toml")
+    levels = run.add_mutually_exclusive_group()
+    levels.add_argument("--target-density", help=f"constrained mode: {LEVELS_HELP}")
+    levels.add_argument("--penalty", help=f"penalized mode, λ >= 0: {LEVELS_HELP}")
+    run.add_argument(
+        "--method",
+        choices=["l0", "l1_rda", "magnitude"],
+        help="l0: gated expected-L0 problem (default); l1_rda: ℓ1 penalty trained with RDA "
+        "(takes --penalty); magnitude: train dense, prune to --target-density",
+    )
+    run.add_argument("--gates", choices=["hard_concrete", "arm"], help="gate kind of the l0 method")
+    run.add_argument("--finetune-epochs", type=int, help="magnitude: epochs of fine-tuning after pruning")
+    run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
+    run.add_argument("--epochs", type=int, help="override the problem file's epochs")
+    run.add_argument("--seed", type=int, help="override the problem file's seed")
+    run.add_argument("--dual-lr", type=float, help="override the dual SGD learning rate")
+    run.add_argument(
+        "--dual-restarts",
+        action=argparse.BooleanOptionalAction,
+        help="reset a multiplier to 0 when its constraint is satisfied (default: the problem file's)",
+    )
+    run.add_argument("--dual-optimizer", choices=["sgd", "nupi", "adam"], help="dual ascent method")
+    run.add_argument("--dual-kp", type=float, help="nuPI proportional gain (0: SGD ascent)")
+    run.add_argument(
+        "--alternating", action=argparse.BooleanOptionalAction, help="primal step, then dual step"
+    )
+    run.add_argument(
+        "--augmented-lagrangian", type=float, help="Augmented Lagrangian penalty coefficient c > 0"
+    )
+    run.add_argument(
+        "--schedule",
+        choices=[kind.value for kind in ScheduleKind],
+        help="target schedule (default linear: initial density to the target over a third of training)",
+    )
+    run.add_argument(
+        "--schedule-epochs", type=int, help="epochs of the linear schedule (default: a third of training)"
+    )
+    run.add_argument("--schedule-factor", type=float, help="shrink factor of geometric/dynamic schedules")
+    run.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    run.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    compare = sub.add_parser("compare", help="compare finished runs in a table")
+    compare.add_argument("runs", nargs="+", help="run directories")
+    compare.add_argument("--out", help="directory to write report.md, comparison.png and traces.png into")
+    compare.add_argument("--allow-mixed", action="store_true", help="compare runs of different problems")
+    compare.set_defaults(func=cmd_compare)
+    tune = sub.add_parser("tune-penalty", help="search a penalty λ until a penalized run lands on a density")
+    tune.add_argument("problem", help="problem file (TOML)")
+    tune.add_argument("--target-density", type=float, required=True, help="model-wise density to land on")
+    tune.add_argument("--tolerance", type=float, default=0.01, help="|density - ε| that counts as landed")
+    tune.add_argument("--max-runs", type=int, default=12, help="give up after this many full runs")
+    tune.add_argument("--initial-penalty", type=float, default=1.0, help="first λ to try")
+    tune.add_argument("--epochs", type=int, help="override the problem file's epochs")
+    tune.add_argument("--seed", type=int, help="override the problem file's seed")
+    tune.add_argument("--out", help="directory for the probe runs and tuning.json")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(func=cmd_tune_penalty)
+
+    repro = sub.add_parser("reproduce", help="run a sweep file (settings x seeds) resumably and tabulate it")
+    repro.add_argument("sweep", help="sweep file (TOML), e.g. problems/sweeps/fashion.toml")
+    repro.add_argument("--out", help="directory of the run directories and table.md")
+    repro.add_argument("--seeds", help="override the sweep's seeds, e.g. 0,1,2")
+    repro.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
+    repro.add_argument("--table-only", action="store_true", help="only tabulate the finished runs")
+    repro.set_defaults(func=cmd_reproduce)
+
+    bench = sub.add_parser("bench", help="benchmarks of your problem (ratios measured in one process)")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    ov = bench_sub.add_parser("overhead", help="gated vs dense training step time")
+    ov.add_argument("problem", help="problem file (TOML)")
+    ov.add_argument("--steps", type=int, default=100, help="steps per repetition")
+    ov.add_argument("--repetitions", type=int, default=7, help="alternating repetitions (>= 5 recommended)")
+    ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
+    ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
+    ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ov.set_defaults(func=cmd_bench_overhead)
+    pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
+    pu.add_argument("run", help="run directory")
+    pu.add_argument("--batch-size", type=int, default=256)
+    pu.add_argument("--steps", type=int, default=50, help="forward passes per repetition")
+    pu.add_argument("--repetitions", type=int, default=7)
+    pu.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    pu.set_defaults(func=cmd_bench_purge)
+
+    pg = sub.add_parser("purge", help="remove a run's closed units and export the model as purged.pt2")
+    pg.add_argument("run", help="run directory")
+    pg.add_argument("--out", help="file to write (default RUN/purged.pt2, a torch.export ExportedProgram)")
+    pg.set_defaults(func=cmd_purge)
+
+    plot = sub.add_parser("plot", help="draw dynamics.png and gates.png of a run")
+    plot.add_argument("run", help="run directory")
+    plot.add_argument("--out", help="directory for the figures (default: the run directory)")
+    plot.add_argument("--smooth", type=float, help="EMA weight in [0, 1) for the training loss")
+    plot.add_argument("--log-multipliers", action="store_true", help="log-scale the multiplier axis")
+    plot.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    # Library errors (downloads, imports, purge checks included) and bad values print as one
+    # message; anything else is a bug and keeps its traceback.
+    except (CtrlsparseError, ValueError, TypeError, FloatingPointError) as err:
+        print(f"ctrlsparse {args.command}: error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, FloatingPointError) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
