@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,151 +31,18 @@ import tomllib
 
 from ctrlsparse.data import DATASETS
 from ctrlsparse.errors import CtrlsparseError
-from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
-from ctrlsparse.gating.sparsify import Structure
+from ctrlsparse.experiments.schema import (
+    SECTIONS,
+    SYNTHETIC,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    ProblemConfig,
+    ScheduleConfig,
+    SparsityConfig,
+    TrainConfig,
+)
 from ctrlsparse.models import MODELS
-from ctrlsparse.problem.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
-from ctrlsparse.problem.schedules import ScheduleKind
-
-SYNTHETIC = "synthetic"
-"""``[data] name`` of generated data (:func:`ctrlsparse.data.synthetic`), for any model."""
-_NUMBER = (int, float)
-_LEVELS = (int, float, list, dict)
-PRIMAL_OPTIMIZERS = ("adam", "sgd")
-METHODS = ("l0", "l1_rda", "magnitude")
-"""[sparsity] method: gated expected-L0 problem (hard concrete or ARM gates), ℓ1-RDA, magnitude pruning."""
-
-
-def _field(default: Any, types: tuple[type, ...], choices: tuple[str, ...] | None = None) -> Any:
-    meta = {"types": types, "choices": choices}
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-AUGMENTATIONS = ("none", "crop_flip")
-"""[data] augment: none, or CIFAR's random crop (zero padding 4) and horizontal flip."""
-
-
-@dataclass
-class DataConfig:
-    """``[data]``: a registered data set, or ``name = "synthetic"`` with the keys below it."""
-
-    name: str = _field("digits", (str,))
-    root: str | None = _field(None, (str,))
-    download: bool = _field(False, (bool,))
-    augment: str = _field("none", (str,), AUGMENTATIONS)
-    # name = "synthetic": images of this shape, or token ids (shape = [length]) with vocab_size.
-    shape: list[int] = _field([1, 28, 28], (list,))
-    num_classes: int = _field(10, (int,))
-    train_size: int = _field(1024, (int,))
-    test_size: int = _field(256, (int,))
-    vocab_size: int | None = _field(None, (int,))
-
-
-@dataclass
-class ModelConfig:
-    """``[model]``: a registered model (``name``) or your own (``factory = "package.module:function"``,
-    called with ``kwargs``); ``input_shape`` overrides the data's for tracing; ``output`` names the
-    attribute or key of the model's output that holds the logits (e.g. ``"logits"``);
-    ``include``/``exclude`` select the root modules of the gated units (fnmatch patterns)."""
-
-    name: str = _field("mlp", (str,))
-    hidden: list[int] = _field([300, 100], (list,))
-    factory: str | None = _field(None, (str,))
-    kwargs: dict = _field({}, (dict,))
-    input_shape: list[int] | None = _field(None, (list,))
-    output: str | None = _field(None, (str,))
-    include: list[str] | None = _field(None, (list,))
-    exclude: list[str] = _field([], (list,))
-    heads: bool = _field(True, (bool,))
-    structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
-    drop_rate: float = _field(0.5, _NUMBER)
-    gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
-    arm_k: float = _field(ARM_SCALE, _NUMBER)
-    arm_squash: str = _field("sigmoid", (str,), tuple(k.value for k in Squash))
-    arm_estimator: str = _field("arm", (str,), tuple(k.value for k in Estimator))
-
-
-@dataclass
-class SparsityConfig:
-    method: str = _field("l0", (str,), METHODS)
-    target_density: float | list | dict | None = _field(None, _LEVELS)
-    penalty: float | list | dict | None = _field(None, _LEVELS)
-    weight_decay: float = _field(0.0, _NUMBER)
-    finetune_epochs: int = _field(0, (int,))
-
-
-@dataclass
-class OptimConfig:
-    primal: str = _field("adam", (str,), PRIMAL_OPTIMIZERS)
-    primal_lr: float = _field(DEFAULT_PRIMAL_LR, _NUMBER)
-    gate_lr: float | None = _field(None, _NUMBER)
-    dual_lr: float = _field(DEFAULT_DUAL_LR, _NUMBER)
-    dual_restarts: bool = _field(True, (bool,))
-    dual_optimizer: str = _field("sgd", (str,), DUAL_OPTIMIZERS)
-    dual_kp: float = _field(0.0, _NUMBER)
-    dual_ema_nu: float = _field(0.0, _NUMBER)
-    alternating: bool = _field(False, (bool,))
-    # SGD's momentum and the weights' (not the gates') weight decay in the primal optimizer.
-    primal_momentum: float = _field(0.9, _NUMBER)
-    primal_weight_decay: float = _field(0.0, _NUMBER)
-    # Multiply the primal learning rates by lr_gamma at each of these epochs (MultiStepLR).
-    lr_milestones: list[int] = _field([], (list,))
-    lr_gamma: float = _field(0.1, _NUMBER)
-    augmented_lagrangian: float | None = _field(None, _NUMBER)
-    rda_gamma: float = _field(1.0, _NUMBER)
-
-
-@dataclass
-class ScheduleConfig:
-    """``[schedule]``: by default the target ramps linearly from the initial density to ε over
-    the first third of training (``epochs`` unset), the winner of the dual-dynamics study
-    (docs/dynamics.md); ``kind = "fixed"`` asks for ε from the first step."""
-
-    kind: str = _field("linear", (str,), tuple(k.value for k in ScheduleKind))
-    epochs: int | None = _field(None, (int,))
-    factor: float = _field(0.8, _NUMBER)
-
-    def ramp_epochs(self, train_epochs: int) -> int:
-        """Epochs of the linear ramp: ``epochs`` if set, else a third of ``train_epochs`` (at least 1)."""
-        return self.epochs if self.epochs is not None else max(1, train_epochs // 3)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = _field(200, (int,))
-    batch_size: int = _field(128, (int,))
-    seed: int = _field(0, (int,))
-    log_every: int = _field(1, (int,))
-    device: str = _field("cpu", (str,))
-
-
-@dataclass
-class ProblemConfig:
-    """A parsed problem file. ``to_dict()`` is what a run records in ``config.json``."""
-
-    name: str
-    description: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-_SECTIONS = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "sparsity": SparsityConfig,
-    "optim": OptimConfig,
-    "schedule": ScheduleConfig,
-    "train": TrainConfig,
-}
 
 
 class ProblemFileError(CtrlsparseError, ValueError):
@@ -218,7 +84,7 @@ def _check_levels(source: str, levels: Any, key: str, valid: Callable[[float], b
 
 def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
     """Validate a problem description (the TOML document as a dict)."""
-    top = {"name", "description", *_SECTIONS}
+    top = {"name", "description", *SECTIONS}
     unknown = [k for k in data if k not in top]
     if unknown:
         raise ProblemFileError(
@@ -228,7 +94,7 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(f'{source}: needs a top-level name = "..." string')
     if not isinstance(data.get("description", ""), str):
         raise ProblemFileError(f"{source}: description must be a string")
-    sections = {name: _section(source, name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
+    sections = {name: _section(source, name, cls, data.get(name, {})) for name, cls in SECTIONS.items()}
     config = ProblemConfig(name=data["name"], description=data.get("description", ""), **sections)
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.model.hidden):
         raise ProblemFileError(
@@ -365,3 +231,19 @@ def read_toml(path: str | Path, kind: str) -> dict:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ProblemFileError(f"{path}: not valid TOML ({err})") from None
+
+
+__all__ = [
+    "SYNTHETIC",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ProblemConfig",
+    "ProblemFileError",
+    "ScheduleConfig",
+    "SparsityConfig",
+    "TrainConfig",
+    "load_problem",
+    "parse_problem",
+    "read_toml",
+]

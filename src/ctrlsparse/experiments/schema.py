@@ -1,0 +1,156 @@
+"""The schema of a problem file: one dataclass per TOML section, with each key's types and choices.
+
+:mod:`ctrlsparse.experiments.config` reads and checks a file against it;
+``ProblemConfig.to_dict()`` is what a run records in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
+from ctrlsparse.gating.sparsify import Structure
+from ctrlsparse.problem.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
+from ctrlsparse.problem.schedules import ScheduleKind
+
+SYNTHETIC = "synthetic"
+"""``[data] name`` of generated data (:func:`ctrlsparse.data.synthetic`), for any model."""
+NUMBER = (int, float)
+LEVELS = (int, float, list, dict)
+PRIMAL_OPTIMIZERS = ("adam", "sgd")
+METHODS = ("l0", "l1_rda", "magnitude")
+"""[sparsity] method: gated expected-L0 problem (hard concrete or ARM gates), ℓ1-RDA, magnitude pruning."""
+
+
+def _field(default: Any, types: tuple[type, ...], choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"types": types, "choices": choices}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+AUGMENTATIONS = ("none", "crop_flip")
+"""[data] augment: none, or CIFAR's random crop (zero padding 4) and horizontal flip."""
+
+
+@dataclass
+class DataConfig:
+    """``[data]``: a registered data set, or ``name = "synthetic"`` with the keys below it."""
+
+    name: str = _field("digits", (str,))
+    root: str | None = _field(None, (str,))
+    download: bool = _field(False, (bool,))
+    augment: str = _field("none", (str,), AUGMENTATIONS)
+    # name = "synthetic": images of this shape, or token ids (shape = [length]) with vocab_size.
+    shape: list[int] = _field([1, 28, 28], (list,))
+    num_classes: int = _field(10, (int,))
+    train_size: int = _field(1024, (int,))
+    test_size: int = _field(256, (int,))
+    vocab_size: int | None = _field(None, (int,))
+
+
+@dataclass
+class ModelConfig:
+    """``[model]``: a registered model (``name``) or your own (``factory = "package.module:function"``,
+    called with ``kwargs``); ``input_shape`` overrides the data's for tracing; ``output`` names the
+    attribute or key of the model's output that holds the logits (e.g. ``"logits"``);
+    ``include``/``exclude`` select the root modules of the gated units (fnmatch patterns)."""
+
+    name: str = _field("mlp", (str,))
+    hidden: list[int] = _field([300, 100], (list,))
+    factory: str | None = _field(None, (str,))
+    kwargs: dict = _field({}, (dict,))
+    input_shape: list[int] | None = _field(None, (list,))
+    output: str | None = _field(None, (str,))
+    include: list[str] | None = _field(None, (list,))
+    exclude: list[str] = _field([], (list,))
+    heads: bool = _field(True, (bool,))
+    structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
+    drop_rate: float = _field(0.5, NUMBER)
+    gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
+    arm_k: float = _field(ARM_SCALE, NUMBER)
+    arm_squash: str = _field("sigmoid", (str,), tuple(k.value for k in Squash))
+    arm_estimator: str = _field("arm", (str,), tuple(k.value for k in Estimator))
+
+
+@dataclass
+class SparsityConfig:
+    method: str = _field("l0", (str,), METHODS)
+    target_density: float | list | dict | None = _field(None, LEVELS)
+    penalty: float | list | dict | None = _field(None, LEVELS)
+    weight_decay: float = _field(0.0, NUMBER)
+    finetune_epochs: int = _field(0, (int,))
+
+
+@dataclass
+class OptimConfig:
+    primal: str = _field("adam", (str,), PRIMAL_OPTIMIZERS)
+    primal_lr: float = _field(DEFAULT_PRIMAL_LR, NUMBER)
+    gate_lr: float | None = _field(None, NUMBER)
+    dual_lr: float = _field(DEFAULT_DUAL_LR, NUMBER)
+    dual_restarts: bool = _field(True, (bool,))
+    dual_optimizer: str = _field("sgd", (str,), DUAL_OPTIMIZERS)
+    dual_kp: float = _field(0.0, NUMBER)
+    dual_ema_nu: float = _field(0.0, NUMBER)
+    alternating: bool = _field(False, (bool,))
+    # SGD's momentum and the weights' (not the gates') weight decay in the primal optimizer.
+    primal_momentum: float = _field(0.9, NUMBER)
+    primal_weight_decay: float = _field(0.0, NUMBER)
+    # Multiply the primal learning rates by lr_gamma at each of these epochs (MultiStepLR).
+    lr_milestones: list[int] = _field([], (list,))
+    lr_gamma: float = _field(0.1, NUMBER)
+    augmented_lagrangian: float | None = _field(None, NUMBER)
+    rda_gamma: float = _field(1.0, NUMBER)
+
+
+@dataclass
+class ScheduleConfig:
+    """``[schedule]``: by default the target ramps linearly from the initial density to ε over
+    the first third of training (``epochs`` unset), the winner of the dual-dynamics study
+    (docs/dynamics.md); ``kind = "fixed"`` asks for ε from the first step."""
+
+    kind: str = _field("linear", (str,), tuple(k.value for k in ScheduleKind))
+    epochs: int | None = _field(None, (int,))
+    factor: float = _field(0.8, NUMBER)
+
+    def ramp_epochs(self, train_epochs: int) -> int:
+        """Epochs of the linear ramp: ``epochs`` if set, else a third of ``train_epochs`` (at least 1)."""
+        return self.epochs if self.epochs is not None else max(1, train_epochs // 3)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _field(200, (int,))
+    batch_size: int = _field(128, (int,))
+    seed: int = _field(0, (int,))
+    log_every: int = _field(1, (int,))
+    device: str = _field("cpu", (str,))
+
+
+@dataclass
+class ProblemConfig:
+    """A parsed problem file. ``to_dict()`` is what a run records in ``config.json``."""
+
+    name: str
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "sparsity": SparsityConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+}
