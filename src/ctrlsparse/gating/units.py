@@ -215,6 +215,7 @@ def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None)
             continue
         sites = [s for s in slices if s.module == names[v] and s.dim == 0]
         found.units.append(Unit(names[module], "head", num_heads, slices, sites, (names[q], "out", width)))
+    qkv = _qkv(model)
     for module in model.modules():
         if module in visited or module not in dg.module2node or not is_layer(module):
             continue
@@ -227,7 +228,7 @@ def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None)
         visited.update(item.dep.target.module for item in group if _is_out(dg, item.dep.handler))
         if _reaches_output(dg, group):
             continue
-        if any(item.dep.target.module in _qkv(model) for item in group):
+        if any(item.dep.target.module in qkv for item in group):
             continue  # Q/K/V channels go only as whole heads
         if _touches(group, (nn.Embedding, nn.LayerNorm)):
             continue  # the residual stream of transformers: see sparsify(hidden=...)
