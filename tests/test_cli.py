@@ -208,3 +208,11 @@ def test_every_library_error_shares_one_base_class():
     errors += [ModelImportError, RunFormatError, NonFiniteLossError, CLIError]
     assert all(issubclass(e, CtrlsparseError) for e in errors)
     assert issubclass(DownloadError, OSError) and issubclass(ProblemFileError, ValueError)
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ctrlsparse.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "purge" in out.stdout

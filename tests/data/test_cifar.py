@@ -9,12 +9,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tests.helpers import CIFAR_PER_BATCH as PER_BATCH
-from tests.helpers import python2_pickle as _python2_pickle
-from tests.helpers import write_cifar_archive as _write_archive
 
 from ctrlsparse.data import DATASETS, ArchiveError, DownloadError, cifar, load_dataset
 from ctrlsparse.data.cifar import CIFAR10, CIFAR100, load_cifar, load_cifar10, load_cifar100
+from tests.helpers import CIFAR_PER_BATCH as PER_BATCH
+from tests.helpers import python2_pickle as _python2_pickle
+from tests.helpers import write_cifar_archive as _write_archive
 
 
 @pytest.fixture

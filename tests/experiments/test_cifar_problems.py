@@ -26,11 +26,17 @@ def test_reference_settings_build_and_step(tmp_path, monkeypatch, name, archive)
         0.9,
         5e-4,
     )
-    assert (config.optim.lr_milestones, config.optim.lr_gamma, config.train.epochs) == ([60, 120, 160], 0.2, 200)
+    assert (config.optim.lr_milestones, config.optim.lr_gamma, config.train.epochs) == (
+        [60, 120, 160],
+        0.2,
+        200,
+    )
     config.train.batch_size = 2
     experiment = build(config)
     model = experiment.trainer.model
-    convs = [m for m in model.modules() if type(m).__name__ == "ParametrizedConv2d" or hasattr(m, "kernel_size")]
+    convs = [
+        m for m in model.modules() if type(m).__name__ == "ParametrizedConv2d" or hasattr(m, "kernel_size")
+    ]
     assert all(m.bias is None for m in convs)
     roots = {g.name for g in cs.gate_groups(model)}
     assert roots and all(root.endswith(".conv1") for root in roots)

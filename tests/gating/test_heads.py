@@ -6,13 +6,13 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import Encoder
 from torch import nn
 
 import ctrlsparse as cs
 from ctrlsparse.gating import Accounting
 from ctrlsparse.gating.attention import PrunedMultiheadAttention
 from ctrlsparse.gating.groups import GateScale
+from tests.helpers import Encoder
 
 
 class Attend(nn.Module):

@@ -10,10 +10,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import DenseBlock, Encoder, FunctionalLeNet, ResNet
 
 import ctrlsparse as cs
 from ctrlsparse.modelio import call_model, logits
+from tests.helpers import DenseBlock, Encoder, FunctionalLeNet, ResNet
 
 
 def _hf_bert():

@@ -140,7 +140,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CtrlsparseError, ValueError, TypeError, FloatingPointError) as err:
         print(f"ctrlsparse {args.command}: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, FloatingPointError) else 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
