@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 import ctrlsparse as cs
 from ctrlsparse.data.cifar import CIFAR10, CIFAR100
@@ -34,9 +35,7 @@ def test_reference_settings_build_and_step(tmp_path, monkeypatch, name, archive)
     config.train.batch_size = 2
     experiment = build(config)
     model = experiment.trainer.model
-    convs = [
-        m for m in model.modules() if type(m).__name__ == "ParametrizedConv2d" or hasattr(m, "kernel_size")
-    ]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(m.bias is None for m in convs)
     roots = {g.name for g in cs.gate_groups(model)}
     assert roots and all(root.endswith(".conv1") for root in roots)
