@@ -141,3 +141,19 @@ def test_tradeoff_separates_structured_from_unstructured_pruning(tmp_path, make_
     legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
     assert legend == ["magnitude pruning, by weight", "magnitude pruning, by neuron/channel"]
     assert len(fig.axes[0].containers) == 2
+
+
+def test_magnitude_at_target_one_is_drawn_as_the_dense_baseline():
+    from pathlib import Path
+
+    from ctrlsparse.reports.compare_plots import _method_of
+    from ctrlsparse.runs import Run
+
+    dense = Run(
+        Path("d"), {"model": {"structure": "neuron"}}, {"method": "magnitude", "targets": {"model": 1.0}}
+    )
+    pruned = Run(
+        Path("p"), {"model": {"structure": "neuron"}}, {"method": "magnitude", "targets": {"model": 0.3}}
+    )
+    assert _method_of(dense) == "dense (nothing pruned)"
+    assert _method_of(pruned) == "magnitude pruning, by neuron/channel"

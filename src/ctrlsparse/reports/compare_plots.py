@@ -184,6 +184,9 @@ def _method_of(run: Run) -> str:
     trade-offs, so they get separate curves; ℓ1-RDA is always unstructured.
     """
     method = run.summary.get("method", "hard_concrete")
+    targets = run.summary.get("targets") or {}
+    if method == "magnitude" and targets and all(v == 1.0 for v in targets.values()):
+        return "dense (nothing pruned)"  # the same trainer at target 1.0: the dense baseline
     label = _METHOD_LABELS.get(method, method)
     structure = "weight" if method == "l1_rda" else run.config.get("model", {}).get("structure", "neuron")
     return f"{label}, {'by weight' if structure == 'weight' else 'by neuron/channel'}"
