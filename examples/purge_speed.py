@@ -17,8 +17,8 @@ For each model, with random weights (no download):
    density and the steps taken. (The constraint is on the *expected* density; on
    random labels the gates move together, so the realized density can lag it, or
    jump past it, by a wide margin: docs/structure.md.) An attention layer left with
-   no open head gets its most open head back (log α = 10) before purging, because
-   ``cs.purge`` cannot yet purge a Hugging Face attention with every head closed.
+   no open head gets its most open head back (log α = 10) before purging, so that head
+   computes rather than being zeroed (``cs.purge`` alone would keep one zeroed head).
 3. ``cs.purge`` in eval mode; the purged logits must equal the gated model's on the
    benchmark batch (relative error <= 1e-5).
 4. FLOPs of the dense and purged eval forward at the benchmark batch, from

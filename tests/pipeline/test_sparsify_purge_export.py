@@ -106,3 +106,20 @@ def test_a_sigmoid_after_a_closed_unit_is_refused():
         net[0].output_gate.gate.log_alpha[::2] = -10.0
     with pytest.raises(cs.gating.PurgeError, match="does not map 0 to 0"):
         cs.purge(net, torch.randn(3, 4))
+
+
+def test_an_attention_with_every_head_closed_keeps_one_whole_head():
+    torch.manual_seed(0)
+    model, x = _hf_bert()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs.sparsify(model, example_input=x)
+    with torch.no_grad():
+        for group in cs.gate_groups(model):
+            group.gate.parameter.fill_(-10.0 if group.kind == "head" else 10.0)
+    model.eval()
+    small = cs.purge(model, x)
+    for layer in small.bert.encoder.layer:
+        assert layer.attention.self.query.out_features == 8  # one head of 32 / 4
+    gated_out, purged_out = logits(call_model(model, x)), logits(call_model(small, x))
+    assert ((purged_out - gated_out).abs().max() / gated_out.abs().max()) <= 1e-5

@@ -104,6 +104,8 @@ def purge(model: nn.Module, example_input) -> nn.Module:
                 # Every head closed: keep the first (its V rows are zeroed), as a layer keeps one unit.
                 packed[module_name] = [h for h in range(group.num_units) if h not in closed] or units[:1]
             elif side == "out":
+                if kind == "head" and len(units) >= group.num_units:
+                    units = units[1:]  # every head closed: keep one whole head (V rows zeroed), not a channel
                 removals.setdefault(module_name, set()).update(_channels(units, width))
                 if kind == "head":
                     heads[group.name] = group.num_units - len(units)
