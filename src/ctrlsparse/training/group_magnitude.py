@@ -24,6 +24,7 @@ from ctrlsparse.gating.registry import is_layer
 from ctrlsparse.modelio import call_model
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
+from ctrlsparse.training.methods import prune_due
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -164,11 +165,8 @@ class GroupMagnitudePruning:
 
     def step(self, inputs: Any, targets: torch.Tensor) -> GDAStep:
         """One optimizer step; the first step of epoch ``prune_epoch + 1`` prunes before it."""
-        if not self.pruned:
-            if self.prune_epoch and not self.steps_per_epoch:
-                raise ValueError("magnitude pruning needs steps_per_epoch (fit() sets it from the batches)")
-            if self.steps >= self.prune_epoch * (self.steps_per_epoch or 0):
-                self.prune()
+        if prune_due(self):
+            self.prune()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(call_model(self.model, inputs), targets)
         loss.backward()

@@ -43,6 +43,15 @@ def plain_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
+def prune_due(trainer) -> bool:
+    """True when a magnitude trainer has not pruned yet and epoch ``prune_epoch + 1`` has begun."""
+    if trainer.pruned:
+        return False
+    if trainer.prune_epoch and not trainer.steps_per_epoch:
+        raise ValueError("magnitude pruning needs steps_per_epoch (fit() sets it from the batches)")
+    return trainer.steps >= trainer.prune_epoch * (trainer.steps_per_epoch or 0)
+
+
 class _WeightSparsity:
     """Shared by the gate-free trainers: density bookkeeping and the step record."""
 
@@ -205,11 +214,8 @@ class MagnitudePruning(_WeightSparsity):
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> GDAStep:
         """One optimizer step; the first step of epoch ``prune_epoch + 1`` prunes before it."""
-        if not self.pruned:
-            if self.prune_epoch and not self.steps_per_epoch:
-                raise ValueError("magnitude pruning needs steps_per_epoch (fit() sets it from the batches)")
-            if self.steps >= self.prune_epoch * (self.steps_per_epoch or 0):
-                self.prune()
+        if prune_due(self):
+            self.prune()
         return self._train_step(inputs, targets)
 
     @torch.no_grad()
