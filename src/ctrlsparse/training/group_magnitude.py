@@ -24,7 +24,7 @@ from ctrlsparse.gating.registry import is_layer
 from ctrlsparse.modelio import call_model
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
-from ctrlsparse.training.methods import prune_due
+from ctrlsparse.training.methods import check_pruning, prune_due
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -99,13 +99,7 @@ class GroupMagnitudePruning:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.accounting = Accounting(model)
         self.targets = parse_levels(target_density, self.accounting.layers, "target_density")
-        if not self.targets:
-            raise ValueError("magnitude pruning needs a target_density")
-        for name, eps in self.targets.items():
-            if not 0.0 < eps <= 1.0:
-                raise ValueError(f"target_density for {name!r} must lie in (0, 1], got {eps!r}")
-        if prune_epoch < 0:
-            raise ValueError(f"prune_epoch must be >= 0, got {prune_epoch!r}")
+        check_pruning(self.targets, prune_epoch)
         self.prune_epoch = prune_epoch
         self.pruned = False
         self.steps = 0

@@ -43,6 +43,17 @@ def plain_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
+def check_pruning(targets: dict[str, float], prune_epoch: int) -> None:
+    """The arguments every magnitude trainer checks: targets in (0, 1], a prune epoch >= 0."""
+    if not targets:
+        raise ValueError("magnitude pruning needs a target_density")
+    for name, eps in targets.items():
+        if not 0.0 < eps <= 1.0:
+            raise ValueError(f"target_density for {name!r} must lie in (0, 1], got {eps!r}")
+    if prune_epoch < 0:
+        raise ValueError(f"prune_epoch must be >= 0, got {prune_epoch!r}")
+
+
 def prune_due(trainer) -> bool:
     """True when a magnitude trainer has not pruned yet and epoch ``prune_epoch + 1`` has begun."""
     if trainer.pruned:
@@ -199,15 +210,9 @@ class MagnitudePruning(_WeightSparsity):
     ) -> None:
         super().__init__(model, loss_fn, optimizer)
         self.targets = parse_levels(target_density, list(self.layers), "target_density")
-        if not self.targets:
-            raise ValueError("magnitude pruning needs a target_density")
+        check_pruning(self.targets, prune_epoch)
         if MODEL in self.targets and len(self.targets) > 1:
             raise ValueError("give magnitude pruning a model-wise target or per-layer targets, not both")
-        for name, eps in self.targets.items():
-            if not (0.0 < eps <= 1.0):
-                raise ValueError(f"target_density for {name!r} must lie in (0, 1], got {eps!r}")
-        if prune_epoch < 0:
-            raise ValueError(f"prune_epoch must be >= 0, got {prune_epoch!r}")
         self.prune_epoch = prune_epoch
         self.structure = Structure.parse(structure)
         self.pruned = False
