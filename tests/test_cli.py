@@ -31,7 +31,7 @@ def test_parse_levels_rejects(text):
         (["--target-density", "0.5,0.5"], "one value per gated layer"),
         (["--target-density", "zero"], "cannot read 'zero'"),
         (["--epochs", "0"], r"\[train\] epochs must be >= 1"),
-        (["--schedule-factor", "1.5"], r"\[schedule\] needs epochs >= 1 and 0 < factor < 1"),
+        (["--schedule-factor", "1.5"], r"\[schedule\] needs epochs >= 1, 0 < factor < 1"),
         (["--augmented-lagrangian", "-1"], r"augmented_lagrangian must be > 0"),
     ],
 )

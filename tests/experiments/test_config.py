@@ -63,9 +63,11 @@ def test_default_schedule_ramps_the_target_over_a_third_of_training():
     config = parse_problem({"name": "x", "sparsity": {"target_density": 0.3}, "train": {"epochs": 9}})
     assert config.schedule.kind == "linear" and config.schedule.epochs is None
     trainer = build(config).trainer
-    assert trainer.schedule.kind is ScheduleKind.LINEAR and trainer.schedule.epochs == 3
-    assert parse_problem({"name": "x", "train": {"epochs": 2}}).schedule.ramp_epochs(2) == 1
-    explicit = parse_problem({"name": "x", "schedule": {"epochs": 5}, "train": {"epochs": 9}})
-    assert explicit.schedule.ramp_epochs(9) == 5
+    assert trainer.schedule.kind is ScheduleKind.LINEAR and trainer._ramp_steps == trainer.total_steps // 3
+    explicit = parse_problem(
+        {"name": "x", "sparsity": {"target_density": 0.3}, "schedule": {"epochs": 5}, "train": {"epochs": 9}}
+    )
+    trainer = build(explicit).trainer
+    assert trainer._ramp_steps == 5 * trainer.steps_per_epoch
     fixed = parse_problem({"name": "x", "sparsity": {"target_density": 0.3}, "schedule": {"kind": "fixed"}})
-    assert build(fixed).trainer.schedule is None
+    assert build(fixed).trainer.schedule.kind is ScheduleKind.FIXED

@@ -4,6 +4,10 @@ import torch.nn.functional as F
 
 from ctrlsparse import GDA, SparsityProblem, mlp, sparsify
 from ctrlsparse.problem.gda import GDAStep
+from ctrlsparse.problem.schedules import TargetSchedule
+
+# The paper's dual mechanics, without the defaults' ramp, horizon and feasibility phase.
+PAPER = {"dual_optimizer": "sgd", "schedule": TargetSchedule("fixed"), "total_steps": 10_000, "feasibility": False}
 
 
 def _toy(n=512, seed=0):
@@ -19,7 +23,7 @@ def _setup(target=None, penalty=None, restarts=False, dual_lr=0.5, gate_lr=0.05,
     gates = [group.gate.parameter for group in problem.groups]
     weights = [p for p in model.parameters() if all(p is not g for g in gates)]
     primal = torch.optim.Adam([{"params": weights}, {"params": gates, "lr": gate_lr}], lr=1e-2)
-    return problem, GDA(problem, primal, dual_lr=dual_lr, dual_restarts=restarts)
+    return problem, GDA(problem, primal, dual_lr=dual_lr, dual_restarts=restarts, **PAPER)
 
 
 def _train(gda, steps, seed=0):
@@ -157,7 +161,7 @@ def test_nupi_proportional_term_reacts_to_changes_in_violation():
 
 def test_alternating_dual_step_sees_the_new_densities():
     problem, gda = _setup(target=0.3, dual_lr=1.0)
-    gda = GDA(problem, gda.primal_optimizer, dual_lr=1.0, alternating=True, dual_restarts=False)
+    gda = GDA(problem, gda.primal_optimizer, dual_lr=1.0, alternating=True, dual_restarts=False, **PAPER)
     before = float(problem.expected_densities()[0].detach())
     step = _train(gda, 1)
     after = float(problem.expected_densities()[0].detach())
@@ -178,20 +182,24 @@ def test_augmented_lagrangian_adds_the_quadratic_term():
     assert float((aug - lag).detach()) == pytest.approx(0.5 * 4.0 * (density - 0.3) ** 2, rel=1e-4)
 
 
-def test_schedule_moves_levels_at_epoch_boundaries():
-    from ctrlsparse.problem.schedules import TargetSchedule
-
+def test_linear_schedule_ramps_the_level_every_step():
     problem, gda = _setup(target={"fc1": 0.2})
     gda = GDA(problem, gda.primal_optimizer, dual_lr=0.1, schedule=TargetSchedule("linear", epochs=2),
-              steps_per_epoch=3)  # fmt: skip
+              steps_per_epoch=3, total_steps=9, feasibility=False)  # fmt: skip
     initial = float(problem.expected_densities()[1]["fc1"].detach())
-    levels = []
-    for _ in range(9):
-        _train(gda, 1)
-        levels.append(problem.levels["fc1"])
-    assert levels[:3] == [pytest.approx(initial)] * 3
-    assert levels[3:6] == [pytest.approx(initial + (0.2 - initial) / 2)] * 3
+    levels = [_train(gda, 1).levels["fc1"] for _ in range(9)]
+    assert levels[:7] == [pytest.approx(initial + (0.2 - initial) * t / 6) for t in range(7)]
     assert levels[6:] == [pytest.approx(0.2)] * 3
+
+
+def test_geometric_schedule_moves_levels_at_epoch_boundaries():
+    problem, gda = _setup(target={"fc1": 0.2})
+    gda = GDA(problem, gda.primal_optimizer, dual_lr=0.1, schedule=TargetSchedule("geometric", factor=0.5),
+              steps_per_epoch=3, total_steps=9, feasibility=False)  # fmt: skip
+    initial = float(problem.expected_densities()[1]["fc1"].detach())
+    levels = [_train(gda, 1).levels["fc1"] for _ in range(9)]
+    assert levels[:3] == [pytest.approx(initial)] * 3
+    assert levels[3:6] == [pytest.approx(max(0.2, initial / 2))] * 3
 
 
 def test_bad_dual_optimizer():

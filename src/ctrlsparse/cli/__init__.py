@@ -36,6 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     levels.add_argument("--target-density", help=f"constrained mode: {LEVELS_HELP}")
     levels.add_argument("--penalty", help=f"penalized mode, λ >= 0: {LEVELS_HELP}")
     run.add_argument(
+        "--target-macs",
+        help=f"MACs budget, expected MACs / dense MACs in (0, 1] (with or without --target-density): {LEVELS_HELP}",
+    )
+    run.add_argument("--macs-penalty", help=f"penalized MACs term, λ >= 0: {LEVELS_HELP}")
+    run.add_argument(
+        "--feasibility",
+        type=float,
+        help="fraction of the run at its end for the feasibility phase (default 0.1: decide the gates so "
+        "every realized density is <= its target, then train the open weights)",
+    )
+    run.add_argument(
+        "--no-feasibility", dest="feasibility", action="store_const", const=0.0,
+        help="no feasibility phase (paper reproductions)",
+    )  # fmt: skip
+    run.add_argument(
         "--method",
         choices=["l0", "l1_rda", "magnitude"],
         help="l0: gated expected-L0 problem (default); l1_rda: ℓ1 penalty trained with RDA "
@@ -46,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")
     run.add_argument("--seed", type=int, help="override the problem file's seed")
-    run.add_argument("--dual-lr", type=float, help="override the dual SGD learning rate")
+    run.add_argument(
+        "--dual-lr", type=float, help="dual learning rate (default: 40 / steps for Adam ascent, 1e-4 for SGD)"
+    )
     run.add_argument(
         "--dual-restarts",
         action=argparse.BooleanOptionalAction,
@@ -66,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="target schedule (default linear: initial density to the target over a third of training)",
     )
     run.add_argument(
-        "--schedule-epochs", type=int, help="epochs of the linear schedule (default: a third of training)"
+        "--schedule-epochs", type=int, help="epochs of the linear schedule (default: --schedule-fraction)"
+    )
+    run.add_argument(
+        "--schedule-fraction", type=float, help="the linear ramp's share of the run's steps (default 1/3)"
     )
     run.add_argument("--schedule-factor", type=float, help="shrink factor of geometric/dynamic schedules")
     run.add_argument("--device", help="torch device, e.g. cpu or cuda")

@@ -64,6 +64,8 @@ _RUN_OVERRIDES = {
     "schedule": ("schedule", "kind"),
     "schedule_epochs": ("schedule", "epochs"),
     "schedule_factor": ("schedule", "factor"),
+    "schedule_fraction": ("schedule", "fraction"),
+    "feasibility": ("sparsity", "feasibility"),
 }
 
 
@@ -71,10 +73,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ctrlsparse.experiments.build import run_problem  # imports torch: keep `--help` fast
 
     data = load_problem(args.problem).to_dict()
-    if args.target_density is not None or args.penalty is not None:
-        target = parse_levels(args.target_density, "--target-density") if args.target_density else None
-        penalty = parse_levels(args.penalty, "--penalty") if args.penalty else None
-        data["sparsity"].update(target_density=target, penalty=penalty)
+    flags = {"target_density": "--target-density", "penalty": "--penalty", "target_macs": "--target-macs",
+             "macs_penalty": "--macs-penalty"}  # fmt: skip
+    if any(getattr(args, key) is not None for key in flags):  # the command line's levels replace the file's
+        data["sparsity"].update(
+            {key: parse_levels(getattr(args, key), flag) if getattr(args, key) else None for key, flag in flags.items()}
+        )
     for attribute, (section, key) in _RUN_OVERRIDES.items():
         if getattr(args, attribute) is not None:
             data[section][key] = getattr(args, attribute)

@@ -23,6 +23,7 @@ from ctrlsparse.experiments.config import ProblemConfig
 from ctrlsparse.gating import gate_groups, purge
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.gda import GDA
+from ctrlsparse.problem.schedules import TargetSchedule
 
 
 @dataclass
@@ -113,6 +114,11 @@ def overhead(
         _primal(config, gated),
         dual_lr=config.optim.dual_lr,
         dual_restarts=config.optim.dual_restarts,
+        dual_optimizer=config.optim.dual_optimizer,
+        # A ramp and a feasibility phase would change the gates while they are timed.
+        schedule=TargetSchedule("fixed"),
+        total_steps=(steps + 1) * (repetitions + 1),
+        feasibility=False,
     )
     dense_opt = _primal(config, dense)
     x, y = data.train[0][: config.train.batch_size], data.train[1][: config.train.batch_size]

@@ -120,10 +120,19 @@ def build(config: ProblemConfig) -> Experiment:
     group_magnitude = method == "magnitude" and structure is Structure.NEURON
     if method == "l0" or group_magnitude:
         gated_model(config, model, example, gates=GateKind.MASK if group_magnitude else None)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    transform = None
+    if config.data.augment == "crop_flip":
+        augment_generator = torch.Generator().manual_seed(config.train.seed + 1)
+        transform = functools.partial(random_crop_flip, padding=4, generator=augment_generator)
+    train = Batches(
+        *data.train, config.train.batch_size, shuffle=True, generator=generator, transform=transform
+    )
+    test = Batches(*data.test, EVAL_BATCH_SIZE)
     model.to(config.train.device)
     optimizer = None
     if method == "l0":
-        trainer = _gda(config, model, loss_fn)
+        trainer = _gda(config, model, loss_fn, example, total_steps=config.train.epochs * len(train))
         optimizer = trainer.primal_optimizer
     elif method == "l1_rda":
         trainer = L1RDA(model, loss_fn, config.sparsity.penalty, gamma=config.optim.rda_gamma)
@@ -135,15 +144,6 @@ def build(config: ProblemConfig) -> Experiment:
             trainer = GroupMagnitudePruning(model, loss_fn, target, optimizer, prune_epoch)
         else:
             trainer = MagnitudePruning(model, loss_fn, target, optimizer, prune_epoch, structure)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    transform = None
-    if config.data.augment == "crop_flip":
-        augment_generator = torch.Generator().manual_seed(config.train.seed + 1)
-        transform = functools.partial(random_crop_flip, padding=4, generator=augment_generator)
-    train = Batches(
-        *data.train, config.train.batch_size, shuffle=True, generator=generator, transform=transform
-    )
-    test = Batches(*data.test, EVAL_BATCH_SIZE)
     scheduler = None
     if config.optim.lr_milestones and optimizer is not None:
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -176,7 +176,7 @@ def _primal_optimizer(config: ProblemConfig, groups: list[dict]) -> torch.optim.
     return torch.optim.SGD(groups, lr=optim.primal_lr, momentum=optim.primal_momentum)
 
 
-def _gda(config: ProblemConfig, model: nn.Module, loss_fn) -> GDA:
+def _gda(config: ProblemConfig, model: nn.Module, loss_fn, example: torch.Tensor, total_steps: int) -> GDA:
     optim = config.optim
     problem = SparsityProblem(
         model,
@@ -185,16 +185,19 @@ def _gda(config: ProblemConfig, model: nn.Module, loss_fn) -> GDA:
         penalty=config.sparsity.penalty,
         weight_decay=config.sparsity.weight_decay,
         augmented_lagrangian=optim.augmented_lagrangian,
+        target_macs=config.sparsity.target_macs,
+        macs_penalty=config.sparsity.macs_penalty,
+        example_input=example.to(config.train.device),
     )
     gates = [group.gate.parameter for group in problem.groups]
     gate_ids = {id(p) for p in gates}
     weights = [p for p in model.parameters() if id(p) not in gate_ids]
-    # The gates may learn at their own rate: with Adam each gate parameter moves at most about
-    # lr per step, so short runs need a larger gate_lr to let gates close at all.
-    # Weight decay is for the weights only: decaying log alpha would push every gate to P = 1/2.
+    # The gates may learn at their own rate (gate_lr; unset: GDA raises the primal lr to a floor
+    # that scales with the run's length). Weight decay is for the weights only: decaying
+    # log alpha would push every gate to P = 1/2.
     groups = [
         {"params": weights, "weight_decay": optim.primal_weight_decay},
-        {"params": gates, "lr": optim.gate_lr or optim.primal_lr, "weight_decay": 0.0},
+        {"params": gates, "lr": optim.primal_lr, "weight_decay": 0.0},
     ]
     schedule = config.schedule
     return GDA(
@@ -206,9 +209,11 @@ def _gda(config: ProblemConfig, model: nn.Module, loss_fn) -> GDA:
         dual_kp=optim.dual_kp,
         dual_ema_nu=optim.dual_ema_nu,
         alternating=optim.alternating,
-        schedule=None
-        if schedule.kind == "fixed"
-        else TargetSchedule(schedule.kind, schedule.ramp_epochs(config.train.epochs), schedule.factor),
+        schedule=TargetSchedule(schedule.kind, schedule.epochs, schedule.factor, schedule.fraction),
+        steps_per_epoch=total_steps // config.train.epochs,
+        total_steps=total_steps,
+        feasibility=config.sparsity.feasibility,
+        gate_lr=optim.gate_lr,
     )
 
 

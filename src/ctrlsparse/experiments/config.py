@@ -10,8 +10,6 @@ Example ``problems/digits_mlp.toml``::
     hidden = [300, 100]
     [sparsity]
     target_density = 0.3
-    [optim]
-    dual_lr = 0.05
     [train]
     epochs = 60
 
@@ -108,14 +106,31 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         source, config.sparsity.target_density, "target_density", lambda v: 0.0 < v <= 1.0, "in (0, 1]"
     )
     _check_levels(source, config.sparsity.penalty, "penalty", lambda v: 0.0 <= v < math.inf, ">= 0")
+    _check_levels(source, config.sparsity.target_macs, "target_macs", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+    _check_levels(source, config.sparsity.macs_penalty, "macs_penalty", lambda v: 0.0 <= v < math.inf, ">= 0")
+    feasibility = config.sparsity.feasibility
+    if not isinstance(feasibility, bool) and not 0.0 <= feasibility < 1.0:
+        raise ProblemFileError(
+            f"{source}: [sparsity] feasibility must be a fraction of the run in [0, 1) or false, got {feasibility!r}"
+        )
     if config.optim.augmented_lagrangian is not None and not config.optim.augmented_lagrangian > 0:
         raise ProblemFileError(
             f"{source}: [optim] augmented_lagrangian must be > 0, got {config.optim.augmented_lagrangian!r}"
         )
     schedule = config.schedule
-    if (schedule.epochs is not None and schedule.epochs < 1) or not 0 < schedule.factor < 1:
+    if (
+        (schedule.epochs is not None and schedule.epochs < 1)
+        or not 0 < schedule.factor < 1
+        or not 0 < schedule.fraction <= 1
+    ):
         raise ProblemFileError(
-            f"{source}: [schedule] needs epochs >= 1 and 0 < factor < 1, got {config.schedule!r}"
+            f"{source}: [schedule] needs epochs >= 1, 0 < factor < 1 and 0 < fraction <= 1, "
+            f"got {config.schedule!r}"
+        )
+    if schedule.epochs is not None and schedule.epochs > config.train.epochs:
+        raise ProblemFileError(
+            f"{source}: [schedule] epochs = {schedule.epochs} ramps longer than the run "
+            f"([train] epochs = {config.train.epochs})"
         )
     for key in ("epochs", "batch_size", "log_every"):
         if getattr(config.train, key) < 1:
@@ -196,6 +211,11 @@ def _check_model(source: str, config: ProblemConfig) -> None:
 def _check_method(source: str, config: ProblemConfig) -> None:
     """The targets/penalties a method needs: ℓ1-RDA takes a penalty, magnitude pruning a target."""
     sparsity = config.sparsity
+    if sparsity.method != "l0" and (sparsity.target_macs is not None or sparsity.macs_penalty is not None):
+        raise ProblemFileError(
+            f"{source}: [sparsity] target_macs and macs_penalty need method = 'l0' (gates), "
+            f"not {sparsity.method!r}"
+        )
     if sparsity.method == "l1_rda" and (sparsity.target_density is not None or sparsity.penalty is None):
         raise ProblemFileError(
             f"{source}: [sparsity] method = 'l1_rda' takes a penalty (λ of λ·||w||_1), not a "

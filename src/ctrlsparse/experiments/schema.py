@@ -12,8 +12,8 @@ from typing import Any
 
 from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
 from ctrlsparse.gating.sparsify import Structure
-from ctrlsparse.problem.gda import DEFAULT_DUAL_LR, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
-from ctrlsparse.problem.schedules import ScheduleKind
+from ctrlsparse.problem.gda import DEFAULT_FEASIBILITY, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
+from ctrlsparse.problem.schedules import DEFAULT_RAMP, ScheduleKind
 
 SYNTHETIC = "synthetic"
 """``[data] name`` of generated data (:func:`ctrlsparse.data.synthetic`), for any model."""
@@ -77,21 +77,31 @@ class ModelConfig:
 
 @dataclass
 class SparsityConfig:
+    """``[sparsity]``: what to bound (densities, MACs) or penalize, and the feasibility phase
+    (the last ``feasibility`` fraction of the run; ``false`` or 0 turns it off)."""
+
     method: str = _field("l0", (str,), METHODS)
     target_density: float | list | dict | None = _field(None, LEVELS)
     penalty: float | list | dict | None = _field(None, LEVELS)
+    target_macs: float | list | dict | None = _field(None, LEVELS)
+    macs_penalty: float | list | dict | None = _field(None, LEVELS)
+    feasibility: float | bool = _field(DEFAULT_FEASIBILITY, (int, float, bool))
     weight_decay: float = _field(0.0, NUMBER)
     finetune_epochs: int = _field(0, (int,))
 
 
 @dataclass
 class OptimConfig:
+    """``[optim]``: unset ``gate_lr`` and ``dual_lr`` take :class:`~ctrlsparse.GDA`'s defaults,
+    which scale with the run's length (Adam ascent at ``40 / steps``, gates at least at
+    ``30 / steps``; docs/control.md)."""
+
     primal: str = _field("adam", (str,), PRIMAL_OPTIMIZERS)
     primal_lr: float = _field(DEFAULT_PRIMAL_LR, NUMBER)
     gate_lr: float | None = _field(None, NUMBER)
-    dual_lr: float = _field(DEFAULT_DUAL_LR, NUMBER)
+    dual_lr: float | None = _field(None, NUMBER)
     dual_restarts: bool = _field(True, (bool,))
-    dual_optimizer: str = _field("sgd", (str,), DUAL_OPTIMIZERS)
+    dual_optimizer: str = _field("adam", (str,), DUAL_OPTIMIZERS)
     dual_kp: float = _field(0.0, NUMBER)
     dual_ema_nu: float = _field(0.0, NUMBER)
     alternating: bool = _field(False, (bool,))
@@ -108,16 +118,13 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     """``[schedule]``: by default the target ramps linearly from the initial density to ε over
-    the first third of training (``epochs`` unset), the winner of the dual-dynamics study
-    (docs/dynamics.md); ``kind = "fixed"`` asks for ε from the first step."""
+    the first ``fraction`` (a third) of the run's steps, or over ``epochs`` epochs when set
+    (docs/dynamics.md, docs/control.md); ``kind = "fixed"`` asks for ε from the first step."""
 
     kind: str = _field("linear", (str,), tuple(k.value for k in ScheduleKind))
     epochs: int | None = _field(None, (int,))
     factor: float = _field(0.8, NUMBER)
-
-    def ramp_epochs(self, train_epochs: int) -> int:
-        """Epochs of the linear ramp: ``epochs`` if set, else a third of ``train_epochs`` (at least 1)."""
-        return self.epochs if self.epochs is not None else max(1, train_epochs // 3)
+    fraction: float = _field(DEFAULT_RAMP, NUMBER)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ctrlsparse.experiments.config import (
 )
 from ctrlsparse.problem.levels import Levels
 from ctrlsparse.reports.measures import run_dynamics
+from ctrlsparse.reports.tables import realized_gaps
 from ctrlsparse.runs import store as runs
 
 # Two-sided 95% Student-t quantiles by degrees of freedom; 1.96 beyond the table.
@@ -177,9 +178,9 @@ def sweep_table(sweep: Sweep, out: str | Path) -> str:
     """Markdown table over the finished runs: mean ± 95% CI over seeds, published numbers beside."""
     out = Path(out)
     lines = [
-        "| setting | seeds | expected density | worst violation | realized density | params % | MACs % "
-        "| test error % | published density | published error % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | seeds | expected density | worst violation | realized density | worst realized − ε "
+        "| highest realized − ε | params % | MACs % | test error % | published density | published error % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting in sweep.settings:
         summaries = [run.summary for run in _finished(sweep, setting, out)]
@@ -189,13 +190,17 @@ def sweep_table(sweep: Sweep, out: str | Path) -> str:
             max((f[name] - eps for name, eps in s["targets"].items()), key=abs, default=float("nan"))
             for s, f in zip(summaries, finals)
         ]
+        gaps = [realized_gaps(s) for s in summaries]
+        worst = [max(g.values(), key=abs) for g in gaps if g]
+        highest = max((max(g.values()) for g in gaps if g), default=None)
         pub = setting.published
         lines.append(
             f"| {setting.label} | {len(summaries)} | {_fmt([s['density'] for s in summaries])} "
             f"| {_fmt([v for v in violations if not math.isnan(v)], digits=4)} "
             f"| {_fmt([s['realized_density'] for s in summaries])} "
+            f"| {_fmt(worst, digits=4)} | {'–' if highest is None else f'{highest:+.4f}'} "
             f"| {_fmt([s['params']['remaining'] / s['params']['dense'] for s in summaries], 100, 1)} "
-            f"| {_fmt([s['macs']['remaining'] / s['macs']['dense'] for s in summaries], 100, 1)} "
+            f"| {_fmt([s['macs'].get('realized', s['macs'].get('remaining')) / s['macs']['dense'] for s in summaries], 100, 1)} "
             f"| {_fmt([s['test_error'] for s in summaries if s['test_error'] is not None], 100, 2)} "
             f"| {pub.get('density', '–')} | {100 * pub['test_error'] if 'test_error' in pub else '–'} |"
         )

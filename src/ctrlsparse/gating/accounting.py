@@ -128,11 +128,24 @@ class Accounting:
     def layers(self) -> list[str]:
         return list(self.layer_sizes)
 
+    @property
+    def offsets(self) -> list[int]:
+        """Index of each group's first unit in :meth:`vector` (groups in order)."""
+        starts, total = [], 0
+        for group in self.groups:
+            starts.append(total)
+            total += group.num_units
+        return starts
+
+    def vector(self, realized: bool = False) -> torch.Tensor:
+        """Every unit's P(z != 0) (or 1[ẑ > 0] when ``realized``), groups concatenated in order."""
+        return self._vector(realized)[:-1]
+
     def _vector(self, realized: bool) -> torch.Tensor:
         if realized:
-            parts = [(g.gate.deterministic() > 0).to(g.gate.parameter.dtype).flatten() for g in self.groups]
+            parts = [(g.deterministic() > 0).to(g.gate.parameter.dtype).flatten() for g in self.groups]
         else:
-            parts = [g.gate.prob_active().flatten() for g in self.groups]
+            parts = [g.prob_active().flatten() for g in self.groups]
         return torch.cat([*parts, parts[0].new_ones(1)])
 
     def _per_param(self, p: torch.Tensor, param: _Param) -> torch.Tensor:
@@ -151,14 +164,19 @@ class Accounting:
             product = product * p[index].view(view)
         return product.sum()
 
-    def per_param(self, realized: bool = False) -> dict[tuple[str, str], torch.Tensor]:
-        """Expected (or realized) active sparsifiable entries of each ``(layer, parameter)``."""
-        p = self._vector(realized)
+    def per_param(
+        self, realized: bool = False, units: torch.Tensor | None = None
+    ) -> dict[tuple[str, str], torch.Tensor]:
+        """Expected (or realized) active sparsifiable entries of each ``(layer, parameter)``;
+        ``units`` replaces the gates' values (one value per unit, as :meth:`vector`)."""
+        p = self._vector(realized) if units is None else torch.cat([units, units.new_ones(1)])
         return {(q.layer, q.name): self._per_param(p, q) - q.ungated for q in self.params}
 
-    def active(self, realized: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def active(
+        self, realized: bool = False, units: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Expected (or realized) active sparsifiable parameters: the total and per layer."""
-        values = self.per_param(realized)
+        values = self.per_param(realized, units)
         per_layer: dict[str, torch.Tensor] = {}
         for (layer, _), value in values.items():
             if layer in self.layer_sizes:
@@ -166,10 +184,23 @@ class Accounting:
         total = torch.stack(list(values.values())).sum()
         return total, {n: per_layer[n] for n in self.layer_sizes}
 
-    def densities(self, realized: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Expected (differentiable) or realized density of the model and of each layer."""
-        total, per_layer = self.active(realized)
-        return total / self.num_sparsifiable, {n: v / self.layer_sizes[n] for n, v in per_layer.items()}
+    def densities(
+        self, realized: bool = False, units: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Expected (differentiable) or realized density of the model and of each layer
+        (with ``units``: at those unit values, see :meth:`per_param`)."""
+        return self.densities_from(self.per_param(realized, units))
+
+    def densities_from(
+        self, per_param: dict[tuple[str, str], torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Model and per-layer densities from :meth:`per_param`'s counts."""
+        per_layer: dict[str, torch.Tensor] = {}
+        for (layer, _), value in per_param.items():
+            if layer in self.layer_sizes:
+                per_layer[layer] = per_layer.get(layer, 0) + value
+        total = torch.stack(list(per_param.values())).sum()
+        return total / self.num_sparsifiable, {n: per_layer[n] / self.layer_sizes[n] for n in self.layer_sizes}
 
     def expected_l2(self) -> torch.Tensor:
         r"""Expected squared L2 norm of the sparsifiable parameters under the gates (eq. 15, 17)."""

@@ -44,6 +44,38 @@ def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 @torch.no_grad()
+def dense_macs(model: nn.Module, example_input) -> dict[str, int]:
+    """MACs of each Linear and convolution layer for one example, as ``{layer name: MACs}``.
+
+    Layers the forward pass does not reach count 0. Gates are ignored: these are the
+    dense layer's MACs (the denominator of a MACs budget).
+
+    Example:
+        >>> dense_macs(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 4))
+        {'0': 12, '2': 6}
+    """
+    macs: dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if is_layer(module):
+
+            def hook(module, inputs, output, name=name):
+                macs[name] += _layer_macs(module, output)
+
+            macs[name] = 0
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        call_model(model, head(example_input, 1))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return macs
+
+
+@torch.no_grad()
 def count(model: nn.Module, example_input) -> tuple[Count, dict[str, Count]]:
     """Count parameters and MACs of ``model`` (one example), dense and under the test-time gates.
 
@@ -64,24 +96,7 @@ def count(model: nn.Module, example_input) -> tuple[Count, dict[str, Count]]:
     accounting = Accounting(model) if groups else None
     active = accounting.per_param(realized=True) if accounting else {}
     sizes = {(q.layer, q.name): q.sparsifiable for q in accounting.params} if accounting else {}
-    counts: dict[str, Count] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if is_layer(module):
-
-            def hook(module, inputs, output, name=name):
-                counts[name].macs_dense += _layer_macs(module, output)
-
-            counts[name] = Count()
-            handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        call_model(model, head(example_input, 1))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    counts = {name: Count(macs_dense=macs) for name, macs in dense_macs(model, example_input).items()}
 
     gate_ids = {id(g.gate.parameter) for g in groups}
     total = Count()
@@ -108,3 +123,72 @@ def count(model: nn.Module, example_input) -> tuple[Count, dict[str, Count]]:
         total.macs_dense += layer.macs_dense
         total.macs_remaining += layer.macs_remaining
     return total, counts
+
+
+_MAC_OPS = ("mm", "addmm", "convolution", "_convolution", "conv1d", "conv2d", "conv3d")
+"""Operators of Linear and convolution layers in ``FlopCounterMode``'s counts (attention's
+``bmm``/SDPA are left out, as in :func:`dense_macs`)."""
+
+
+@torch.no_grad()
+def macs_of(model: nn.Module, example_input) -> int:
+    """MACs of the Linear and convolution operators of one forward on one example, from
+    ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2).
+
+    Example:
+        >>> macs_of(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 4))
+        18
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            call_model(model, head(example_input, 1))
+    finally:
+        model.train(was_training)
+    counts = counter.get_flop_counts().get("Global", {})
+    return sum(int(v) for op, v in counts.items() if op.__name__.split(".")[0] in _MAC_OPS) // 2
+
+
+@torch.no_grad()
+def macs_summary(model: nn.Module, example_input, total: Count | None = None) -> dict:
+    """``{dense, expected, realized}`` MACs of a model for one example, as ``summary.json`` records them.
+
+    ``expected`` scales each gated layer by the expected fraction of its active weight
+    entries (P(z ≠ 0) of its input and output units, independent gates); ``realized`` counts
+    the purged model with :func:`macs_of` where the gates prune whole units, else the
+    entries the test-time gates keep (weight gates, ℓ1-RDA and magnitude pruning leave
+    tensors dense: their realized MACs are what sparse kernels would spend). ``realized_by``
+    says which: ``"purge"`` or ``"count"`` (also when the model cannot be purged, e.g. its
+    output holds no logits the purge can check).
+    """
+    from ctrlsparse.errors import CtrlsparseError
+    from ctrlsparse.gating.purging import purge
+
+    total = total or count(model, example_input)[0]
+    groups = gate_groups(model)
+    summary = {
+        "dense": total.macs_dense,
+        "expected": total.macs_dense,
+        "realized": total.macs_remaining,
+        "realized_by": "count",
+    }
+    if not groups:
+        return summary
+    layers = dense_macs(model, example_input)
+    accounting = Accounting(model)
+    expected = accounting.per_param()
+    fraction = {}
+    for q in accounting.params:
+        if q.name == "weight" and layers.get(q.layer):
+            fraction[q.layer] = (float(expected[(q.layer, "weight")]) + q.ungated) / q.module.weight.numel()
+    summary["expected"] = round(sum(m * fraction.get(name, 1.0) for name, m in layers.items()))
+    if all(g.prune is not None for g in groups):
+        try:
+            summary["realized"] = macs_of(purge(model, example_input), example_input)
+            summary["realized_by"] = "purge"
+        except (CtrlsparseError, TypeError):
+            pass  # keep the count of what the test-time gates keep
+    return summary

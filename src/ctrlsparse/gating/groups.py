@@ -32,6 +32,8 @@ from ctrlsparse.gating.gates import Gate
 
 GROUPS_ATTRIBUTE = "_ctrlsparse_gate_groups"
 """Attribute of a sparsified model listing its gate groups (a plain list, copied by deepcopy)."""
+EXAMPLE_ATTRIBUTE = "_ctrlsparse_example_input"
+"""Attribute of a sparsified model holding one example of the input it was sparsified with."""
 
 
 @dataclass(frozen=True)
@@ -112,15 +114,51 @@ class GateGroup(nn.Module):
         self.slices = slices
         self.prune = prune
         self._z: torch.Tensor | None = None
+        # The gate values fixed by decide_() (None while the gates are stochastic).
+        self.register_buffer("decided", None)
 
     @property
     def num_units(self) -> int:
         return self.gate.parameter.numel()
 
     def resample(self) -> torch.Tensor:
-        """Draw this forward's gates: a sample in training mode, eq. 13 in eval mode."""
-        self._z = self.gate()
+        """Draw this forward's gates: a sample in training mode, eq. 13 in eval mode; the
+        fixed values once :meth:`decide_` has been called."""
+        self._z = self.decided if self.decided is not None else self.gate()
         return self._z
+
+    def prob_active(self) -> torch.Tensor:
+        """P(z != 0) per unit (eq. 12 for hard concrete); 0 or 1 once decided."""
+        if self.decided is not None:
+            return (self.decided > 0).to(self.decided.dtype)
+        return self.gate.prob_active()
+
+    def deterministic(self) -> torch.Tensor:
+        """The test-time gates (eq. 13 for hard concrete); the fixed values once decided."""
+        return self.decided if self.decided is not None else self.gate.deterministic()
+
+    @torch.no_grad()
+    def decide_(self, values: torch.Tensor) -> None:
+        """Fix the gates at ``values`` (0 closes a unit) in training and eval mode alike, and
+        stop the gate parameter from learning: what the feasibility phase of
+        :class:`~ctrlsparse.GDA` does before it trains the open weights alone."""
+        values = values.detach().to(self.gate.parameter).reshape(self.gate.parameter.shape).clone()
+        self.decided = values
+        self._z = None
+        if isinstance(self.gate.parameter, nn.Parameter):
+            self.gate.parameter.requires_grad_(False)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        # The state of a decided group carries "decided", an undecided one does not: follow it.
+        key = prefix + "decided"
+        parameter = self.gate.parameter
+        if key in state_dict:
+            self.decided = torch.empty_like(state_dict[key], device=parameter.device)
+        else:
+            self.decided = None
+        if isinstance(parameter, nn.Parameter):
+            parameter.requires_grad_(key not in state_dict)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
     def current(self) -> torch.Tensor:
         """The gates of the running forward (drawn by the model's pre-hook)."""
@@ -185,7 +223,7 @@ def bake(model: nn.Module) -> None:
     groups = gate_groups(model)
     for group in groups:
         group.eval()
-        group._z = group.gate.deterministic()
+        group._z = group.deterministic()
     for module in list(model.modules()):
         if parametrize.is_parametrized(module):
             values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
@@ -200,6 +238,7 @@ def bake(model: nn.Module) -> None:
         root = modules[group.name] if group.name else model
         delattr(root, f"{group.kind}_gate")
     del model.__dict__[GROUPS_ATTRIBUTE]
+    model.__dict__.pop(EXAMPLE_ATTRIBUTE, None)
     for key, hook in list(model._forward_pre_hooks.items()):
         if hook is _resample:
             del model._forward_pre_hooks[key]

@@ -88,7 +88,7 @@ def purge(model: nn.Module, example_input) -> nn.Module:
     purged = copy.deepcopy(model).eval()
     plans = []
     for group in gate_groups(purged):
-        closed = (group.gate.deterministic() == 0).flatten()
+        closed = (group.deterministic() == 0).flatten()
         if group.prune is not None and bool(closed.any()):
             plans.append((group.prune, group.kind, closed.nonzero().flatten().tolist(), group))
     bake(purged)

@@ -11,9 +11,10 @@ from torch import nn
 
 from ctrlsparse.choices import Choice
 from ctrlsparse.gating.gates import GateFactory, GateKind, make_gate
-from ctrlsparse.gating.groups import GateGroup, attach, gate_groups
+from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE, GateGroup, attach, gate_groups
 from ctrlsparse.gating.registry import is_layer
 from ctrlsparse.gating.units import Unit, find_units, paper_units, weight_units
+from ctrlsparse.modelio import head
 
 
 class Structure(Choice):
@@ -152,6 +153,8 @@ def sparsify(
         groups.append(group)
         sites += [(group, site) for site in unit.sites]
     attach(model, groups, sites)
+    if example_input is not None:  # what a MACs budget counts with (SparsityProblem(target_macs=...))
+        model.__dict__[EXAMPLE_ATTRIBUTE] = head(example_input, 1)
     return model
 
 

@@ -29,9 +29,11 @@ from cooper.penalty_coefficients import DensePenaltyCoefficient
 from torch import nn
 
 from ctrlsparse.gating.accounting import Accounting
+from ctrlsparse.gating.counting import dense_macs
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
+from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE
 from ctrlsparse.modelio import call_model
-from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
+from ctrlsparse.problem.levels import MACS, MODEL, Levels, macs_name, parse_levels
 
 
 def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
@@ -91,10 +93,20 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         augmented_lagrangian: if a number c > 0, targets use cooper's Augmented
             Lagrangian formulation, adding ``c/2 · relu(density − ε)²`` to the primal
             Lagrangian; None (default) is the plain Lagrangian.
+        target_macs: maximum expected MACs / dense MACs in (0, 1], for the model (a number)
+            or per layer (``{layer: ε}`` or a list), alone or with ``target_density``. MACs
+            count the Linear and convolution layers on one example (``example_input``, or
+            the one :func:`~ctrlsparse.sparsify` was given). A layer's expected MACs are its
+            dense MACs times the expected fraction of its weight entries that are active,
+            the product of its open-input and open-output fractions under independent gates:
+            exactly what purging removes. Constraints are named ``"macs"`` and
+            ``"macs:<layer>"``.
+        macs_penalty: λ ≥ 0 of a penalized MACs term, in the same forms.
 
     Example:
         >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
         ...                           target_density={"fc1": 0.5, "fc2": 0.3})  # doctest: +SKIP
+        >>> budget = SparsityProblem(model, torch.nn.functional.cross_entropy, target_macs=0.4)  # doctest: +SKIP
     """
 
     def __init__(
@@ -106,6 +118,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         weight_decay: float = 0.0,
         example_input: torch.Tensor | None = None,
         augmented_lagrangian: float | None = None,
+        target_macs: Levels = None,
+        macs_penalty: Levels = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -127,8 +141,33 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         both = sorted(set(self.targets) & set(self.penalties))
         if both:
             raise ValueError(f"{both[0]!r} has both a target_density and a penalty; give one of them")
-        if not self.targets and not self.penalties:
-            raise ValueError("give a target_density (constrained mode) or a penalty (penalized mode)")
+        self.macs_targets: dict[str, float] = {}
+        self.macs_penalties: dict[str, float] = {}
+        self._macs: _Macs | None = None
+        if target_macs is not None or macs_penalty is not None:
+            self._macs = _Macs(model, self.accounting, example_input)
+            self.macs_targets = self._macs.levels(target_macs, "target_macs")
+            self.macs_penalties = self._macs.levels(macs_penalty, "macs_penalty")
+            for name, eps in self.macs_targets.items():
+                if not (0.0 < eps <= 1.0):
+                    raise ValueError(f"target_macs for {name!r} must lie in (0, 1], got {eps!r}")
+                floor = self._macs.floor(name)
+                if eps < floor:
+                    raise ValueError(
+                        f"target_macs for {name!r} is {eps!r}, but {floor:.4f} of its MACs are in layers "
+                        "or entries no gate can remove; ask for at least that, or gate more layers"
+                    )
+            for name, lam in self.macs_penalties.items():
+                if not (lam >= 0.0 and math.isfinite(lam)):
+                    raise ValueError(f"macs_penalty for {name!r} must be a finite number >= 0, got {lam!r}")
+            both = sorted(set(self.macs_targets) & set(self.macs_penalties))
+            if both:
+                raise ValueError(f"{both[0]!r} has both a target_macs and a macs_penalty; give one of them")
+        if not (self.targets or self.penalties or self.macs_targets or self.macs_penalties):
+            raise ValueError(
+                "give a target_density or target_macs (constrained mode), or a penalty or macs_penalty "
+                "(penalized mode)"
+            )
         if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         self.weight_decay = weight_decay
@@ -136,8 +175,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         # Denominator of the model density: every parameter some gate can switch off.
         self.num_sparsifiable = self.accounting.num_sparsifiable
 
-        levels = {**self.targets, **{name: 0.0 for name in self.penalties}}
-        init = {**{name: 0.0 for name in self.targets}, **self.penalties}
+        penalties = {**self.penalties, **self.macs_penalties}
+        targets = self.targets_all
+        levels = {**targets, **{name: 0.0 for name in penalties}}
+        init = {**{name: 0.0 for name in targets}, **penalties}
         # Model-wise first, then layers in forward order: a stable order for logs and plots.
         if augmented_lagrangian is not None and not (
             augmented_lagrangian > 0 and math.isfinite(augmented_lagrangian)
@@ -147,10 +188,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             )
         self.augmented_lagrangian = augmented_lagrangian
         device = next(model.parameters()).device
-        for name in sorted(levels, key=lambda n: -1 if n == MODEL else names.index(n)):
+        for name in sorted(levels, key=self._constraint_order):
             multiplier = DenseMultiplier(init=torch.tensor([init[name]], device=device))
             kwargs = {}
-            if augmented_lagrangian is not None and name in self.targets:
+            if augmented_lagrangian is not None and name in targets:
                 kwargs["formulation_type"] = AugmentedLagrangian
                 kwargs["penalty_coefficient"] = DensePenaltyCoefficient(
                     torch.tensor([augmented_lagrangian], device=device)
@@ -158,14 +199,153 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             constraint = cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier, **kwargs)
             setattr(self, name, constraint)
         self.levels = {name: levels[name] for name, _ in self.named_constraints()}
+        self.dual_frozen = False
+        """True during the feasibility phase: no multiplier is updated."""
+        if len(self.targets_all) > 1:
+            self._check_jointly_reachable()
+
+    def unit_share(self, name: str) -> float:
+        """The most one unit can change constraint ``name``'s value when every unit is open:
+        the granularity a landing on ε can be judged at (a 16-channel layer moves in 1/16ths)."""
+        units = self.constraint_units()[name]
+        ones = torch.ones(sum(g.num_units for g in self.groups))
+        with torch.no_grad():
+            full = float(self.constraint_values(units=ones)[name])
+            share = 0.0
+            starts = set(self.accounting.offsets)
+            for unit in units.tolist():
+                if unit in starts:  # one unit of each group that counts in it
+                    trial = ones.clone()
+                    trial[unit] = 0.0
+                    share = max(share, full - float(self.constraint_values(units=trial)[name]))
+        return share
+
+    def _check_jointly_reachable(self, iterations: int = 300) -> None:
+        """Refuse targets that units shared between layers make impossible to reach together.
+
+        With neuron or channel units a layer's density is (about) the product of the open
+        fractions of its input and output units, so per-layer targets on consecutive layers
+        constrain each other: ε = 0.5 on a layer whose outputs feed the last layer, which is
+        held at 0.3, cannot be reached. This searches, over every group's open fraction,
+        for a point where each target constraint sits within max(0.01, 2 units' share) of its
+        ε, and raises naming the constraints it cannot reach.
+        """
+        targets = self.targets_all
+        logits = torch.full((len(self.groups),), 4.0, requires_grad=True)
+        sizes = torch.tensor([g.num_units for g in self.groups])
+        eps = torch.tensor(list(targets.values()))
+        optimizer = torch.optim.Adam([logits], lr=0.1)
+        for _ in range(iterations):
+            units = torch.repeat_interleave(torch.sigmoid(logits), sizes)
+            values = self.constraint_values(units=units)
+            gap = torch.stack([values[n] for n in targets]) - eps
+            loss = (gap**2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            units = torch.repeat_interleave(torch.sigmoid(logits), sizes)
+            values = {n: float(v) for n, v in self.constraint_values(units=units).items()}
+        unreachable = {
+            n: values[n] for n, e in targets.items() if abs(values[n] - e) > max(0.01, 2 * self.unit_share(n))
+        }
+        if unreachable:
+            shared = self.constraint_units()
+            described = []
+            for name, value in unreachable.items():
+                members = set(shared[name].tolist())
+                coupled = [
+                    other for other in targets if other != name and members & set(shared[other].tolist())
+                ]
+                described.append(
+                    f"{name!r} (ε = {targets[name]}, closest joint solution: {value:.3f}; "
+                    f"shares units with {', '.join(map(repr, coupled)) or 'none'})"
+                )
+            raise ValueError(
+                "these targets cannot all be reached together, because layers share units (a unit's "
+                "output channel is the next layer's input): " + "; ".join(described)
+                + ". Loosen or drop one of the coupled targets, or use structure='paper' (per-layer units)"
+            )
+
+    def _constraint_order(self, name: str) -> tuple[int, int]:
+        """Model-wise density, model-wise MACs, then layers' densities and MACs in forward order."""
+        layers = self.accounting.layers
+        if name == MODEL:
+            return (0, 0)
+        if name == MACS:
+            return (1, 0)
+        if name.startswith(MACS + ":"):
+            return (3, layers.index(name[len(MACS) + 1 :]))
+        return (2, layers.index(name))
+
+    @property
+    def targets_all(self) -> dict[str, float]:
+        """Every constraint with a target: ``{name: ε}``, densities then MACs budgets."""
+        return {**self.targets, **self.macs_targets}
 
     @property
     def mode(self) -> str:
         """``"constrained"`` when any multiplier is learned, else ``"penalized"``."""
-        return "constrained" if self.targets else "penalized"
+        return "constrained" if self.targets_all else "penalized"
 
     def is_penalized(self, name: str) -> bool:
-        return name in self.penalties
+        return name in self.penalties or name in self.macs_penalties
+
+    @property
+    def dense_macs(self) -> dict[str, int] | None:
+        """Dense MACs of each Linear/convolution layer (one example), when a MACs budget is set."""
+        return None if self._macs is None else dict(self._macs.dense)
+
+    def expected_macs(self, realized: bool = False, units: torch.Tensor | None = None) -> tuple:
+        """Expected (or realized) MACs fraction of the model and ``{layer: fraction}`` of the
+        gated layers; needs a MACs budget (it knows the layers' MACs)."""
+        if self._macs is None:
+            raise ValueError("this problem has no MACs budget: pass target_macs= or macs_penalty=")
+        return self._macs.fractions(self.accounting.per_param(realized, units))
+
+    def constraint_values(self, realized: bool = False, units: torch.Tensor | None = None) -> dict:
+        """The constrained value of every constraint (density or MACs fraction), by name:
+        expected (differentiable), realized (test-time gates, eq. 13) or at ``units``."""
+        per_param = self.accounting.per_param(realized, units)
+        model_density, densities = self.accounting.densities_from(per_param)
+        values = {}
+        macs = self._macs.fractions(per_param) if self._macs is not None else None
+        for name, _ in self.named_constraints():
+            if name == MODEL:
+                values[name] = model_density
+            elif name == MACS:
+                values[name] = macs[0]
+            elif name.startswith(MACS + ":"):
+                values[name] = macs[1][name[len(MACS) + 1 :]]
+            else:
+                values[name] = densities[name]
+        return values
+
+    def target_values_at(self, units: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The values of the target constraints at unit values ``units`` (None: expected)."""
+        values = self.constraint_values(units=units)
+        return {name: values[name] for name in self.targets_all}
+
+    def constraint_units(self) -> dict[str, torch.Tensor]:
+        """The units (indices into the concatenated gates) that count in each target constraint."""
+        starts = self.accounting.offsets
+        ranges = {
+            id(g): torch.arange(start, start + g.num_units) for g, start in zip(self.groups, starts)
+        }
+        every = torch.cat(list(ranges.values()))
+        units = {}
+        for name in self.targets_all:
+            if name in (MODEL, MACS):
+                units[name] = every
+                continue
+            layer = name[len(MACS) + 1 :] if name.startswith(MACS + ":") else name
+            touching = [
+                ranges[id(g)]
+                for g in self.groups
+                if any(s.module == layer and (name == layer or s.param == "weight") for s in g.slices)
+            ]
+            units[name] = torch.cat(touching) if touching else every[:0]
+        return units
 
     def expected_densities(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Expected model density and ``{layer: expected density}`` (differentiable)."""
@@ -182,29 +362,38 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         """Names of the layers with sparsifiable parameters, in forward order."""
         return self.accounting.layers
 
-    def _observed(self, model_density: torch.Tensor, densities: dict[str, torch.Tensor]) -> dict:
+    def _observed(self, values: dict[str, torch.Tensor]) -> dict:
         observed = {}
         for name, constraint in self.named_constraints():
-            density = model_density if name == MODEL else densities[name]
             observed[constraint] = cooper.ConstraintState(
-                violation=density - self.levels[name],
-                # Penalized mode: the multiplier stays at lambda.
-                contributes_to_dual_update=not self.is_penalized(name),
+                violation=values[name] - self.levels[name],
+                # Penalized mode: the multiplier stays at lambda; none moves in the feasibility phase.
+                contributes_to_dual_update=not (self.is_penalized(name) or self.dual_frozen),
             )
         return observed
+
+    def _state(self, objective, misc: dict) -> cooper.CMPState:
+        per_param = self.accounting.per_param()
+        model_density, densities = self.accounting.densities_from(per_param)
+        values = {MODEL: model_density, **densities}
+        misc.update(density=model_density.detach(), densities=densities)
+        if self._macs is not None:
+            macs, macs_layers = self._macs.fractions(per_param)
+            values[MACS] = macs
+            values.update({macs_name(layer): v for layer, v in macs_layers.items()})
+            misc["macs"] = {n: values[n] for n, _ in self.named_constraints() if n.startswith(MACS)}
+        return cooper.CMPState(objective, self._observed(values), misc)
 
     def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
         outputs = call_model(self.model, inputs)
         loss = self.loss_fn(outputs, targets)
         objective = loss
-        if self._arm_gates and self.model.training:
+        if self._arm_gates and self.model.training and not self.dual_frozen:
             objective = objective + self._arm_estimator_term(inputs, targets, loss)
         if self.weight_decay:
             l2 = self.accounting.expected_l2()
             objective = objective + 0.5 * self.weight_decay * l2
-        model_density, densities = self.expected_densities()
-        misc = {"loss": loss.detach(), "density": model_density.detach(), "densities": densities}
-        self.last_state = cooper.CMPState(objective, self._observed(model_density, densities), misc)
+        self.last_state = self._state(objective, {"loss": loss.detach()})
         return self.last_state
 
     def _arm_estimator_term(
@@ -224,6 +413,51 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
 
     def compute_violations(self) -> cooper.CMPState:
         """The constraints alone (they need no data): what an alternating dual step looks at."""
-        model_density, densities = self.expected_densities()
-        misc = {"density": model_density.detach(), "densities": densities}
-        return cooper.CMPState(None, self._observed(model_density, densities), misc)
+        return self._state(None, {})
+
+
+class _Macs:
+    """Dense MACs of each layer, and the expected MACs of the gated ones from their active weights.
+
+    A Linear or convolution layer spends ``dense / weight.numel()`` MACs per weight entry
+    for one example (positions × kernel per entry), so its MACs are that times its active
+    entries: ungated entries always, gated ones as the accounting counts them (the product
+    of the open fractions of the input and output units under independent gates).
+    """
+
+    def __init__(self, model: nn.Module, accounting: Accounting, example_input) -> None:
+        example = example_input if example_input is not None else model.__dict__.get(EXAMPLE_ATTRIBUTE)
+        if example is None:
+            raise ValueError(
+                "a MACs budget (target_macs / macs_penalty) counts each layer's MACs on one example: "
+                "pass example_input=<one batch> to SparsityProblem (or to sparsify)"
+            )
+        self.dense = dense_macs(model, example)
+        self.total = sum(self.dense.values())
+        if self.total == 0:
+            raise ValueError("the example input reaches no Linear or convolution layer: no MACs to budget")
+        modules = dict(model.named_modules())
+        # Gated layers that spend MACs: the layers a MACs budget may name, in forward order.
+        weights = {q.layer: q for q in accounting.params if q.name == "weight"}
+        self.layers = [n for n in accounting.layers if n in weights and self.dense.get(n, 0) > 0]
+        self._per_entry = {n: self.dense[n] / modules[n].weight.numel() for n in self.layers}
+        self._ungated = {n: weights[n].ungated for n in self.layers}
+        self._fixed = self.total - sum(self.dense[n] for n in self.layers)
+
+    def levels(self, value: Levels, argument: str) -> dict[str, float]:
+        return {macs_name(k): v for k, v in parse_levels(value, self.layers, argument).items()}
+
+    def fractions(self, per_param: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MACs / dense MACs of the model and of each gated layer at the accounting's counts."""
+        layers = {
+            n: (per_param[(n, "weight")] + self._ungated[n]) * self._per_entry[n] for n in self.layers
+        }
+        total = torch.stack(list(layers.values())).sum() + self._fixed
+        return total / self.total, {n: v / self.dense[n] for n, v in layers.items()}
+
+    def floor(self, name: str) -> float:
+        """The smallest MACs fraction closing every gate leaves for constraint ``name``."""
+        if name == MACS:
+            return (self._fixed + sum(self._ungated[n] * self._per_entry[n] for n in self.layers)) / self.total
+        layer = name[len(MACS) + 1 :]
+        return self._ungated[layer] * self._per_entry[layer] / self.dense[layer]

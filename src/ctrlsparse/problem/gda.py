@@ -14,20 +14,33 @@ from the initial density to ε (see :mod:`ctrlsparse.problem.schedules`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
 
 from ctrlsparse.problem.cmp import SparsityProblem
-from ctrlsparse.problem.levels import MODEL
-from ctrlsparse.problem.schedules import TargetSchedule
+from ctrlsparse.problem.feasibility import Decision, decide
+from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
 
 DEFAULT_PRIMAL_LR = 7e-4
 """Adam learning rate of Gallego-Posada et al.'s MNIST runs."""
 DEFAULT_DUAL_LR = 1e-4
-"""Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps); short runs need larger."""
+"""Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps): the default of
+``dual_optimizer="sgd"``, kept for paper reproductions."""
 DUAL_OPTIMIZERS = ("sgd", "nupi", "adam")
+DUAL_TRAVEL = 40.0
+"""The default dual step: Adam ascent with ``lr = DUAL_TRAVEL / total_steps``, so a multiplier
+can climb to O(10) within a fraction of any run (docs/control.md)."""
+GATE_TRAVEL = 30.0
+"""The gates learn at least at ``GATE_TRAVEL / total_steps``: with Adam a gate parameter moves
+about lr per step, and closing a gate takes a log α travel of a few units (docs/control.md)."""
+DEFAULT_FEASIBILITY = 0.1
+"""Default length of the feasibility phase: the last tenth of the run."""
+FALLBACK_STEPS = 10_000
+"""The horizon GDA assumes when nobody tells it the length of training (it warns once)."""
 
 
 def make_dual_optimizer(
@@ -57,7 +70,10 @@ class GDAStep:
         density: expected model density before the step.
         densities: expected density per gated layer before the step.
         multipliers: value of each constraint's multiplier after the step.
-        violations: density − ε per constraint before the step (ε = 0 for penalties).
+        violations: value − level per constraint before the step (level 0 for penalties).
+        levels: the level each constraint was held to at this step (the target schedule's).
+        macs: expected MACs / dense MACs of each MACs constraint (``"macs"``,
+            ``"macs:<layer>"``); empty without a MACs budget.
     """
 
     loss: float
@@ -65,6 +81,8 @@ class GDAStep:
     densities: dict[str, float]
     multipliers: dict[str, float]
     violations: dict[str, float]
+    levels: dict[str, float] = field(default_factory=dict)
+    macs: dict[str, float] = field(default_factory=dict)
 
 
 class _OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
@@ -91,61 +109,79 @@ class _OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
 
 
 class GDA:
-    """One primal-dual step per minibatch.
+    """One primal-dual step per minibatch, with defaults that land on the targets.
+
+    With the defaults, and the length of training known (``fit`` tells it, or pass
+    ``total_steps``), each constraint's level ramps linearly from the model's initial value
+    to ε over the first third of the run, the multipliers follow Adam ascent with a step
+    tied to the run's length (``DUAL_TRAVEL / total_steps``) and dual restarts, the gates
+    learn at least at ``GATE_TRAVEL / total_steps``, and the last tenth of the run is the
+    *feasibility phase*: the gates are decided so that every realized (test-time, eq. 13)
+    value is at most ε and as close to it as the units allow
+    (:mod:`ctrlsparse.problem.feasibility`), then the open weights train alone. Nothing
+    depends on the loss's scale or on the problem; docs/control.md has the measurements.
 
     Args:
         problem: the sparsity problem.
         primal_optimizer: optimizer of the weights *and* the gates; defaults to
             ``Adam(model.parameters(), lr=7e-4)``.
-        dual_lr: learning rate of the dual ascent on the multipliers.
+        dual_lr: learning rate of the dual ascent. None: ``DUAL_TRAVEL / total_steps`` for
+            Adam ascent, the paper's 1e-4 for SGD and nuPI.
         dual_restarts: reset a multiplier to exactly 0 whenever its constraint is
-            satisfied (Gallego-Posada et al., 2022). On by default: without restarts the
-            multiplier built up during the first descent keeps pushing after the target
-            is reached, and gates pushed to P(active) ~ 0 get no gradient from the loss
-            to reopen, so the density ends below the target (digits MLP, ε = 0.3:
-            final density 0.237 without restarts, 0.303 with; docs/core.md).
-        dual_optimizer: ``"sgd"`` (default, the paper's), ``"nupi"`` or ``"adam"``.
-            Every option without restarts ended 0.05-0.17 below its target; with restarts
-            none beat SGD by more than the seed-to-seed spread (docs/dynamics.md).
+            satisfied (Gallego-Posada et al., 2022). Without restarts the multiplier built
+            up during the first descent keeps pushing after the target is reached, and gates
+            pushed to P(active) ~ 0 get no gradient from the loss to reopen (docs/core.md).
+        dual_optimizer: ``"adam"`` (default: its step does not depend on the violation's
+            scale), ``"sgd"`` (the paper's) or ``"nupi"`` (cooper's PI controller).
         dual_kp, dual_ema_nu: nuPI's proportional gain and error smoothing.
         alternating: update the primal variables first, then the multipliers on the
-            violations at the new point (cooper's alternating optimizer); the densities
-            need no data, so this costs no second forward pass.
-        schedule: how each constraint's level moves to its target, per epoch; needs
-            ``steps_per_epoch`` (``fit`` sets it). None keeps ε from the first step.
-            What lands on the target (the dual-dynamics study, docs/dynamics.md): SGD
-            ascent with restarts, a linear ramp from the initial density to ε over the
-            first third of training, and a dual lr large enough to track it
-            (``TargetSchedule("linear", epochs=epochs // 3)``, the default of problem
-            files): every constraint ended within 0.0013 of its target on the digits
-            MLP, 0.0019 on the Fashion-MNIST MLP and 0.0024 on LeNet-5, with test error
-            no worse than a fixed target's (whose digits runs end up to 0.0066 above).
-
-    The default ``schedule=None`` is a fixed target because a schedule counts in epochs
-    and this object does not know the length of training; pass one as below.
+            violations at the new point (cooper's alternating optimizer).
+        schedule: how each constraint's level moves to its target. None: a linear ramp
+            over the first third of the run (fixed at ε when the run's length is unknown);
+            ``TargetSchedule("fixed")`` holds ε from the first step.
+        steps_per_epoch: batches per epoch (``fit`` sets it); epoch-counted schedules need it.
+        total_steps: the run's length in steps (``fit`` sets it: epochs × batches). Without
+            it GDA warns once and uses a fixed target, the dual step of a 10k-step run and
+            no feasibility phase.
+        feasibility: length of the feasibility phase as a fraction of the run (default
+            0.1); ``False`` or 0 turns it off (paper reproductions). Always off in penalized mode.
+        gate_lr: learning rate of the gates. None: the optimizer's, raised to
+            ``GATE_TRAVEL / total_steps`` where that is smaller. Gates that share a parameter
+            group with weights get a group of their own (same settings, no weight decay:
+            decaying log α would pull every gate towards P = 1/2).
 
     Example:
-        >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=7e-4), dual_lr=0.05,
-        ...           schedule=TargetSchedule("linear", epochs=epochs // 3))  # doctest: +SKIP
-        >>> step = opt.step(x, y)  # doctest: +SKIP
-        >>> step.density, step.multipliers  # doctest: +SKIP
+        >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-3))  # doctest: +SKIP
+        >>> summary = fit(opt, loader, epochs=10)  # fit tells opt the run's length  # doctest: +SKIP
+        >>> opt = GDA(problem, primal, total_steps=len(loader) * epochs)  # a loop of your own  # doctest: +SKIP
+        >>> for x, y in loader:  # doctest: +SKIP
+        ...     step = opt.step(x, y)
     """
 
     def __init__(
         self,
         problem: SparsityProblem,
         primal_optimizer: torch.optim.Optimizer | None = None,
-        dual_lr: float = DEFAULT_DUAL_LR,
+        dual_lr: float | None = None,
         dual_restarts: bool = True,
-        dual_optimizer: str = "sgd",
+        dual_optimizer: str = "adam",
         dual_kp: float = 0.0,
         dual_ema_nu: float = 0.0,
         alternating: bool = False,
         schedule: TargetSchedule | None = None,
         steps_per_epoch: int | None = None,
+        total_steps: int | None = None,
+        feasibility: float | bool = DEFAULT_FEASIBILITY,
+        gate_lr: float | None = None,
     ) -> None:
-        if not dual_lr > 0:
+        if dual_lr is not None and not dual_lr > 0:
             raise ValueError(f"dual_lr must be positive, got {dual_lr!r}")
+        if gate_lr is not None and not gate_lr > 0:
+            raise ValueError(f"gate_lr must be positive, got {gate_lr!r}")
+        if isinstance(feasibility, bool):
+            feasibility = DEFAULT_FEASIBILITY if feasibility else 0.0
+        if not 0.0 <= feasibility < 1.0:
+            raise ValueError(f"feasibility must be a fraction of the run in [0, 1) or False, got {feasibility!r}")
         if primal_optimizer is None:
             primal_optimizer = torch.optim.Adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)
         optimized = {id(p) for group in primal_optimizer.param_groups for p in group["params"]}
@@ -157,15 +193,20 @@ class GDA:
                 )
         self.problem = problem
         self.primal_optimizer = primal_optimizer
-        self.dual_lr = dual_lr
         self.dual_restarts = dual_restarts
+        self.dual_optimizer_name = dual_optimizer
         self.schedule = schedule
         self.steps_per_epoch = steps_per_epoch
+        self.total_steps: int | None = None
+        self.feasibility = feasibility if problem.mode == "constrained" else 0.0
+        self.gate_lr = gate_lr
         self.steps = 0
+        self.decision: Decision | None = None
+        self._given_dual_lr = dual_lr
         # Every multiplier is in the dual optimizer; penalized ones receive no gradient
         # (their ConstraintState does not contribute to the dual update), so it skips them.
         self.dual_optimizer = make_dual_optimizer(
-            dual_optimizer, problem.dual_parameters(), dual_lr, dual_kp, dual_ema_nu
+            dual_optimizer, problem.dual_parameters(), dual_lr or DEFAULT_DUAL_LR, dual_kp, dual_ema_nu
         )
         kind = AlternatingPrimalDualOptimizer if alternating else _OneBackwardSimultaneousOptimizer
         self._cooper = kind(problem, primal_optimizer, self.dual_optimizer)
@@ -174,15 +215,102 @@ class GDA:
         for group in problem.groups:
             self._clamp_groups.setdefault(group.gate.parameter_range, []).append(group.gate.parameter)
         self._initial: dict[str, float] | None = None
+        self._ramp_steps = 0
+        self._phase_start: int | None = None
+        self._ready = False
+        if total_steps is not None:
+            self.begin(total_steps, steps_per_epoch)
 
     @property
     def model(self) -> torch.nn.Module:
         return self.problem.model
 
+    @property
+    def phase_start(self) -> int | None:
+        """The step the feasibility phase starts at (None: no phase)."""
+        return self._phase_start
+
+    @property
+    def dual_lr(self) -> float:
+        return self.dual_optimizer.param_groups[0]["lr"]
+
+    def begin(self, total_steps: int | None, steps_per_epoch: int | None = None) -> None:
+        """Fix the run's length and every setting that depends on it; checks them (``fit`` calls it).
+
+        Raises ``ValueError`` before any step when the target ramp and the feasibility
+        phase do not fit in the run.
+        """
+        if self._ready:
+            return
+        if total_steps is not None and (isinstance(total_steps, bool) or not total_steps >= 1):
+            raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+        if steps_per_epoch and not self.steps_per_epoch:
+            self.steps_per_epoch = steps_per_epoch
+        known = total_steps is not None
+        if not known:
+            warnings.warn(
+                "GDA does not know the length of training: pass total_steps=<epochs x batches> (fit() "
+                "does it for you). Using a fixed target, the dual step of a "
+                f"{FALLBACK_STEPS}-step run and no feasibility phase.",
+                stacklevel=3,
+            )
+        horizon = int(total_steps) if known else FALLBACK_STEPS
+        self.total_steps = int(total_steps) if known else None
+        schedule = self.schedule
+        if schedule is None:
+            schedule = TargetSchedule("linear") if known else TargetSchedule("fixed")
+        self.schedule = schedule
+        self._ramp_steps = schedule.ramp_steps(horizon, self.steps_per_epoch) if known else 0
+        if schedule.kind is not ScheduleKind.LINEAR and schedule.kind is not ScheduleKind.FIXED:
+            if not self.steps_per_epoch:
+                raise ValueError(
+                    f"a {schedule.kind.value} schedule changes the level once per epoch and needs "
+                    "steps_per_epoch (fit() sets it from the batches)"
+                )
+        phase = round(self.feasibility * horizon) if known and self.feasibility > 0 else 0
+        if self.feasibility > 0 and known and phase < 1:
+            phase = 1
+        if known and self._ramp_steps + phase > horizon:
+            raise ValueError(
+                f"the target ramp ({self._ramp_steps} steps) and the feasibility phase ({phase} steps) "
+                f"do not fit in a run of {horizon} steps: shorten the ramp (schedule) or the phase "
+                "(feasibility=...)"
+            )
+        self._phase_start = horizon - phase if phase else None
+        if self._given_dual_lr is None and self.dual_optimizer_name == "adam":
+            for group in self.dual_optimizer.param_groups:
+                group["lr"] = DUAL_TRAVEL / horizon
+        self._set_gate_lr(GATE_TRAVEL / horizon)
+        self._ready = True
+
+    def _set_gate_lr(self, floor: float) -> None:
+        """Give the gates their own parameter group at ``gate_lr`` (or the optimizer's lr, raised to ``floor``)."""
+        gate_ids = {id(g.gate.parameter) for g in self.problem.groups}
+        optimizer = self.primal_optimizer
+        for group in list(optimizer.param_groups):
+            gates = [p for p in group["params"] if id(p) in gate_ids]
+            if not gates:
+                continue
+            lr = self.gate_lr if self.gate_lr is not None else max(group["lr"], floor)
+            others = [p for p in group["params"] if id(p) not in gate_ids]
+            if not others:
+                group["lr"] = lr
+                continue
+            group["params"] = others
+            settings = {k: v for k, v in group.items() if k != "params"}
+            settings.update(lr=lr, **({"weight_decay": 0.0} if "weight_decay" in group else {}))
+            optimizer.add_param_group({"params": gates, **settings})
+
     def step(self, inputs, targets: torch.Tensor) -> GDAStep:
-        """One primal descent and dual ascent step on a minibatch."""
-        if self.schedule is not None:
+        """One primal descent and dual ascent step on a minibatch (a primal step alone in
+        the feasibility phase, whose first step decides the gates)."""
+        if not self._ready:
+            self.begin(None)
+        if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
+            self.decide()
+        if self.decision is None:
             self._advance_schedule()
+        levels = dict(self.problem.levels)
         rollout = self._cooper.roll(compute_cmp_state_kwargs={"inputs": inputs, "targets": targets})
         problem = self.problem
         with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
@@ -191,7 +319,7 @@ class GDA:
                 torch._foreach_clamp_max_(params, high)
         # The violations the dual step saw (after the primal step when alternating).
         states = rollout.cmp_state.observed_constraints
-        if self.dual_restarts:
+        if self.dual_restarts and not problem.dual_frozen:
             with torch.no_grad():
                 for name, constraint in problem.named_constraints():
                     if not problem.is_penalized(name):
@@ -199,7 +327,20 @@ class GDA:
                         satisfied = states[constraint].violation.detach().reshape(1) <= 0
                         constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
         self.steps += 1
-        return self._record(problem.last_state)
+        return self._record(problem.last_state, levels)
+
+    def decide(self) -> Decision:
+        """Start the feasibility phase now: decide the gates, hold every level at ε, freeze the
+        multipliers. ``step`` calls it when the phase is due; ``fit`` calls it itself to
+        measure the test error on both sides."""
+        if self.decision is not None:
+            return self.decision
+        problem = self.problem
+        problem.dual_frozen = True
+        for name, eps in problem.targets_all.items():
+            problem.levels[name] = eps
+        self.decision = decide(problem, self.steps)
+        return self.decision
 
     def finish(self) -> bool:
         """Called by :func:`~ctrlsparse.fit` after the last step: nothing to do, the model is unchanged."""
@@ -210,9 +351,10 @@ class GDA:
         problem = self.problem
         with torch.no_grad():
             model_density, densities = problem.expected_densities()
+            realized_values = problem.constraint_values(realized=True)
         realized, realized_densities = problem.realized_densities()
         kinds = dict.fromkeys(group.gate.method for group in problem.groups)
-        return {
+        summary = {
             "method": "+".join(kinds),
             "mode": problem.mode,
             "targets": problem.targets,
@@ -221,55 +363,77 @@ class GDA:
             "densities": {name: float(d) for name, d in densities.items()},
             "realized_density": realized,
             "realized_densities": realized_densities,
+            "realized": {name: float(v) for name, v in realized_values.items()},
             "multipliers": {
                 name: float(c.multiplier.weight.detach()) for name, c in problem.named_constraints()
             },
+            "feasibility": None if self.decision is None else self.decision.to_dict(),
+            "settings": {
+                "total_steps": self.total_steps,
+                "ramp_steps": self._ramp_steps,
+                "feasibility_start": self._phase_start,
+                "dual_optimizer": self.dual_optimizer_name,
+                "dual_lr": self.dual_lr,
+            },
         }
+        if problem.macs_targets or problem.macs_penalties:
+            summary["macs_targets"] = problem.macs_targets
+            summary["macs_penalties"] = problem.macs_penalties
+        return summary
 
     def _advance_schedule(self) -> None:
-        """At each epoch boundary, set every target's level from the schedule."""
-        if not self.steps_per_epoch:
-            raise ValueError("a target schedule needs steps_per_epoch (fit() sets it from the batches)")
-        if self.steps % self.steps_per_epoch:
+        """Set every target's level from the schedule (every step for the linear ramp, at each
+        epoch boundary for the geometric and dynamic ones)."""
+        schedule = self.schedule
+        if schedule.kind is ScheduleKind.FIXED:
             return
         problem = self.problem
+        if self._initial is None:  # one host transfer, at the first step
+            with torch.no_grad():
+                values = problem.constraint_values()
+            self._initial = {name: float(values[name]) for name in problem.targets_all}
+        if schedule.kind is ScheduleKind.LINEAR:
+            for name, target in problem.targets_all.items():
+                problem.levels[name] = schedule.level_at(self.steps, self._ramp_steps, target, self._initial[name])
+            return
+        if self.steps % self.steps_per_epoch:
+            return
         with torch.no_grad():
-            model_density, densities = problem.expected_densities()
-        current = {
-            name: float(model_density if name == MODEL else densities[name]) for name in problem.targets
-        }
-        if self._initial is None:
-            self._initial = current
+            values = problem.constraint_values()
         epoch = self.steps // self.steps_per_epoch
-        for name, target in problem.targets.items():
+        for name, target in problem.targets_all.items():
             previous = None if epoch == 0 else problem.levels[name]
-            problem.levels[name] = self.schedule.level(
-                epoch, target, self._initial[name], previous, current[name]
+            problem.levels[name] = schedule.level(
+                epoch, target, self._initial[name], previous, float(values[name])
             )
 
-    def _record(self, cmp_state) -> GDAStep:
+    def _record(self, cmp_state, levels: dict[str, float]) -> GDAStep:
         # One host transfer for every logged scalar.
         misc = cmp_state.misc
         names = [name for name, _ in self.problem.named_constraints()]
         constraints = [c for _, c in self.problem.named_constraints()]
         layer_names = list(misc["densities"])
-        values = torch.cat(
-            [
-                misc["loss"].reshape(1),
-                misc["density"].reshape(1),
-                torch.stack([misc["densities"][n].detach() for n in layer_names]),
-                torch.cat([c.multiplier.weight.detach() for c in constraints]),
-                torch.stack([cmp_state.observed_constraints[c].violation.detach() for c in constraints]),
-            ]
-        ).tolist()
+        macs = misc.get("macs", {})
+        parts = [
+            misc["loss"].reshape(1),
+            misc["density"].reshape(1),
+            torch.stack([misc["densities"][n].detach() for n in layer_names]),
+            torch.cat([c.multiplier.weight.detach() for c in constraints]),
+            torch.stack([torch.as_tensor(cmp_state.observed_constraints[c].violation).detach() for c in constraints]),
+        ]
+        if macs:
+            parts.append(torch.stack([v.detach() for v in macs.values()]))
+        values = torch.cat([p.reshape(-1).to(misc["density"]) for p in parts]).tolist()
         n_layers, n_constraints = len(layer_names), len(names)
         densities = values[2 : 2 + n_layers]
         multipliers = values[2 + n_layers : 2 + n_layers + n_constraints]
-        violations = values[2 + n_layers + n_constraints :]
+        violations = values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]
         return GDAStep(
             loss=values[0],
             density=values[1],
             densities=dict(zip(layer_names, densities)),
             multipliers=dict(zip(names, multipliers)),
             violations=dict(zip(names, violations)),
+            levels=levels,
+            macs=dict(zip(macs, values[2 + n_layers + 2 * n_constraints :])),
         )

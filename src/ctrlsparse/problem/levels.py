@@ -13,6 +13,20 @@ from collections.abc import Mapping, Sequence
 MODEL = "model"
 """Name of the model-wise constraint (layer-wise constraints carry their layer's name)."""
 
+MACS = "macs"
+"""Name of the model-wise MACs constraint; a layer's is ``"macs:<layer>"`` (:func:`macs_name`)."""
+
+
+def macs_name(layer: str) -> str:
+    """The constraint name of a MACs budget on ``layer`` (``"model"`` → ``"macs"``).
+
+    Example:
+        >>> macs_name("model"), macs_name("fc1")
+        ('macs', 'macs:fc1')
+    """
+    return MACS if layer == MODEL else f"{MACS}:{layer}"
+
+
 Levels = float | Sequence[float] | Mapping[str, float] | None
 
 

@@ -1,13 +1,15 @@
-"""Target schedules: the density level each constraint asks for as training goes.
+"""Target schedules: the level each constraint asks for as training goes.
 
-The final level is always the target ε. Every schedule starts from the density the
-model had at its first step (``initial``) and is updated once per epoch:
+The final level is always the target ε. Every schedule starts from the value the
+model had at its first step (``initial``):
 
 - ``fixed``: ε from the start.
-- ``linear``: from ``initial`` to ε in equal steps over ``epochs`` epochs.
-- ``geometric``: ``initial · factor^epoch``, never below ε.
+- ``linear`` (the default of :class:`~ctrlsparse.GDA`): from ``initial`` to ε, updated
+  every step, over a ``fraction`` of the run's steps (default a third) or over ``epochs``
+  epochs.
+- ``geometric``: ``initial · factor^epoch``, never below ε (updated once per epoch).
 - ``dynamic``: multiply the level by ``factor`` only after an epoch that ended with
-  the constraint satisfied (density ≤ level); "tighten once the current level is met".
+  the constraint satisfied (value ≤ level); "tighten once the current level is met".
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class ScheduleKind(Choice):
 
 ScheduleKind._noun = "schedule"
 
+DEFAULT_RAMP = 1 / 3
+"""Default length of the linear ramp: the first third of the run (docs/dynamics.md, docs/control.md)."""
+
 
 @dataclass
 class TargetSchedule:
@@ -33,25 +38,50 @@ class TargetSchedule:
 
     Args:
         kind: ``"fixed"``, ``"linear"``, ``"geometric"`` or ``"dynamic"``.
-        epochs: length of the linear ramp, in epochs.
+        epochs: length of the linear ramp in epochs; None ramps over ``fraction`` of the run.
         factor: shrink factor per epoch of the geometric and dynamic schedules, in (0, 1).
+        fraction: length of the linear ramp as a fraction of the run's steps, in (0, 1]
+            (used when ``epochs`` is None).
 
     Example:
         >>> s = TargetSchedule("linear", epochs=4)
         >>> [round(s.level(e, target=0.2, initial=1.0), 2) for e in range(6)]
         [1.0, 0.8, 0.6, 0.4, 0.2, 0.2]
+        >>> TargetSchedule("linear", fraction=0.25).ramp_steps(total_steps=1000)
+        250
     """
 
-    kind: ScheduleKind | str = ScheduleKind.FIXED
-    epochs: int = 10
+    kind: ScheduleKind | str = ScheduleKind.LINEAR
+    epochs: int | None = None
     factor: float = 0.8
+    fraction: float = DEFAULT_RAMP
 
     def __post_init__(self) -> None:
         self.kind = ScheduleKind.parse(self.kind)
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"schedule epochs must be >= 1, got {self.epochs!r}")
         if not 0.0 < self.factor < 1.0:
             raise ValueError(f"schedule factor must lie in (0, 1), got {self.factor!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"schedule fraction must lie in (0, 1], got {self.fraction!r}")
+
+    def ramp_steps(self, total_steps: int, steps_per_epoch: int | None = None) -> int:
+        """Steps of the linear ramp (0 for the other kinds) in a run of ``total_steps``."""
+        if self.kind is not ScheduleKind.LINEAR:
+            return 0
+        if self.epochs is None:
+            return max(1, round(self.fraction * total_steps))
+        if not steps_per_epoch:
+            raise ValueError(
+                f"a ramp of {self.epochs} epochs needs steps_per_epoch (fit() sets it from the batches); "
+                "or give the ramp as a fraction of the run: TargetSchedule('linear', fraction=...)"
+            )
+        return self.epochs * steps_per_epoch
+
+    def level_at(self, step: int, ramp_steps: int, target: float, initial: float) -> float:
+        """The linear ramp's level at ``step`` (0 = the first step)."""
+        start = max(initial, target)
+        return start + (target - start) * min(step / max(ramp_steps, 1), 1.0)
 
     def level(self, epoch: int, target: float, initial: float, previous: float | None = None,
               density: float | None = None) -> float:  # fmt: skip
@@ -64,7 +94,7 @@ class TargetSchedule:
         if self.kind is ScheduleKind.FIXED:
             return target
         if self.kind is ScheduleKind.LINEAR:
-            return start + (target - start) * min(epoch / self.epochs, 1.0)
+            return start + (target - start) * min(epoch / (self.epochs or 1), 1.0)
         if self.kind is ScheduleKind.GEOMETRIC:
             return max(target, start * self.factor**epoch)
         if previous is None:  # dynamic, first epoch

@@ -13,7 +13,28 @@ def _levels(levels: dict[str, float], symbol: str) -> str:
 
 
 def _percent(counts: dict) -> str:
-    return f"{100 * counts['remaining'] / counts['dense']:.1f}%" if counts.get("dense") else "–"
+    """Realized (or, in runs written before MACs budgets, remaining) over dense."""
+    kept = counts.get("realized", counts.get("remaining"))
+    return f"{100 * kept / counts['dense']:.1f}%" if counts.get("dense") and kept is not None else "–"
+
+
+def realized_gaps(summary: dict) -> dict[str, float]:
+    """Realized value − ε of every target constraint of a run (densities and MACs budgets).
+
+    Example:
+        >>> realized_gaps({"targets": {"model": 0.3}, "realized": {"model": 0.2981}})
+        {'model': -0.0019}
+    """
+    targets = {**summary.get("targets", {}), **summary.get("macs_targets", {})}
+    realized = summary.get("realized") or {
+        "model": summary.get("realized_density"),
+        **summary.get("realized_densities", {}),
+    }
+    return {n: round(realized[n] - e, 6) for n, e in targets.items() if realized.get(n) is not None}
+
+
+def _gaps(summary: dict) -> str:
+    return ", ".join(f"{n} {v:+.4f}" for n, v in realized_gaps(summary).items()) or "–"
 
 
 def _runs_needed(summary: dict) -> str:
@@ -33,19 +54,26 @@ def comparison_table(runs: Sequence[Run]) -> str:
     """
     header = (
         "| run | method | mode | target ε / penalty λ | density | layer densities | realized density "
-        "| params | MACs | test error | multipliers | full runs |"
+        "| realized − ε | params | MACs | test error | multipliers | full runs |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for run in runs:
         s = run.summary
-        setting = "; ".join(x for x in (_levels(s["targets"], "ε"), _levels(s["penalties"], "λ")) if x)
+        setting = "; ".join(
+            x
+            for x in (
+                _levels({**s["targets"], **s.get("macs_targets", {})}, "ε"),
+                _levels({**s["penalties"], **s.get("macs_penalties", {})}, "λ"),
+            )
+            if x
+        )
         layers = ", ".join(f"{name} {d:.3f}" for name, d in s["densities"].items())
         error = "–" if s["test_error"] is None else f"{100 * s['test_error']:.2f}%"
         multipliers = ", ".join(f"{name} {value:.3g}" for name, value in s["multipliers"].items())
         lines.append(
             f"| {run.name} | {s.get('method', 'hard_concrete')} | {s['mode']} | {setting} "
             f"| {s['density']:.4f} | {layers} "
-            f"| {s['realized_density']:.4f} | {_percent(s['params'])} | {_percent(s['macs'])} "
+            f"| {s['realized_density']:.4f} | {_gaps(s)} | {_percent(s['params'])} | {_percent(s['macs'])} "
             f"| {error} | {multipliers} | {_runs_needed(s)} |"
         )
     return "\n".join(lines) + "\n"

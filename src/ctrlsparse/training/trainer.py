@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ctrlsparse.errors import CtrlsparseError
-from ctrlsparse.gating.counting import count
+from ctrlsparse.gating.counting import count, macs_summary
 from ctrlsparse.modelio import Inputs, call_model, head, logits, to_device
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.runs import store as runs
@@ -69,14 +69,22 @@ class Trainer(Protocol):
 
     def summary(self) -> dict: ...
 
+    # Optional: ``begin(total_steps, steps_per_epoch)`` before the first step (GDA fixes its
+    # schedules there); ``phase_start``, ``decision`` and ``decide()`` for a feasibility phase.
+
 
 def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None) -> dict:
-    """Final numbers of a run, as written to ``summary.json``: the trainer's own, test error, counts."""
+    """Final numbers of a run, as written to ``summary.json``: the trainer's own, test error, counts.
+
+    ``macs`` holds the dense MACs (Linear and convolution layers, one example), the expected
+    ones under the gates (eq. 12, independent gates) and the realized ones: those of the
+    purged model, counted by ``torch.utils.flop_counter`` (see :func:`~ctrlsparse.gating.counting.macs_of`).
+    """
     summary = trainer.summary()
     total, _ = count(trainer.model, example_input)
     summary["test_error"] = test_error
     summary["params"] = {"dense": total.params_dense, "remaining": total.params_remaining}
-    summary["macs"] = {"dense": total.macs_dense, "remaining": total.macs_remaining}
+    summary["macs"] = macs_summary(trainer.model, example_input, total)
     return summary
 
 
@@ -111,6 +119,15 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _decide(trainer, model: nn.Module, test_batches, output_fn) -> None:
+    """Start the trainer's feasibility phase, with the test error on both sides of the decision."""
+    before = evaluate(model, test_batches, output_fn) if test_batches is not None else None
+    decision = trainer.decide()
+    decision.test_error_before = before
+    if test_batches is not None:
+        decision.test_error_decided = evaluate(model, test_batches, output_fn)
+
+
 def fit(
     trainer: Trainer,
     train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -124,6 +141,11 @@ def fit(
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict:
     """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
+
+    Before the first step it tells the trainer the run's length (``trainer.begin``: GDA's
+    target ramp, dual step and feasibility phase count in fractions of it). At the start of
+    GDA's feasibility phase it measures the test error before and after the gates are
+    decided (``summary["feasibility"]``).
 
     Writes, when ``run_dir`` is given: ``config.json`` (``config``) at the start,
     ``metrics.jsonl`` as training goes (every ``log_every`` steps and at every epoch's
@@ -139,7 +161,7 @@ def fit(
         the summary (see :func:`summarize`).
 
     Example:
-        >>> summary = fit(GDA(problem, dual_lr=1e-2), Batches(x, y, 128, shuffle=True), epochs=10,
+        >>> summary = fit(GDA(problem), Batches(x, y, 128, shuffle=True), epochs=10,
         ...               test_batches=Batches(x_test, y_test, 512), run_dir="runs/mine")  # doctest: +SKIP
     """
     if epochs < 1:
@@ -151,6 +173,8 @@ def fit(
     steps_per_epoch = len(train_batches) if isinstance(train_batches, Sized) else 0
     if trainer.steps_per_epoch is None:  # target schedules and pruning epochs count in epochs
         trainer.steps_per_epoch = steps_per_epoch or None
+    if hasattr(trainer, "begin"):  # the run's length: schedules, dual step and feasibility phase
+        trainer.begin(epochs * steps_per_epoch if steps_per_epoch else None, steps_per_epoch or None)
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +189,8 @@ def fit(
             for batch, (x, y) in enumerate(train_batches, start=1):
                 x, y = to_device(x, device), y.to(device)
                 example_input = head(x) if example_input is None else example_input
+                if step_count == getattr(trainer, "phase_start", None) and trainer.decision is None:
+                    _decide(trainer, model, test_batches, output_fn)
                 step = trainer.step(x, y)
                 step_count += 1
                 if not math.isfinite(step.loss):

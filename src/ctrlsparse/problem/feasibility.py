@@ -1,0 +1,209 @@
+r"""The feasibility phase: decide the gates so that every realized density is at most ε.
+
+The constraints of :class:`~ctrlsparse.SparsityProblem` bound the *expected* density
+(eq. 12 of Louizos et al., 2018, summed as in eq. 16). The deployed model uses the
+test-time gates :math:`\hat z` (eq. 13), and a gate that the expectation counts as
+"40% active" may be fully open or fully closed at test time, so after training the
+*realized* density can sit on either side of ε. This phase makes the deployed model
+feasible by construction:
+
+1. rank every unit by P(z ≠ 0);
+2. while a constraint's realized value is above ε, close the least likely open units
+   that count in it (the shortest such prefix, found by bisection);
+3. for each constraint below ε, open the most likely closed units that count in it, as
+   many as fit without pushing any constraint above ε;
+4. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
+   open ones at their test-time value (1 for a unit this phase opened).
+
+:class:`~ctrlsparse.GDA` then trains the open weights alone for the rest of the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ctrlsparse.problem.cmp import SparsityProblem
+
+
+@dataclass
+class Decision:
+    """What deciding the gates changed, as ``summary.json["feasibility"]`` records it.
+
+    Attributes:
+        step: the step the phase started at.
+        expected_before / realized_before: the constrained values (density or MACs fraction)
+            per constraint just before the gates were decided.
+        realized_after: the same values with the decided gates.
+        closed / opened: units whose test-time gate this phase closed / opened.
+        test_error_before / test_error_decided: test error just before deciding and right
+            after (before the open weights train); set by :func:`~ctrlsparse.fit`.
+    """
+
+    step: int
+    expected_before: dict[str, float]
+    realized_before: dict[str, float]
+    realized_after: dict[str, float]
+    closed: int
+    opened: int
+    test_error_before: float | None = None
+    test_error_decided: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _feasible(problem: SparsityProblem, open_: torch.Tensor, names: list[str]) -> bool:
+    values = problem.target_values_at(open_)
+    return all(float(values[n]) <= problem.targets_all[n] + 1e-9 for n in names)
+
+
+def _prefix(candidates: torch.Tensor, ok) -> int:
+    """Largest k in [0, len(candidates)] with ok(k) true, for ok monotone decreasing (ok(0) true)."""
+    low, high = 0, len(candidates)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if ok(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _fractions_on_target(problem: SparsityProblem, open_: torch.Tensor, iterations: int = 300) -> torch.Tensor:
+    """Open fraction per group that puts every target constraint on its ε, starting from (and
+    staying near) the fractions of ``open_``: least squares over the groups' fractions."""
+    groups = problem.groups
+    sizes = torch.tensor([g.num_units for g in groups])
+    starts = problem.accounting.offsets
+    now = torch.stack([open_[a : a + g.num_units].mean() for a, g in zip(starts, groups)])
+    logits = torch.logit(now.clamp(0.02, 0.98)).clone().requires_grad_(True)
+    names = list(problem.targets_all)
+    eps = torch.tensor([problem.targets_all[n] for n in names])
+    optimizer = torch.optim.Adam([logits], lr=0.05)
+    with torch.enable_grad():
+        for _ in range(iterations):
+            fractions = torch.sigmoid(logits)
+            values = problem.constraint_values(units=torch.repeat_interleave(fractions, sizes))
+            gap = torch.stack([values[n] for n in names]) - eps
+            loss = (gap**2).sum() + 1e-4 * ((fractions - now) ** 2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return torch.sigmoid(logits).detach()
+
+
+def _top_units(problem: SparsityProblem, fractions: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Open the ``round(fraction × units)`` most likely units of each group."""
+    open_ = torch.zeros_like(scores)
+    for start, group, fraction in zip(problem.accounting.offsets, problem.groups, fractions.tolist()):
+        count = round(fraction * group.num_units)
+        best = torch.argsort(scores[start : start + group.num_units], descending=True, stable=True)[:count]
+        open_[start + best] = 1.0
+    return open_
+
+
+@torch.no_grad()
+def select_units(problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The open/closed state (1/0 per unit) closest to ε from below for every target constraint.
+
+    ``open_`` is the current test-time state and ``scores`` the units' P(z ≠ 0), both over
+    the concatenated units of ``problem.groups``. Closing and opening unit by unit cannot
+    trade between coupled layers (opening a layer's outputs raises the next layer's
+    density); when that leaves a constraint more than a unit's share below its ε, the
+    groups' open fractions are first moved jointly onto the targets, then rounded to units.
+    """
+    chosen = _close_then_open(problem, open_, scores)
+    values = problem.target_values_at(chosen)
+    short = [
+        n for n, e in problem.targets_all.items() if e - float(values[n]) > max(0.005, problem.unit_share(n))
+    ]
+    if short:
+        start = _top_units(problem, _fractions_on_target(problem, chosen), scores)
+        repaired = _close_then_open(problem, start, scores)
+        repaired_values = problem.target_values_at(repaired)
+        worst = max(e - float(values[n]) for n, e in problem.targets_all.items())
+        if max(e - float(repaired_values[n]) for n, e in problem.targets_all.items()) < worst:
+            chosen = repaired
+    return chosen
+
+
+def _close_then_open(problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    names = list(problem.targets_all)
+    units = problem.constraint_units()
+    open_ = open_.clone()
+    # 2. Close the least likely units of the most violated constraint until it holds.
+    for _ in range(len(names) * 64):
+        values = problem.target_values_at(open_)
+        excess = {n: float(values[n]) - problem.targets_all[n] for n in names}
+        name = max(excess, key=excess.get)
+        if excess[name] <= 1e-9:
+            break
+        members = units[name]
+        candidates = members[open_[members] > 0]
+        if not len(candidates):  # nothing left to close (a floor no gate removes): give up
+            break
+        candidates = candidates[torch.argsort(scores[candidates], stable=True)]
+
+        def still_violated(k: int, candidates=candidates, name=name) -> bool:
+            trial = open_.clone()
+            trial[candidates[:k]] = 0.0
+            return float(problem.target_values_at(trial)[name]) > problem.targets_all[name] + 1e-9
+
+        # Smallest prefix that satisfies it = (largest prefix still violating it) + 1.
+        k = min(len(candidates), _prefix(candidates, lambda k: k == 0 or still_violated(k)) + 1)
+        open_[candidates[:k]] = 0.0
+    # 3. Open the most likely closed units of each constraint while every constraint holds.
+    values = problem.target_values_at(open_)
+    order = sorted(names, key=lambda n: float(values[n]) - problem.targets_all[n])
+    for name in order:
+        members = units[name]
+        candidates = members[open_[members] == 0]
+        candidates = candidates[torch.argsort(scores[candidates], descending=True, stable=True)]
+
+        def fits(k: int, candidates=candidates) -> bool:
+            trial = open_.clone()
+            trial[candidates[:k]] = 1.0
+            return _feasible(problem, trial, names)
+
+        k = _prefix(candidates, lambda k: k == 0 or fits(k))
+        open_[candidates[:k]] = 1.0
+        # Past the first unit that does not fit, a few smaller ones may still fit.
+        for unit in candidates[k + 1 : k + 33]:
+            trial = open_.clone()
+            trial[unit] = 1.0
+            if _feasible(problem, trial, names):
+                open_ = trial
+    return open_
+
+
+@torch.no_grad()
+def decide(problem: SparsityProblem, step: int = 0) -> Decision:
+    """Decide every gate of ``problem`` (see the module's description); returns what changed.
+
+    Example:
+        >>> decision = decide(problem)  # doctest: +SKIP
+        >>> problem.constraint_values(realized=True)  # every target constraint <= its ε  # doctest: +SKIP
+    """
+    groups = problem.groups
+    expected = {n: float(v) for n, v in problem.target_values_at(None).items()}
+    test_time = torch.cat([g.deterministic().flatten() for g in groups])
+    before = (test_time > 0).to(test_time.dtype)
+    realized = {n: float(v) for n, v in problem.target_values_at(before).items()}
+    scores = torch.cat([g.prob_active().flatten() for g in groups])
+    after = select_units(problem, before, scores)
+    # Open units keep their test-time value; a unit this phase opened starts fully open.
+    values = torch.where(after > 0, torch.where(before > 0, test_time, torch.ones_like(test_time)), 0.0)
+    offset = 0
+    for group in groups:
+        group.decide_(values[offset : offset + group.num_units])
+        offset += group.num_units
+    return Decision(
+        step=step,
+        expected_before=expected,
+        realized_before=realized,
+        realized_after={n: float(v) for n, v in problem.target_values_at(after).items()},
+        closed=int(((before > 0) & (after == 0)).sum()),
+        opened=int(((before == 0) & (after > 0)).sum()),
+    )
