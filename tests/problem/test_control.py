@@ -1,0 +1,175 @@
+"""Control with defaults: horizon-aware GDA, the feasibility phase, realized densities."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ctrlsparse as cs
+from ctrlsparse.data import Batches
+from ctrlsparse.problem.feasibility import decide
+from ctrlsparse.problem.schedules import TargetSchedule
+
+
+def _data(n=384, seed=0):
+    """3 classes from a random linear teacher on 12 features: every input has a use."""
+    x = torch.randn(n, 12, generator=torch.Generator().manual_seed(seed))
+    teacher = torch.randn(12, 3, generator=torch.Generator().manual_seed(7))
+    return x, (x @ teacher).argmax(1)
+
+
+def _net(structure="paper", seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 3))
+    return cs.sparsify(net, structure, example_input=torch.zeros(2, 12))
+
+
+def test_realized_densities_of_hand_set_gates():
+    net = _net()  # paper structure: one gate per input of each layer
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.5)
+    with torch.no_grad():
+        for group in problem.groups:
+            group.gate.log_alpha.fill_(-5.0)  # eq. 13: closed below log α ≈ -2.4
+        problem.groups[0].gate.log_alpha[:3] = 5.0  # 3 of layer 0's 12 inputs open
+        problem.groups[1].gate.log_alpha[:6] = 5.0  # 6 of layer 2's 24 inputs open
+        problem.groups[2].gate.log_alpha[:] = 5.0  # every input of layer 4
+    model, layers = problem.realized_densities()
+    # Layer 0: 24 x 12 weights, inputs gated: 3/12 of the weights; its bias is not sparsifiable.
+    assert layers == {"0": pytest.approx(3 / 12), "2": pytest.approx(6 / 24), "4": pytest.approx(1.0)}
+    sizes = {"0": 24 * 12, "2": 16 * 24, "4": 3 * 16}
+    expected = (3 * 24 + 6 * 16 + 16 * 3) / sum(sizes.values())
+    assert model == pytest.approx(expected)
+
+
+def _fit(net, epochs, targets, seed=0, **gda):
+    x, y = _data(seed=seed)
+    problem = cs.SparsityProblem(net, F.cross_entropy, **targets)
+    opt = cs.GDA(problem, torch.optim.Adam(net.parameters(), lr=5e-3), **gda)
+    train = Batches(x, y, 32, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    summary = cs.fit(opt, train, epochs, test_batches=Batches(x, y, 512), progress=False)
+    return problem, opt, summary
+
+
+@pytest.mark.parametrize("epochs", [4, 40])  # 48 and 480 steps
+def test_defaults_land_within_a_units_share_at_two_run_lengths(epochs):
+    net = _net("neuron")
+    targets = {"target_density": {"0": 0.5, "2": 0.35}}
+    problem, opt, summary = _fit(net, epochs, targets)
+    for name, eps in problem.targets.items():
+        realized = summary["realized"][name]
+        assert realized <= eps + 1e-6, (name, realized)
+        assert eps - realized <= max(0.005, problem.unit_share(name)) + 1e-6, (name, realized)
+    decision = summary["feasibility"]
+    assert decision["step"] == opt.phase_start == summary["steps"] - round(0.1 * summary["steps"])
+    assert set(decision["expected_before"]) == {"0", "2"} and decision["test_error_before"] is not None
+
+
+def test_feasibility_phase_closes_and_opens_to_land_under_eps():
+    net = _net()
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density={"0": 0.5, "2": 0.25})
+    with torch.no_grad():  # every gate open: both layers far above their targets
+        for group in problem.groups:
+            group.gate.log_alpha.fill_(3.0)
+        problem.groups[1].gate.log_alpha[:3] = -6.0  # 3 units of layer 2 already closed
+    decision = decide(problem)
+    _, layers = problem.realized_densities()
+    assert layers["0"] <= 0.5 and 0.5 - layers["0"] <= 1 / 12 + 1e-6  # within one of 12 units
+    assert layers["2"] <= 0.25 and 0.25 - layers["2"] <= 1 / 24 + 1e-6
+    assert decision.closed == (12 - 6) + (21 - 6) and decision.opened == 0
+    assert decision.realized_after == {"0": pytest.approx(layers["0"]), "2": pytest.approx(layers["2"])}
+    # Decided gates: train and eval use the same fixed values, and the gates no longer learn.
+    group = problem.groups[0]
+    assert torch.equal(group.resample(), group.deterministic()) and not group.gate.log_alpha.requires_grad
+    assert torch.equal(group.prob_active(), (group.deterministic() > 0).float())
+
+
+def test_decided_gates_round_trip_through_state_dict():
+    net = _net()
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.3)
+    decide(problem)
+    fresh = _net(seed=1)
+    fresh.load_state_dict(net.state_dict())
+    for a, b in zip(cs.gate_groups(net), cs.gate_groups(fresh)):
+        assert torch.equal(a.decided, b.decided) and not b.gate.log_alpha.requires_grad
+    # ... and an undecided state makes a decided model stochastic again.
+    fresh.load_state_dict(_net(seed=2).state_dict())
+    assert all(g.decided is None and g.gate.log_alpha.requires_grad for g in cs.gate_groups(fresh))
+
+
+def test_feasibility_off_keeps_the_gates_stochastic():
+    net = _net()
+    _, opt, summary = _fit(net, 2, {"target_density": 0.5}, feasibility=False)
+    assert summary["feasibility"] is None and opt.phase_start is None
+    assert all(g.decided is None for g in cs.gate_groups(net))
+
+
+def test_penalized_mode_has_no_feasibility_phase():
+    _, opt, summary = _fit(_net(), 2, {"penalty": 0.1})
+    assert opt.phase_start is None and summary["feasibility"] is None
+
+
+def test_defaults_scale_with_the_run_length():
+    net = _net()
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.5)
+    opt = cs.GDA(problem, torch.optim.Adam(net.parameters(), lr=1e-4), total_steps=600)
+    assert opt.dual_lr == pytest.approx(40 / 600)
+    gate_ids = {id(g.gate.parameter) for g in problem.groups}
+    gate_group = [g for g in opt.primal_optimizer.param_groups if id(g["params"][0]) in gate_ids]
+    assert len(gate_group) == 1 and gate_group[0]["lr"] == pytest.approx(30 / 600)
+    assert gate_group[0]["weight_decay"] == 0.0 and all(id(p) in gate_ids for p in gate_group[0]["params"])
+    assert opt.phase_start == 540 and opt._ramp_steps == 200
+
+
+def test_step_records_carry_the_level_in_force():
+    net = _net()
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.2)
+    opt = cs.GDA(problem, total_steps=30, feasibility=False)
+    x, y = _data()
+    levels = [opt.step(x[:32], y[:32]).levels["model"] for _ in range(12)]
+    assert levels[0] > levels[5] > levels[10] == pytest.approx(0.2)  # a third of 30 steps
+    assert levels == sorted(levels, reverse=True)
+
+
+def test_gda_without_the_run_length_warns_once_and_still_steps():
+    net = _net()
+    opt = cs.GDA(cs.SparsityProblem(net, F.cross_entropy, target_density=0.5))
+    x, y = _data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            step = opt.step(x[:32], y[:32])
+    assert sum("total_steps" in str(w.message) for w in caught) == 1
+    assert step.levels == {"model": 0.5} and opt.phase_start is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"total_steps": 0}, "total_steps must be an integer >= 1, got 0"),
+        ({"total_steps": 100, "feasibility": 1.0}, r"feasibility must be a fraction of the run in \[0, 1\)"),
+        (
+            {"total_steps": 100, "schedule": TargetSchedule("linear", epochs=20), "steps_per_epoch": 5},
+            r"the target ramp \(100 steps\) and the feasibility phase \(10 steps\) do not fit in a run of 100",
+        ),
+        (
+            {"total_steps": 100, "schedule": TargetSchedule("linear", fraction=0.95)},
+            r"ramp \(95 steps\) and the feasibility phase \(10 steps\)",
+        ),
+        ({"total_steps": 100, "schedule": TargetSchedule("dynamic")}, "needs steps_per_epoch"),
+    ],
+)
+def test_bad_run_settings_fail_at_construction(kwargs, message):
+    net = _net()
+    with pytest.raises(ValueError, match=message):
+        cs.GDA(cs.SparsityProblem(net, F.cross_entropy, target_density=0.5), **kwargs)
+
+
+def test_jointly_unreachable_coupled_targets_are_refused():
+    # Neuron units: layer 2's density is (open outputs of 0) x (its own open outputs), and
+    # layer 4's is the open outputs of 2. With 0 and 4 at 0.2, layer 2 cannot reach 0.9.
+    net = _net("neuron")
+    with pytest.raises(ValueError, match=r"cannot all be reached together.*'2' \(ε = 0.9.*shares units with"):
+        cs.SparsityProblem(net, F.cross_entropy, target_density={"0": 0.2, "2": 0.9, "4": 0.2})
+    cs.SparsityProblem(net, F.cross_entropy, target_density={"0": 0.5, "2": 0.3, "4": 0.6})  # reachable
