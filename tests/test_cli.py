@@ -33,6 +33,14 @@ def test_parse_levels_rejects(text):
         (["--epochs", "0"], r"\[train\] epochs must be >= 1"),
         (["--schedule-factor", "1.5"], r"\[schedule\] needs epochs >= 1, 0 < factor < 1"),
         (["--augmented-lagrangian", "-1"], r"augmented_lagrangian must be > 0"),
+        (["--target-macs", "1.5"], r"target_macs values must be numbers in \(0, 1\], got 1.5"),
+        (["--target-macs", "fc9=0.5"], "target_macs: unknown layer name 'fc9'"),
+        (["--feasibility", "1.0"], r"feasibility must be a fraction of the run in \[0, 1\) or false, got 1.0"),
+        (["--schedule-epochs", "400"], r"ramps longer than the run \(\[train\] epochs = 300\)"),
+        (
+            ["--target-density", "0.3", "--schedule-fraction", "0.95"],
+            r"the target ramp .* and the feasibility phase .* do not fit",
+        ),
     ],
 )
 def test_run_rejects_bad_input_before_training(tmp_path, capsys, args, message):
@@ -216,3 +224,16 @@ def test_python_dash_m_runs_the_command_line():
 
     out = subprocess.run([sys.executable, "-m", "ctrlsparse.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "purge" in out.stdout
+
+
+def test_run_with_a_macs_budget_and_no_feasibility_phase(tmp_path):
+    import json
+
+    out = tmp_path / "macs"
+    args = ["run", DIGITS, "--epochs", "2", "--target-macs", "0.6", "--no-feasibility", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["macs_targets"] == {"macs": 0.6} and summary["targets"] == {}
+    assert summary["feasibility"] is None and set(summary["macs"]) >= {"dense", "expected", "realized"}
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(record["levels"]) == {"macs"} and set(record["macs"]) == {"macs"}

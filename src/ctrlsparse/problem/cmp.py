@@ -262,9 +262,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                     f"shares units with {', '.join(map(repr, coupled)) or 'none'})"
                 )
             raise ValueError(
-                "these targets cannot all be reached together, because layers share units (a unit's "
-                "output channel is the next layer's input): " + "; ".join(described)
-                + ". Loosen or drop one of the coupled targets, or use structure='paper' (per-layer units)"
+                "these targets cannot all be reached together, because they count the same units (a "
+                "unit's output channel is the next layer's input; density and MACs of a layer share its "
+                "gates): " + "; ".join(described) + ". Loosen or drop one of the coupled targets, or use "
+                "structure='paper' (per-layer units)"
             )
 
     def _constraint_order(self, name: str) -> tuple[int, int]:
