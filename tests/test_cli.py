@@ -35,7 +35,10 @@ def test_parse_levels_rejects(text):
         (["--augmented-lagrangian", "-1"], r"augmented_lagrangian must be > 0"),
         (["--target-macs", "1.5"], r"target_macs values must be numbers in \(0, 1\], got 1.5"),
         (["--target-macs", "fc9=0.5"], "target_macs: unknown layer name 'fc9'"),
-        (["--feasibility", "1.0"], r"feasibility must be a fraction of the run in \[0, 1\) or false, got 1.0"),
+        (
+            ["--feasibility", "1.0"],
+            r"feasibility must be a fraction of the run in \[0, 1\) or false, got 1.0",
+        ),
         (["--schedule-epochs", "400"], r"ramps longer than the run \(\[train\] epochs = 300\)"),
         (
             ["--target-density", "0.3", "--schedule-fraction", "0.95"],
@@ -230,7 +233,18 @@ def test_run_with_a_macs_budget_and_no_feasibility_phase(tmp_path):
     import json
 
     out = tmp_path / "macs"
-    args = ["run", DIGITS, "--epochs", "2", "--target-macs", "0.6", "--no-feasibility", "--out", str(out), "--quiet"]
+    args = [
+        "run",
+        DIGITS,
+        "--epochs",
+        "2",
+        "--target-macs",
+        "0.6",
+        "--no-feasibility",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["macs_targets"] == {"macs": 0.6} and summary["targets"] == {}

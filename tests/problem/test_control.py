@@ -151,7 +151,7 @@ def test_gda_without_the_run_length_warns_once_and_still_steps():
         ({"total_steps": 100, "feasibility": 1.0}, r"feasibility must be a fraction of the run in \[0, 1\)"),
         (
             {"total_steps": 100, "schedule": TargetSchedule("linear", epochs=20), "steps_per_epoch": 5},
-            r"the target ramp \(100 steps\) and the feasibility phase \(10 steps\) do not fit in a run of 100",
+            r"target ramp \(100 steps\) and the feasibility phase \(10 steps\) do not fit in a run of 100",
         ),
         (
             {"total_steps": 100, "schedule": TargetSchedule("linear", fraction=0.95)},

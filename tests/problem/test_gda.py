@@ -7,7 +7,12 @@ from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.problem.schedules import TargetSchedule
 
 # The paper's dual mechanics, without the defaults' ramp, horizon and feasibility phase.
-PAPER = {"dual_optimizer": "sgd", "schedule": TargetSchedule("fixed"), "total_steps": 10_000, "feasibility": False}
+PAPER = {
+    "dual_optimizer": "sgd",
+    "schedule": TargetSchedule("fixed"),
+    "total_steps": 10_000,
+    "feasibility": False,
+}
 
 
 def _toy(n=512, seed=0):

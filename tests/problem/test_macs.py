@@ -12,9 +12,8 @@ from ctrlsparse.gating.counting import macs_of
 
 def _conv_net():
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3)
-    )  # fmt: skip
+    layers = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Flatten()]
+    net = nn.Sequential(*layers, nn.Linear(96, 3))
     return cs.sparsify(net, "neuron", example_input=torch.zeros(2, 1, 6, 6))
 
 
@@ -49,7 +48,9 @@ def test_expected_macs_of_conv_and_linear_layers_equal_a_hand_count():
 
 def test_macs_constraints_are_named_apart_from_density_constraints():
     net = _conv_net()
-    problem = cs.SparsityProblem(net, F.cross_entropy, target_density={"2": 0.5}, target_macs={"model": 0.4, "2": 0.3})
+    problem = cs.SparsityProblem(
+        net, F.cross_entropy, target_density={"2": 0.5}, target_macs={"model": 0.4, "2": 0.3}
+    )
     assert [name for name, _ in problem.named_constraints()] == ["macs", "2", "macs:2"]
     state = problem.compute_cmp_state(torch.zeros(2, 1, 6, 6), torch.zeros(2, dtype=torch.long))
     assert set(state.misc["macs"]) == {"macs", "macs:2"}

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     levels.add_argument("--penalty", help=f"penalized mode, λ >= 0: {LEVELS_HELP}")
     run.add_argument(
         "--target-macs",
-        help=f"MACs budget, expected MACs / dense MACs in (0, 1] (with or without --target-density): {LEVELS_HELP}",
+        help=f"MACs budget, expected / dense MACs in (0, 1], with or without --target-density: {LEVELS_HELP}",
     )
     run.add_argument("--macs-penalty", help=f"penalized MACs term, λ >= 0: {LEVELS_HELP}")
     run.add_argument(

@@ -77,7 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
              "macs_penalty": "--macs-penalty"}  # fmt: skip
     if any(getattr(args, key) is not None for key in flags):  # the command line's levels replace the file's
         data["sparsity"].update(
-            {key: parse_levels(getattr(args, key), flag) if getattr(args, key) else None for key, flag in flags.items()}
+            {
+                key: parse_levels(getattr(args, key), flag) if getattr(args, key) else None
+                for key, flag in flags.items()
+            }
         )
     for attribute, (section, key) in _RUN_OVERRIDES.items():
         if getattr(args, attribute) is not None:

@@ -111,7 +111,8 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
     feasibility = config.sparsity.feasibility
     if not isinstance(feasibility, bool) and not 0.0 <= feasibility < 1.0:
         raise ProblemFileError(
-            f"{source}: [sparsity] feasibility must be a fraction of the run in [0, 1) or false, got {feasibility!r}"
+            f"{source}: [sparsity] feasibility must be a fraction of the run in [0, 1) or false, "
+            f"got {feasibility!r}"
         )
     if config.optim.augmented_lagrangian is not None and not config.optim.augmented_lagrangian > 0:
         raise ProblemFileError(

@@ -200,7 +200,9 @@ class Accounting:
             if layer in self.layer_sizes:
                 per_layer[layer] = per_layer.get(layer, 0) + value
         total = torch.stack(list(per_param.values())).sum()
-        return total / self.num_sparsifiable, {n: per_layer[n] / self.layer_sizes[n] for n in self.layer_sizes}
+        return total / self.num_sparsifiable, {
+            n: per_layer[n] / self.layer_sizes[n] for n in self.layer_sizes
+        }
 
     def expected_l2(self) -> torch.Tensor:
         r"""Expected squared L2 norm of the sparsifiable parameters under the gates (eq. 15, 17)."""

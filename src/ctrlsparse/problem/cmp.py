@@ -106,7 +106,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     Example:
         >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
         ...                           target_density={"fc1": 0.5, "fc2": 0.3})  # doctest: +SKIP
-        >>> budget = SparsityProblem(model, torch.nn.functional.cross_entropy, target_macs=0.4)  # doctest: +SKIP
+        >>> budget = SparsityProblem(model, F.cross_entropy, target_macs=0.4)  # doctest: +SKIP
     """
 
     def __init__(
@@ -330,9 +330,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def constraint_units(self) -> dict[str, torch.Tensor]:
         """The units (indices into the concatenated gates) that count in each target constraint."""
         starts = self.accounting.offsets
-        ranges = {
-            id(g): torch.arange(start, start + g.num_units) for g, start in zip(self.groups, starts)
-        }
+        ranges = {id(g): torch.arange(start, start + g.num_units) for g, start in zip(self.groups, starts)}
         every = torch.cat(list(ranges.values()))
         units = {}
         for name in self.targets_all:
@@ -450,15 +448,15 @@ class _Macs:
 
     def fractions(self, per_param: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MACs / dense MACs of the model and of each gated layer at the accounting's counts."""
-        layers = {
-            n: (per_param[(n, "weight")] + self._ungated[n]) * self._per_entry[n] for n in self.layers
-        }
+        layers = {n: (per_param[(n, "weight")] + self._ungated[n]) * self._per_entry[n] for n in self.layers}
         total = torch.stack(list(layers.values())).sum() + self._fixed
         return total / self.total, {n: v / self.dense[n] for n, v in layers.items()}
 
     def floor(self, name: str) -> float:
         """The smallest MACs fraction closing every gate leaves for constraint ``name``."""
         if name == MACS:
-            return (self._fixed + sum(self._ungated[n] * self._per_entry[n] for n in self.layers)) / self.total
+            return (
+                self._fixed + sum(self._ungated[n] * self._per_entry[n] for n in self.layers)
+            ) / self.total
         layer = name[len(MACS) + 1 :]
         return self._ungated[layer] * self._per_entry[layer] / self.dense[layer]

@@ -71,7 +71,9 @@ def _prefix(candidates: torch.Tensor, ok) -> int:
     return low
 
 
-def _fractions_on_target(problem: SparsityProblem, open_: torch.Tensor, iterations: int = 300) -> torch.Tensor:
+def _fractions_on_target(
+    problem: SparsityProblem, open_: torch.Tensor, iterations: int = 300
+) -> torch.Tensor:
     """Open fraction per group that puts every target constraint on its ε, starting from (and
     staying near) the fractions of ``open_``: least squares over the groups' fractions."""
     groups = problem.groups
@@ -146,7 +148,7 @@ def _close_then_open(problem: SparsityProblem, open_: torch.Tensor, scores: torc
             break
         candidates = candidates[torch.argsort(scores[candidates], stable=True)]
 
-        def still_violated(k: int, candidates=candidates, name=name) -> bool:
+        def still_violated(k: int, candidates=candidates, name=name, open_=open_) -> bool:
             trial = open_.clone()
             trial[candidates[:k]] = 0.0
             return float(problem.target_values_at(trial)[name]) > problem.targets_all[name] + 1e-9
@@ -162,7 +164,7 @@ def _close_then_open(problem: SparsityProblem, open_: torch.Tensor, scores: torc
         candidates = members[open_[members] == 0]
         candidates = candidates[torch.argsort(scores[candidates], descending=True, stable=True)]
 
-        def fits(k: int, candidates=candidates) -> bool:
+        def fits(k: int, candidates=candidates, open_=open_) -> bool:
             trial = open_.clone()
             trial[candidates[:k]] = 1.0
             return _feasible(problem, trial, names)

@@ -14,7 +14,6 @@ from the initial density to ε (see :mod:`ctrlsparse.problem.schedules`).
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -153,7 +152,7 @@ class GDA:
     Example:
         >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-3))  # doctest: +SKIP
         >>> summary = fit(opt, loader, epochs=10)  # fit tells opt the run's length  # doctest: +SKIP
-        >>> opt = GDA(problem, primal, total_steps=len(loader) * epochs)  # a loop of your own  # doctest: +SKIP
+        >>> opt = GDA(problem, primal, total_steps=len(loader) * epochs)  # your own loop  # doctest: +SKIP
         >>> for x, y in loader:  # doctest: +SKIP
         ...     step = opt.step(x, y)
     """
@@ -181,7 +180,9 @@ class GDA:
         if isinstance(feasibility, bool):
             feasibility = DEFAULT_FEASIBILITY if feasibility else 0.0
         if not 0.0 <= feasibility < 1.0:
-            raise ValueError(f"feasibility must be a fraction of the run in [0, 1) or False, got {feasibility!r}")
+            raise ValueError(
+                f"feasibility must be a fraction of the run in [0, 1) or False, got {feasibility!r}"
+            )
         if primal_optimizer is None:
             primal_optimizer = torch.optim.Adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)
         optimized = {id(p) for group in primal_optimizer.param_groups for p in group["params"]}
@@ -261,12 +262,11 @@ class GDA:
             schedule = TargetSchedule("linear") if known else TargetSchedule("fixed")
         self.schedule = schedule
         self._ramp_steps = schedule.ramp_steps(horizon, self.steps_per_epoch) if known else 0
-        if schedule.kind is not ScheduleKind.LINEAR and schedule.kind is not ScheduleKind.FIXED:
-            if not self.steps_per_epoch:
-                raise ValueError(
-                    f"a {schedule.kind.value} schedule changes the level once per epoch and needs "
-                    "steps_per_epoch (fit() sets it from the batches)"
-                )
+        if schedule.kind not in (ScheduleKind.LINEAR, ScheduleKind.FIXED) and not self.steps_per_epoch:
+            raise ValueError(
+                f"a {schedule.kind.value} schedule changes the level once per epoch and needs "
+                "steps_per_epoch (fit() sets it from the batches)"
+            )
         phase = round(self.feasibility * horizon) if known and self.feasibility > 0 else 0
         if self.feasibility > 0 and known and phase < 1:
             phase = 1
@@ -284,7 +284,7 @@ class GDA:
         self._ready = True
 
     def _set_gate_lr(self, floor: float) -> None:
-        """Give the gates their own parameter group at ``gate_lr`` (or the optimizer's lr, raised to ``floor``)."""
+        """Give the gates a parameter group of their own at ``gate_lr`` (default: lr, at least ``floor``)."""
         gate_ids = {id(g.gate.parameter) for g in self.problem.groups}
         optimizer = self.primal_optimizer
         for group in list(optimizer.param_groups):
@@ -394,7 +394,9 @@ class GDA:
             self._initial = {name: float(values[name]) for name in problem.targets_all}
         if schedule.kind is ScheduleKind.LINEAR:
             for name, target in problem.targets_all.items():
-                problem.levels[name] = schedule.level_at(self.steps, self._ramp_steps, target, self._initial[name])
+                problem.levels[name] = schedule.level_at(
+                    self.steps, self._ramp_steps, target, self._initial[name]
+                )
             return
         if self.steps % self.steps_per_epoch:
             return
@@ -419,7 +421,9 @@ class GDA:
             misc["density"].reshape(1),
             torch.stack([misc["densities"][n].detach() for n in layer_names]),
             torch.cat([c.multiplier.weight.detach() for c in constraints]),
-            torch.stack([torch.as_tensor(cmp_state.observed_constraints[c].violation).detach() for c in constraints]),
+            torch.stack(
+                [torch.as_tensor(cmp_state.observed_constraints[c].violation).detach() for c in constraints]
+            ),
         ]
         if macs:
             parts.append(torch.stack([v.detach() for v in macs.values()]))

@@ -68,11 +68,15 @@ def _history(source: str | Path | Sequence[dict]) -> tuple[list[dict], dict, str
 def _targets_from(records: list[dict], summary: dict) -> tuple[dict, dict]:
     """(targets, penalties) of a run; without a summary, read off the last record."""
     if summary:
-        return summary["targets"], summary["penalties"]
+        return (
+            {**summary["targets"], **summary.get("macs_targets", {})},
+            {**summary["penalties"], **summary.get("macs_penalties", {})},
+        )
     last = records[-1]
     targets, penalties = {}, {}
+    values = {MODEL: last["density"], **last["densities"], **last.get("macs", {})}
     for name, violation in last["violations"].items():
-        level = (last["density"] if name == MODEL else last["densities"][name]) - violation
+        level = values[name] - violation
         # A penalty is the constraint "density <= 0" with its multiplier fixed at lambda.
         if abs(level) < 1e-9:
             penalties[name] = last["multipliers"][name]
@@ -102,7 +106,9 @@ def dynamics(
         raise RunFormatError(f"{title}: no metrics recorded")
     steps = np.array([r["step"] for r in records])
     layers = list(records[0]["densities"])
+    macs_names = list(records[0].get("macs", {}))
     colors = layer_colors([MODEL, *layers])
+    macs_colors = layer_colors(macs_names) if macs_names else {}
     targets, penalties = _targets_from(records, summary)
     if smooth is None:
         smooth = float(np.clip(1 - 10 / max(len(records), 1), 0, 0.98))
@@ -123,18 +129,32 @@ def dynamics(
 
     series = {MODEL: np.array([r["density"] for r in records])}
     series.update({n: np.array([r["densities"][n] for r in records]) for n in layers})
+    series.update({n: np.array([r["macs"][n] for r in records]) for n in macs_names})
     for name, values in series.items():
-        ax_dens.plot(steps, values, color=colors[name], lw=2.0 if name == MODEL else 1.2, label=name)
+        color = macs_colors.get(name, colors.get(name))
+        style = "-." if name in macs_names else "-"
+        ax_dens.plot(steps, values, color=color, ls=style, lw=2.0 if name == MODEL else 1.2, label=name)
         if name in targets:
-            # The level in force at each step: density − violation, so a ramped target
-            # (TargetSchedule) is drawn as it moved, not only at its final ε.
-            level = values - np.array([r["violations"].get(name, np.nan) for r in records])
+            # The level in force at each step (the records' "levels"; older runs: value −
+            # violation), so a ramped target is drawn as it moved, not only at its final ε.
+            if "levels" in records[0]:
+                level = np.array([r["levels"].get(name, np.nan) for r in records], dtype=float)
+            else:
+                level = values - np.array([r["violations"].get(name, np.nan) for r in records])
             if np.isnan(level).all():  # no constraint logged (a pruned run): its final ε
                 level = np.full_like(values, targets[name])
-            ax_dens.plot(steps, level, color=colors[name], ls="--", lw=1.0)
-    ax_dens.set_ylabel("expected density")
+            ax_dens.plot(steps, level, color=color, ls="--", lw=1.0)
+    feasibility = summary.get("feasibility")
+    if feasibility:
+        for ax in axes.flat:
+            ax.axvline(feasibility["step"], color="0.5", lw=0.8, ls=":")
+        ax_dens.annotate("gates decided", (feasibility["step"], 0.98), fontsize=8, ha="right", va="top",
+                         xytext=(-3, 0), textcoords="offset points")  # fmt: skip
+    ax_dens.set_ylabel("expected density" + (" / MACs fraction" if macs_names else ""))
     ax_dens.set_ylim(0, 1.02)
-    ax_dens.set_title("Expected density (dashed: target level)")
+    ax_dens.set_title(
+        "Expected density" + (" and MACs (dash-dot)" if macs_names else "") + " (dashed: target level)"
+    )
 
     loss = np.array([r["loss"] if r["loss"] is not None else np.nan for r in records], dtype=float)
     ax_loss.plot(steps, loss, color="0.75", lw=0.8, label="per step")
@@ -187,11 +207,14 @@ def _gate_probabilities(run_dir: Path) -> dict[str, np.ndarray]:
     for key, value in state.items():
         for suffix, gate in kinds.items():
             if key.endswith(suffix):
+                prefix = key[: -len(suffix)]
                 with torch.no_grad():
                     gate.parameter.data = value.float().flatten()
+                    decided = state.get(prefix + ".decided")  # the feasibility phase fixed them: 0 or 1
                     # "fc1.input_gate" -> "fc1 input"
-                    root, _, kind = key[: -len(suffix)].rpartition(".")
-                    probs[f"{root} {kind.removesuffix('_gate')}"] = gate.prob_active().numpy()
+                    root, _, kind = prefix.rpartition(".")
+                    p = gate.prob_active() if decided is None else (decided.float().flatten() > 0).float()
+                    probs[f"{root} {kind.removesuffix('_gate')}"] = p.numpy()
     if not probs:
         raise RunFormatError(f"{path}: holds no gate parameters")
     return probs
