@@ -20,10 +20,10 @@ def _data(n=384, seed=0):
     return x, (x @ teacher).argmax(1)
 
 
-def _net(structure="paper", seed=0):
+def _net(structure="paper", seed=0, gates="hard_concrete"):
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 3))
-    return cs.sparsify(net, structure, example_input=torch.zeros(2, 12))
+    return cs.sparsify(net, structure, example_input=torch.zeros(2, 12), gates=gates)
 
 
 def test_realized_densities_of_hand_set_gates():
@@ -64,6 +64,13 @@ def test_defaults_land_within_a_units_share_at_two_run_lengths(epochs):
     decision = summary["feasibility"]
     assert decision["step"] == opt.phase_start == summary["steps"] - round(0.1 * summary["steps"])
     assert set(decision["expected_before"]) == {"0", "2"} and decision["test_error_before"] is not None
+
+
+def test_defaults_land_with_arm_gates():
+    problem, _, summary = _fit(_net("neuron", gates="arm"), 6, {"target_density": 0.4})
+    realized = summary["realized"]["model"]
+    assert realized <= 0.4 + 1e-6 and 0.4 - realized <= max(0.005, problem.unit_share("model")) + 1e-6
+    assert all(g.decided is not None for g in problem.groups)
 
 
 def test_feasibility_phase_closes_and_opens_to_land_under_eps():
