@@ -251,3 +251,9 @@ def test_run_with_a_macs_budget_and_no_feasibility_phase(tmp_path):
     assert summary["feasibility"] is None and set(summary["macs"]) >= {"dense", "expected", "realized"}
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(record["levels"]) == {"macs"} and set(record["macs"]) == {"macs"}
+    # Reports treat the MACs constraint like a density one: realized − ε, dynamics, traces.
+    assert main(["compare", str(out), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    gap = summary["realized"]["macs"] - 0.6
+    assert f"macs {gap:+.4f}" in report and "| macs | 0.6 |" in report
+    assert (tmp_path / "report" / "traces.png").exists()

@@ -247,7 +247,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         plot.comparison(runs).savefig(out / "comparison.png", dpi=110)
-        if any(run.summary["targets"] for run in runs):
+        if any(run.summary["targets"] or run.summary.get("macs_targets") for run in runs):
             plot.traces(runs, tail=0.2).savefig(out / "traces.png", dpi=110)
         title = f"# ctrlsparse comparison: {', '.join(problems)}\n\n"
         figures = "\n![control and trade-off](comparison.png)\n"

@@ -32,7 +32,7 @@ from ctrlsparse.experiments.config import (
     read_toml,
 )
 from ctrlsparse.problem.levels import Levels
-from ctrlsparse.reports.measures import run_dynamics
+from ctrlsparse.reports.measures import run_dynamics, run_targets
 from ctrlsparse.reports.tables import realized_gaps
 from ctrlsparse.runs import store as runs
 
@@ -235,7 +235,7 @@ def sweep_dynamics_table(sweep: Sweep, out: str | Path) -> str:
         finished = [run for run in _finished(sweep, setting, out) if run.summary["mode"] == "constrained"]
         if not finished:
             continue
-        measures = [list(run_dynamics(run.metrics(), run.summary["targets"]).values()) for run in finished]
+        measures = [list(run_dynamics(run.metrics(), run_targets(run.summary)).values()) for run in finished]
         steps = [max(m.steps_to_feasible or math.inf for m in ms) for ms in measures]
         never = sum(math.isinf(x) for x in steps)
         shown_steps = _fmt([x for x in steps if not math.isinf(x)], digits=0) + (

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ctrlsparse.problem.levels import MODEL  # noqa: E402
+from ctrlsparse.problem.levels import MACS, MODEL  # noqa: E402
+from ctrlsparse.reports.measures import constraint_value, run_targets  # noqa: E402
 from ctrlsparse.reports.run_plots import layer_colors  # noqa: E402
 from ctrlsparse.runs.store import Run, problem_of  # noqa: E402
 
@@ -41,7 +42,14 @@ def comparison(runs: Sequence[Run]) -> Figure:
     fig, (ax_ctrl, ax_pen, ax_err) = plt.subplots(1, 3, figsize=(15, 4.6))
 
     def achieved(summary: dict, name: str) -> float:
+        """The deployed model's value (realized, test-time gates) where the run recorded it."""
+        realized = summary.get("realized") or {}
+        if name in realized:
+            return realized[name]
         return summary["density"] if name == MODEL else summary["densities"][name]
+
+    def layer_of(name: str) -> str:  # "macs" -> model, "macs:fc1" -> fc1
+        return MODEL if name == MACS else name.removeprefix(MACS + ":")
 
     def style(name: str, marker: str) -> dict:
         # The model as a larger open marker: a layer at the same point stays visible inside it.
@@ -58,11 +66,15 @@ def comparison(runs: Sequence[Run]) -> Figure:
     for run in runs:
         for name, eps in run.summary["targets"].items():
             ax_ctrl.scatter(eps, achieved(run.summary, name), zorder=3, **style(name, "o"))
+        for name, eps in run.summary.get("macs_targets", {}).items():  # MACs budgets: triangles
+            ax_ctrl.scatter(eps, achieved(run.summary, name), zorder=3, **style(layer_of(name), "^"))
         for name, lam in run.summary["penalties"].items():
             ax_pen.scatter(lam, achieved(run.summary, name), zorder=3, **style(name, "s"))
     ax_ctrl.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="achieved = requested")
-    ax_ctrl.set(xlim=(0, 1), ylim=(0, 1), xlabel="requested density ε", ylabel="achieved expected density")
-    ax_ctrl.set_title("Constrained: control of density")
+    ax_ctrl.set(
+        xlim=(0, 1), ylim=(0, 1), xlabel="requested ε (density; ▲ MACs)", ylabel="achieved (realized) value"
+    )
+    ax_ctrl.set_title("Constrained: control of density and MACs")
     penalized = [run for run in runs if run.summary["penalties"]]
     if penalized:
         lams = [lam for run in penalized for lam in run.summary["penalties"].values()]
@@ -79,7 +91,12 @@ def comparison(runs: Sequence[Run]) -> Figure:
             [], [], marker="o", ls="", label=n, color=colors[n], mfc="none" if n == MODEL else colors[n]
         )
         for n in [MODEL, *names]
-        if any(n in r.summary["targets"] or n in r.summary["penalties"] for r in runs)
+        if any(
+            n in r.summary["targets"]
+            or n in r.summary["penalties"]
+            or any(layer_of(m) == n for m in r.summary.get("macs_targets", {}))
+            for r in runs
+        )
     ]
     ax_ctrl.legend(handles=[*handles, *ax_ctrl.get_legend_handles_labels()[0]], fontsize=8, loc="upper left")
 
@@ -123,7 +140,7 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
     """
     constraints = []
     for run in runs:
-        constraints += [n for n in run.summary["targets"] if n not in constraints]
+        constraints += [n for n in run_targets(run.summary) if n not in constraints]
     if not constraints:
         raise ValueError("traces need constrained runs; these runs only have penalties")
     rows = 3 if tail else 2
@@ -136,9 +153,9 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
         records = run.metrics()
         steps = np.array([r["step"] for r in records])
         for j, name in enumerate(constraints):
-            if name not in run.summary["targets"]:
+            if name not in run_targets(run.summary):
                 continue
-            density = np.array([r["density"] if name == MODEL else r["densities"][name] for r in records])
+            density = np.array([constraint_value(r, name) for r in records])
             axes[0, j].plot(steps, density, color=cmap(i % 10), lw=1.1, label=run.name)
             if name in records[0]["multipliers"]:  # pruned runs have a target but no multiplier
                 multiplier = np.array([r["multipliers"][name] for r in records])
@@ -147,7 +164,7 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
                 start = int(len(steps) * (1 - tail))
                 axes[2, j].plot(steps[start:], density[start:], color=cmap(i % 10), lw=1.1)
     for j, name in enumerate(constraints):
-        eps = next(run.summary["targets"][name] for run in runs if name in run.summary["targets"])
+        eps = next(run_targets(run.summary)[name] for run in runs if name in run_targets(run.summary))
         for row in [0, 2] if tail else [0]:
             axes[row, j].axhline(eps, color="black", ls="--", lw=1)
         axes[0, j].set_title(f"{name}: expected density (ε = {eps:g} dashed)")

@@ -37,6 +37,26 @@ def _spread(values: list[float]) -> tuple[float, float]:
     return statistics.pstdev(values), max(values) - min(values)
 
 
+def constraint_value(record: dict, name: str) -> float:
+    """The constrained value of ``name`` in a step record: the model's or a layer's density,
+    or a MACs fraction (``"macs"``, ``"macs:<layer>"``).
+
+    Example:
+        >>> constraint_value({"density": 0.4, "densities": {"fc1": 0.5}, "macs": {"macs": 0.3}}, "macs")
+        0.3
+    """
+    if name == MODEL:
+        return record["density"]
+    if name in record["densities"]:
+        return record["densities"][name]
+    return record["macs"][name]
+
+
+def run_targets(summary: dict) -> dict[str, float]:
+    """Every target of a run, densities then MACs budgets: ``{constraint: ε}``."""
+    return {**summary["targets"], **summary.get("macs_targets", {})}
+
+
 def constraint_dynamics(records: list[dict], name: str, tail: float = 0.2) -> ConstraintDynamics:
     """The measures of constraint ``name`` (``"model"`` or a layer name) over ``records``.
 
@@ -47,7 +67,7 @@ def constraint_dynamics(records: list[dict], name: str, tail: float = 0.2) -> Co
     """
     if not records:
         raise ValueError("no records to measure")
-    densities = [r["density"] if name == MODEL else r["densities"][name] for r in records]
+    densities = [constraint_value(r, name) for r in records]
     violations = [r["violations"][name] for r in records]
     multipliers = [r["multipliers"][name] for r in records]
     first = next((i for i, v in enumerate(violations) if v <= 0), None)

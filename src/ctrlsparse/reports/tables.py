@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ctrlsparse.reports.measures import run_dynamics
+from ctrlsparse.reports.measures import run_dynamics, run_targets
 from ctrlsparse.runs.store import Run
 
 
@@ -91,7 +91,7 @@ def dynamics_table(runs: Sequence[Run]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        targets = run.summary["targets"]
+        targets = run_targets(run.summary)
         if run.summary["mode"] != "constrained":  # penalties and pruning have no dual dynamics
             continue
         for name, m in run_dynamics(run.metrics(), targets).items():
