@@ -12,7 +12,8 @@ from typing import Any
 
 from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
 from ctrlsparse.gating.sparsify import Structure
-from ctrlsparse.problem.gda import DEFAULT_FEASIBILITY, DEFAULT_PRIMAL_LR, DUAL_OPTIMIZERS
+from ctrlsparse.problem.dual import DUAL_OPTIMIZERS
+from ctrlsparse.problem.gda import DEFAULT_FEASIBILITY, DEFAULT_PRIMAL_LR
 from ctrlsparse.problem.schedules import DEFAULT_RAMP, ScheduleKind
 
 SYNTHETIC = "synthetic"

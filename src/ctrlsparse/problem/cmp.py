@@ -29,11 +29,11 @@ from cooper.penalty_coefficients import DensePenaltyCoefficient
 from torch import nn
 
 from ctrlsparse.gating.accounting import Accounting
-from ctrlsparse.gating.counting import dense_macs
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
-from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE
 from ctrlsparse.modelio import call_model
 from ctrlsparse.problem.levels import MACS, MODEL, Levels, macs_name, parse_levels
+from ctrlsparse.problem.macs import MacsAccounting
+from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
 
 
 def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
@@ -143,9 +143,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             raise ValueError(f"{both[0]!r} has both a target_density and a penalty; give one of them")
         self.macs_targets: dict[str, float] = {}
         self.macs_penalties: dict[str, float] = {}
-        self._macs: _Macs | None = None
+        self._macs: MacsAccounting | None = None
         if target_macs is not None or macs_penalty is not None:
-            self._macs = _Macs(model, self.accounting, example_input)
+            self._macs = MacsAccounting(model, self.accounting, example_input)
             self.macs_targets = self._macs.levels(target_macs, "target_macs")
             self.macs_penalties = self._macs.levels(macs_penalty, "macs_penalty")
             for name, eps in self.macs_targets.items():
@@ -202,71 +202,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self.dual_frozen = False
         """True during the feasibility phase: no multiplier is updated."""
         if len(self.targets_all) > 1:
-            self._check_jointly_reachable()
+            check_jointly_reachable(self)
 
     def unit_share(self, name: str) -> float:
-        """The most one unit can change constraint ``name``'s value when every unit is open:
-        the granularity a landing on ε can be judged at (a 16-channel layer moves in 1/16ths)."""
-        units = self.constraint_units()[name]
-        ones = torch.ones(sum(g.num_units for g in self.groups))
-        with torch.no_grad():
-            full = float(self.constraint_values(units=ones)[name])
-            share = 0.0
-            starts = set(self.accounting.offsets)
-            for unit in units.tolist():
-                if unit in starts:  # one unit of each group that counts in it
-                    trial = ones.clone()
-                    trial[unit] = 0.0
-                    share = max(share, full - float(self.constraint_values(units=trial)[name]))
-        return share
-
-    def _check_jointly_reachable(self, iterations: int = 300) -> None:
-        """Refuse targets that units shared between layers make impossible to reach together.
-
-        With neuron or channel units a layer's density is (about) the product of the open
-        fractions of its input and output units, so per-layer targets on consecutive layers
-        constrain each other: ε = 0.5 on a layer whose outputs feed the last layer, which is
-        held at 0.3, cannot be reached. This searches, over every group's open fraction,
-        for a point where each target constraint sits within max(0.01, 2 units' share) of its
-        ε, and raises naming the constraints it cannot reach.
-        """
-        targets = self.targets_all
-        logits = torch.full((len(self.groups),), 4.0, requires_grad=True)
-        sizes = torch.tensor([g.num_units for g in self.groups])
-        eps = torch.tensor(list(targets.values()))
-        optimizer = torch.optim.Adam([logits], lr=0.1)
-        for _ in range(iterations):
-            units = torch.repeat_interleave(torch.sigmoid(logits), sizes)
-            values = self.constraint_values(units=units)
-            gap = torch.stack([values[n] for n in targets]) - eps
-            loss = (gap**2).sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            units = torch.repeat_interleave(torch.sigmoid(logits), sizes)
-            values = {n: float(v) for n, v in self.constraint_values(units=units).items()}
-        unreachable = {
-            n: values[n] for n, e in targets.items() if abs(values[n] - e) > max(0.01, 2 * self.unit_share(n))
-        }
-        if unreachable:
-            shared = self.constraint_units()
-            described = []
-            for name, value in unreachable.items():
-                members = set(shared[name].tolist())
-                coupled = [
-                    other for other in targets if other != name and members & set(shared[other].tolist())
-                ]
-                described.append(
-                    f"{name!r} (ε = {targets[name]}, closest joint solution: {value:.3f}; "
-                    f"shares units with {', '.join(map(repr, coupled)) or 'none'})"
-                )
-            raise ValueError(
-                "these targets cannot all be reached together, because they count the same units (a "
-                "unit's output channel is the next layer's input; density and MACs of a layer share its "
-                "gates): " + "; ".join(described) + ". Loosen or drop one of the coupled targets, or use "
-                "structure='paper' (per-layer units)"
-            )
+        """The most one unit can change constraint ``name``'s value when every unit is open
+        (see :func:`~ctrlsparse.problem.reachability.unit_share`)."""
+        return unit_share(self, name)
 
     def _constraint_order(self, name: str) -> tuple[int, int]:
         """Model-wise density, model-wise MACs, then layers' densities and MACs in forward order."""
@@ -413,50 +354,3 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def compute_violations(self) -> cooper.CMPState:
         """The constraints alone (they need no data): what an alternating dual step looks at."""
         return self._state(None, {})
-
-
-class _Macs:
-    """Dense MACs of each layer, and the expected MACs of the gated ones from their active weights.
-
-    A Linear or convolution layer spends ``dense / weight.numel()`` MACs per weight entry
-    for one example (positions × kernel per entry), so its MACs are that times its active
-    entries: ungated entries always, gated ones as the accounting counts them (the product
-    of the open fractions of the input and output units under independent gates).
-    """
-
-    def __init__(self, model: nn.Module, accounting: Accounting, example_input) -> None:
-        example = example_input if example_input is not None else model.__dict__.get(EXAMPLE_ATTRIBUTE)
-        if example is None:
-            raise ValueError(
-                "a MACs budget (target_macs / macs_penalty) counts each layer's MACs on one example: "
-                "pass example_input=<one batch> to SparsityProblem (or to sparsify)"
-            )
-        self.dense = dense_macs(model, example)
-        self.total = sum(self.dense.values())
-        if self.total == 0:
-            raise ValueError("the example input reaches no Linear or convolution layer: no MACs to budget")
-        modules = dict(model.named_modules())
-        # Gated layers that spend MACs: the layers a MACs budget may name, in forward order.
-        weights = {q.layer: q for q in accounting.params if q.name == "weight"}
-        self.layers = [n for n in accounting.layers if n in weights and self.dense.get(n, 0) > 0]
-        self._per_entry = {n: self.dense[n] / modules[n].weight.numel() for n in self.layers}
-        self._ungated = {n: weights[n].ungated for n in self.layers}
-        self._fixed = self.total - sum(self.dense[n] for n in self.layers)
-
-    def levels(self, value: Levels, argument: str) -> dict[str, float]:
-        return {macs_name(k): v for k, v in parse_levels(value, self.layers, argument).items()}
-
-    def fractions(self, per_param: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MACs / dense MACs of the model and of each gated layer at the accounting's counts."""
-        layers = {n: (per_param[(n, "weight")] + self._ungated[n]) * self._per_entry[n] for n in self.layers}
-        total = torch.stack(list(layers.values())).sum() + self._fixed
-        return total / self.total, {n: v / self.dense[n] for n, v in layers.items()}
-
-    def floor(self, name: str) -> float:
-        """The smallest MACs fraction closing every gate leaves for constraint ``name``."""
-        if name == MACS:
-            return (
-                self._fixed + sum(self._ungated[n] * self._per_entry[n] for n in self.layers)
-            ) / self.total
-        layer = name[len(MACS) + 1 :]
-        return self._ungated[layer] * self._per_entry[layer] / self.dense[layer]

@@ -18,9 +18,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
+from cooper.optim import AlternatingPrimalDualOptimizer
 
 from ctrlsparse.problem.cmp import SparsityProblem
+from ctrlsparse.problem.dual import OneBackwardSimultaneousOptimizer, make_dual_optimizer
 from ctrlsparse.problem.feasibility import Decision, decide
 from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
 
@@ -29,7 +30,6 @@ DEFAULT_PRIMAL_LR = 7e-4
 DEFAULT_DUAL_LR = 1e-4
 """Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps): the default of
 ``dual_optimizer="sgd"``, kept for paper reproductions."""
-DUAL_OPTIMIZERS = ("sgd", "nupi", "adam")
 DUAL_TRAVEL = 40.0
 """The default dual step: Adam ascent with ``lr = DUAL_TRAVEL / total_steps``, so a multiplier
 can climb to O(10) within a fraction of any run (docs/control.md)."""
@@ -40,24 +40,6 @@ DEFAULT_FEASIBILITY = 0.1
 """Default length of the feasibility phase: the last tenth of the run."""
 FALLBACK_STEPS = 10_000
 """The horizon GDA assumes when nobody tells it the length of training (it warns once)."""
-
-
-def make_dual_optimizer(
-    name: str, params, lr: float, kp: float = 0.0, ema_nu: float = 0.0
-) -> torch.optim.Optimizer:
-    """The dual ascent optimizer ``name`` over the multipliers (``maximize=True``).
-
-    ``"nupi"`` is cooper's nuPI with proportional gain ``kp`` and integral gain 1 (``kp = 0``
-    is SGD ascent); ``ema_nu`` smooths its error signal. ``"adam"`` is Adam ascent.
-    """
-    params = list(params)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, maximize=True)
-    if name == "nupi":
-        return nuPI(params, lr=lr, Kp=kp, Ki=1.0, ema_nu=ema_nu, maximize=True)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, maximize=True)
-    raise ValueError(f"unknown dual optimizer {name!r}; valid dual optimizers: {', '.join(DUAL_OPTIMIZERS)}")
 
 
 @dataclass
@@ -82,29 +64,6 @@ class GDAStep:
     violations: dict[str, float]
     levels: dict[str, float] = field(default_factory=dict)
     macs: dict[str, float] = field(default_factory=dict)
-
-
-class _OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
-    """cooper's simultaneous update with one backward pass instead of two.
-
-    The primal Lagrangian carries gradients only to the primal parameters (multipliers
-    enter it detached) and the dual Lagrangian only to the multipliers (violations enter
-    it detached), so the gradient of their sum is both gradients at once; one autograd
-    pass saves the engine's fixed cost, which is a visible share of a small model's step.
-    """
-
-    def roll(self, compute_cmp_state_kwargs: dict | None = None) -> RollOut:
-        self.zero_grad()
-        cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
-        primal_store = cmp_state.compute_primal_lagrangian()
-        dual_store = cmp_state.compute_dual_lagrangian()
-        total = primal_store.lagrangian
-        if dual_store.lagrangian is not None:
-            total = total + dual_store.lagrangian
-        total.backward()
-        self.primal_step()
-        self.dual_step()
-        return RollOut(cmp_state.loss, cmp_state, primal_store, dual_store)
 
 
 class GDA:
@@ -209,7 +168,7 @@ class GDA:
         self.dual_optimizer = make_dual_optimizer(
             dual_optimizer, problem.dual_parameters(), dual_lr or DEFAULT_DUAL_LR, dual_kp, dual_ema_nu
         )
-        kind = AlternatingPrimalDualOptimizer if alternating else _OneBackwardSimultaneousOptimizer
+        kind = AlternatingPrimalDualOptimizer if alternating else OneBackwardSimultaneousOptimizer
         self._cooper = kind(problem, primal_optimizer, self.dual_optimizer)
         # Gate parameters grouped by the range they are clamped into.
         self._clamp_groups: dict[tuple[float, float], list[torch.Tensor]] = {}
