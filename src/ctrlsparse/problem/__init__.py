@@ -1,9 +1,11 @@
 """The problem: task loss + expected-L0 density constraints (or penalties), solved by GDA.
 
 Data flow: :mod:`~ctrlsparse.problem.levels` (targets and penalties, model-wise or per
-layer) → :class:`~ctrlsparse.problem.cmp.SparsityProblem` (a cooper CMP) →
-:class:`~ctrlsparse.problem.gda.GDA` (one primal-dual step), with target
-:mod:`~ctrlsparse.problem.schedules`.
+layer) → :class:`~ctrlsparse.problem.cmp.SparsityProblem` (a cooper CMP; MACs budgets from
+:mod:`~ctrlsparse.problem.macs`, refused targets from :mod:`~ctrlsparse.problem.reachability`)
+→ :class:`~ctrlsparse.problem.gda.GDA` (one primal-dual step; dual optimizers in
+:mod:`~ctrlsparse.problem.dual`), with target :mod:`~ctrlsparse.problem.schedules` and the
+closing :mod:`~ctrlsparse.problem.feasibility` phase.
 """
 
 from ctrlsparse.problem.cmp import SparsityProblem, forward_order, penalty_from_per_parameter
