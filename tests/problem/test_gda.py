@@ -187,22 +187,23 @@ def test_augmented_lagrangian_adds_the_quadratic_term():
     assert float((aug - lag).detach()) == pytest.approx(0.5 * 4.0 * (density - 0.3) ** 2, rel=1e-4)
 
 
-def test_linear_schedule_ramps_the_level_every_step():
+def _levels_under(schedule: TargetSchedule) -> tuple[float, list[float]]:
+    """fc1's initial density, and its level at each of 9 steps (3 epochs of 3 steps) under ``schedule``."""
     problem, gda = _setup(target={"fc1": 0.2})
-    gda = GDA(problem, gda.primal_optimizer, dual_lr=0.1, schedule=TargetSchedule("linear", epochs=2),
-              steps_per_epoch=3, total_steps=9, feasibility=False)  # fmt: skip
+    gda = GDA(problem, gda.primal_optimizer, dual_lr=0.1, schedule=schedule, steps_per_epoch=3, total_steps=9,
+              feasibility=False)  # fmt: skip
     initial = float(problem.expected_densities()[1]["fc1"].detach())
-    levels = [_train(gda, 1).levels["fc1"] for _ in range(9)]
+    return initial, [_train(gda, 1).levels["fc1"] for _ in range(9)]
+
+
+def test_linear_schedule_ramps_the_level_every_step():
+    initial, levels = _levels_under(TargetSchedule("linear", epochs=2))
     assert levels[:7] == [pytest.approx(initial + (0.2 - initial) * t / 6) for t in range(7)]
     assert levels[6:] == [pytest.approx(0.2)] * 3
 
 
 def test_geometric_schedule_moves_levels_at_epoch_boundaries():
-    problem, gda = _setup(target={"fc1": 0.2})
-    gda = GDA(problem, gda.primal_optimizer, dual_lr=0.1, schedule=TargetSchedule("geometric", factor=0.5),
-              steps_per_epoch=3, total_steps=9, feasibility=False)  # fmt: skip
-    initial = float(problem.expected_densities()[1]["fc1"].detach())
-    levels = [_train(gda, 1).levels["fc1"] for _ in range(9)]
+    initial, levels = _levels_under(TargetSchedule("geometric", factor=0.5))
     assert levels[:3] == [pytest.approx(initial)] * 3
     assert levels[3:6] == [pytest.approx(max(0.2, initial / 2))] * 3
 

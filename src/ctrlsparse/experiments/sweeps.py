@@ -33,7 +33,7 @@ from ctrlsparse.experiments.config import (
 )
 from ctrlsparse.problem.levels import Levels
 from ctrlsparse.reports.measures import run_dynamics, run_targets
-from ctrlsparse.reports.tables import realized_gaps
+from ctrlsparse.reports.tables import kept_fraction, realized_gaps
 from ctrlsparse.runs import store as runs
 
 # Two-sided 95% Student-t quantiles by degrees of freedom; 1.96 beyond the table.
@@ -199,18 +199,12 @@ def sweep_table(sweep: Sweep, out: str | Path) -> str:
             f"| {_fmt([v for v in violations if not math.isnan(v)], digits=4)} "
             f"| {_fmt([s['realized_density'] for s in summaries])} "
             f"| {_fmt(worst, digits=4)} | {'–' if highest is None else f'{highest:+.4f}'} "
-            f"| {_fmt([s['params']['remaining'] / s['params']['dense'] for s in summaries], 100, 1)} "
-            f"| {_fmt([_realized_macs(s) for s in summaries], 100, 1)} "
+            f"| {_fmt([kept_fraction(s['params']) for s in summaries], 100, 1)} "
+            f"| {_fmt([kept_fraction(s['macs']) for s in summaries], 100, 1)} "
             f"| {_fmt([s['test_error'] for s in summaries if s['test_error'] is not None], 100, 2)} "
             f"| {pub.get('density', '–')} | {100 * pub['test_error'] if 'test_error' in pub else '–'} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _realized_macs(summary: dict) -> float:
-    """Realized over dense MACs (runs written before MACs budgets recorded ``remaining``)."""
-    macs = summary["macs"]
-    return macs.get("realized", macs.get("remaining")) / macs["dense"]
 
 
 def sweep_runs(sweep: Sweep, out: str | Path) -> dict[str, list[runs.Run]]:

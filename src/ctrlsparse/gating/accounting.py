@@ -176,12 +176,17 @@ class Accounting:
         self, realized: bool = False, units: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Expected (or realized) active sparsifiable parameters: the total and per layer."""
-        values = self.per_param(realized, units)
+        return self._totals(self.per_param(realized, units))
+
+    def _totals(
+        self, per_param: dict[tuple[str, str], torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The sum of :meth:`per_param`'s counts, and their sums per layer."""
         per_layer: dict[str, torch.Tensor] = {}
-        for (layer, _), value in values.items():
+        for (layer, _), value in per_param.items():
             if layer in self.layer_sizes:
                 per_layer[layer] = per_layer.get(layer, 0) + value
-        total = torch.stack(list(values.values())).sum()
+        total = torch.stack(list(per_param.values())).sum()
         return total, {n: per_layer[n] for n in self.layer_sizes}
 
     def densities(
@@ -195,11 +200,7 @@ class Accounting:
         self, per_param: dict[tuple[str, str], torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Model and per-layer densities from :meth:`per_param`'s counts."""
-        per_layer: dict[str, torch.Tensor] = {}
-        for (layer, _), value in per_param.items():
-            if layer in self.layer_sizes:
-                per_layer[layer] = per_layer.get(layer, 0) + value
-        total = torch.stack(list(per_param.values())).sum()
+        total, per_layer = self._totals(per_param)
         return total / self.num_sparsifiable, {
             n: per_layer[n] / self.layer_sizes[n] for n in self.layer_sizes
         }

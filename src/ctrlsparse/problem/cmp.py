@@ -72,6 +72,22 @@ def forward_order(model: nn.Module, names: list[str], example_input) -> list[str
     return called + [n for n in names if n not in called]
 
 
+def _checked(
+    targets: dict[str, float], penalties: dict[str, float], target_arg: str, penalty_arg: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Targets in (0, 1], penalties finite and >= 0, and no constraint given both."""
+    for name, eps in targets.items():
+        if not (0.0 < eps <= 1.0):
+            raise ValueError(f"{target_arg} for {name!r} must lie in (0, 1], got {eps!r}")
+    for name, lam in penalties.items():
+        if not (lam >= 0.0 and math.isfinite(lam)):
+            raise ValueError(f"{penalty_arg} for {name!r} must be a finite number >= 0, got {lam!r}")
+    both = sorted(set(targets) & set(penalties))
+    if both:
+        raise ValueError(f"{both[0]!r} has both a {target_arg} and a {penalty_arg}; give one of them")
+    return targets, penalties
+
+
 class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     """Task loss subject to expected-L0 density constraints, or penalized by them.
 
@@ -130,39 +146,30 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         names = self.accounting.layers
         if MODEL in names:
             raise ValueError(f"a layer is named {MODEL!r}, the name of the model-wise constraint; rename it")
-        self.targets = parse_levels(target_density, names, "target_density")
-        self.penalties = parse_levels(penalty, names, "penalty")
-        for name, eps in self.targets.items():
-            if not (0.0 < eps <= 1.0):
-                raise ValueError(f"target_density for {name!r} must lie in (0, 1], got {eps!r}")
-        for name, lam in self.penalties.items():
-            if not (lam >= 0.0 and math.isfinite(lam)):
-                raise ValueError(f"penalty for {name!r} must be a finite number >= 0, got {lam!r}")
-        both = sorted(set(self.targets) & set(self.penalties))
-        if both:
-            raise ValueError(f"{both[0]!r} has both a target_density and a penalty; give one of them")
+        self.targets, self.penalties = _checked(
+            parse_levels(target_density, names, "target_density"),
+            parse_levels(penalty, names, "penalty"),
+            "target_density",
+            "penalty",
+        )
         self.macs_targets: dict[str, float] = {}
         self.macs_penalties: dict[str, float] = {}
         self._macs: MacsAccounting | None = None
         if target_macs is not None or macs_penalty is not None:
             self._macs = MacsAccounting(model, self.accounting, example_input)
-            self.macs_targets = self._macs.levels(target_macs, "target_macs")
-            self.macs_penalties = self._macs.levels(macs_penalty, "macs_penalty")
+            self.macs_targets, self.macs_penalties = _checked(
+                self._macs.levels(target_macs, "target_macs"),
+                self._macs.levels(macs_penalty, "macs_penalty"),
+                "target_macs",
+                "macs_penalty",
+            )
             for name, eps in self.macs_targets.items():
-                if not (0.0 < eps <= 1.0):
-                    raise ValueError(f"target_macs for {name!r} must lie in (0, 1], got {eps!r}")
                 floor = self._macs.floor(name)
                 if eps < floor:
                     raise ValueError(
                         f"target_macs for {name!r} is {eps!r}, but {floor:.4f} of its MACs are in layers "
                         "or entries no gate can remove; ask for at least that, or gate more layers"
                     )
-            for name, lam in self.macs_penalties.items():
-                if not (lam >= 0.0 and math.isfinite(lam)):
-                    raise ValueError(f"macs_penalty for {name!r} must be a finite number >= 0, got {lam!r}")
-            both = sorted(set(self.macs_targets) & set(self.macs_penalties))
-            if both:
-                raise ValueError(f"{both[0]!r} has both a target_macs and a macs_penalty; give one of them")
         if not (self.targets or self.penalties or self.macs_targets or self.macs_penalties):
             raise ValueError(
                 "give a target_density or target_macs (constrained mode), or a penalty or macs_penalty "

@@ -12,10 +12,20 @@ def _levels(levels: dict[str, float], symbol: str) -> str:
     return ", ".join(f"{symbol}[{name}]={value:g}" for name, value in levels.items())
 
 
-def _percent(counts: dict) -> str:
-    """Realized (or, in runs written before MACs budgets, remaining) over dense."""
+def kept_fraction(counts: dict) -> float | None:
+    """Realized (or, in runs written before MACs budgets, remaining) over dense counts.
+
+    Example:
+        >>> kept_fraction({"dense": 200, "expected": 90, "realized": 80})
+        0.4
+    """
     kept = counts.get("realized", counts.get("remaining"))
-    return f"{100 * kept / counts['dense']:.1f}%" if counts.get("dense") and kept is not None else "–"
+    return kept / counts["dense"] if counts.get("dense") and kept is not None else None
+
+
+def _percent(counts: dict) -> str:
+    fraction = kept_fraction(counts)
+    return "–" if fraction is None else f"{100 * fraction:.1f}%"
 
 
 def realized_gaps(summary: dict) -> dict[str, float]:
