@@ -21,9 +21,9 @@ $(DEV_VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --target-density 0.3 --out $(RUNS)/constrained-model
-	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --target-density fc1=0.3,fc2=0.5,fc3=0.8 --out $(RUNS)/constrained-layer
-	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --penalty 0.5 --out $(RUNS)/penalized
+	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --target-density 0.3 --overwrite --out $(RUNS)/constrained-model
+	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --target-density fc1=0.3,fc2=0.5,fc3=0.8 --overwrite --out $(RUNS)/constrained-layer
+	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --penalty 0.5 --overwrite --out $(RUNS)/penalized
 	for run in constrained-model constrained-layer penalized; do $(VENV)/bin/ctrlsparse plot $(RUNS)/$$run || exit 1; done
 	$(VENV)/bin/ctrlsparse compare $(RUNS)/constrained-model $(RUNS)/constrained-layer $(RUNS)/penalized --out $(RUNS)
 

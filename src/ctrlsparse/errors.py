@@ -13,3 +13,11 @@ Example:
 
 class CtrlsparseError(Exception):
     """An error ctrlsparse raises with a message a user can act on."""
+
+
+class NonFiniteLossError(CtrlsparseError, FloatingPointError):
+    """The training loss or a constraint's violation became NaN or infinite.
+
+    :class:`~ctrlsparse.GDA` raises it before that step updates any parameter or multiplier,
+    so the model and the last checkpoint hold the state of the step before.
+    """

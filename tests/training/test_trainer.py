@@ -32,6 +32,8 @@ def test_fit_writes_a_complete_run_directory(tmp_path):
         progress=False,
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.prev.pt",
+        "checkpoint.pt",
         "config.json",
         "metrics.jsonl",
         "model.pt",

@@ -91,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--schedule-factor", type=float, help="shrink factor of geometric/dynamic schedules")
     run.add_argument("--device", help="torch device, e.g. cpu or cuda")
     run.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its last complete checkpoint (same settings)",
+    )  # fmt: skip
+    again.add_argument("--overwrite", action="store_true", help="delete the run in --out and start afresh")
+    run.add_argument(
+        "--checkpoint-every", type=int, metavar="N",
+        help="also checkpoint every N steps (always: at every epoch's end)",
+    )  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 

@@ -87,9 +87,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             data[section][key] = getattr(args, attribute)
     # The overridden problem is validated like a file, so a bad flag names its key.
     config = parse_problem(data, f"{args.problem} with the command-line options")
+    if args.resume and not args.out:
+        raise CLIError("--resume needs --out, the run directory to continue")
     out = Path(args.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    # Bad targets, penalties and layer names fail while building, before `out` is created.
-    summary = run_problem(config, out, progress=not args.quiet)
+    # A reused directory, bad targets, penalties and layer names fail before `out` is written.
+    summary = run_problem(
+        config, out, progress=not args.quiet, checkpoint_every=args.checkpoint_every,
+        resume=args.resume, overwrite=args.overwrite,
+    )  # fmt: skip
     error = "n/a" if summary["test_error"] is None else f"{100 * summary['test_error']:.2f}%"
     print(f"{out}: {summary['mode']}, density {summary['density']:.4f}, test error {error}")
     return 0

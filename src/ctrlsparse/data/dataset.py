@@ -36,6 +36,12 @@ class Batches:
     augmentation for training batches, such as :func:`~ctrlsparse.data.augment.random_crop_flip`
     (leave it off for evaluation batches).
 
+    The position in the epoch round-trips through :meth:`state_dict`, so a run resumed from a
+    mid-epoch checkpoint sees the same batches, in the same order and with the same
+    augmentation, as one that was never stopped: the state holds the shuffling generator's
+    state at the epoch's start, the number of batches already yielded, and the state of the
+    transform's generator (its ``generator`` keyword or attribute).
+
     Example:
         >>> x, y = torch.randn(10, 3), torch.arange(10)
         >>> [len(b[1]) for b in Batches(x, y, batch_size=4)]
@@ -56,18 +62,61 @@ class Batches:
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
         self.transform = transform
+        self._epoch_start: torch.Tensor | None = None  # shuffling generator's state at the epoch's start
+        self._position = 0  # batches yielded in the current epoch
+        self._resume: dict | None = None
 
     def __len__(self) -> int:
         return -(-len(self.targets) // self.batch_size)
 
+    def _transform_generator(self) -> torch.Generator | None:
+        transform = self.transform
+        generator = getattr(transform, "generator", None)
+        if generator is None and isinstance(getattr(transform, "keywords", None), dict):
+            generator = transform.keywords.get("generator")  # functools.partial(..., generator=g)
+        return generator if isinstance(generator, torch.Generator) else None
+
+    def state_dict(self) -> dict:
+        """Where the iteration stands: enough for the next ``iter()`` to continue from there."""
+        shuffled = self.shuffle and self.generator is not None
+        finished = self._position in (0, len(self))
+        state = {
+            "position": 0 if finished else self._position,
+            "generator": None
+            if not shuffled
+            else (self.generator.get_state() if finished else self._epoch_start.clone()),
+        }
+        transform_rng = self._transform_generator()
+        state["transform_generator"] = None if transform_rng is None else transform_rng.get_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make the next ``iter()`` continue where :meth:`state_dict` was taken."""
+        if state["position"] and (self.shuffle and self.generator is None):
+            raise ValueError("a shuffled Batches without a generator cannot resume mid-epoch: give it one")
+        if not 0 <= state["position"] <= len(self):
+            raise ValueError(f"position {state['position']} is outside an epoch of {len(self)} batches")
+        self._resume = dict(state)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.targets)
+        skip, resume, self._resume = 0, self._resume, None
+        if resume is not None:
+            if resume["generator"] is not None and self.generator is not None:
+                self.generator.set_state(resume["generator"])
+            skip = resume["position"]
+        if self.shuffle and self.generator is not None:
+            self._epoch_start = self.generator.get_state()
+        self._position = skip
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
+        if resume is not None and resume.get("transform_generator") is not None:
+            self._transform_generator().set_state(resume["transform_generator"])
+        for start in range(skip * self.batch_size, n, self.batch_size):
             if order is None:
                 inputs = self.inputs[start : start + self.batch_size]
                 targets = self.targets[start : start + self.batch_size]
             else:
                 index = order[start : start + self.batch_size]
                 inputs, targets = self.inputs[index], self.targets[index]
+            self._position += 1
             yield (inputs if self.transform is None else self.transform(inputs)), targets

@@ -19,6 +19,7 @@ from ctrlsparse.models import build_model, import_factory
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.gda import GDA
 from ctrlsparse.problem.schedules import TargetSchedule
+from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.store import load_run
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
@@ -247,13 +248,27 @@ def rebuild_run(run_dir: str | Path) -> RebuiltRun:
     return RebuiltRun(config, data, model.eval(), example)
 
 
-def run_problem(config: ProblemConfig, out: str | Path, progress: bool = True) -> dict:
+def run_problem(
+    config: ProblemConfig,
+    out: str | Path,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Train the problem described by ``config`` and write its run directory ``out``.
+
+    ``out`` must be new or empty, unless ``resume`` (continue from its last checkpoint; the
+    configuration must be the one it started with) or ``overwrite`` (start afresh); the
+    check comes before any data is loaded. Checkpoints are written at every epoch's end and
+    every ``checkpoint_every`` steps.
 
     Example:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
         >>> summary = run_problem(config, "runs/digits")  # doctest: +SKIP
+        >>> summary = run_problem(config, "runs/digits", resume=True)  # after a kill  # doctest: +SKIP
     """
+    checkpoints.check_run_dir(out, resume, overwrite)
     experiment = build(config)
     return fit(
         experiment.trainer,
@@ -266,4 +281,17 @@ def run_problem(config: ProblemConfig, out: str | Path, progress: bool = True) -
         progress=progress,
         output_fn=experiment.output_fn,
         lr_scheduler=experiment.lr_scheduler,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        overwrite=overwrite,
     )
+
+
+def resume_or_run(config: ProblemConfig, out: str | Path, progress: bool = True) -> dict:
+    """A run that may have been started before: the summary of a finished one, the rest of an
+    interrupted one (from its checkpoint), or a fresh run (``reproduce`` and ``tune-penalty``)."""
+    out = Path(out)
+    if (out / runs.SUMMARY).exists():
+        return runs.load_run(out).summary
+    resume = checkpoints.has_checkpoint(out)
+    return run_problem(config, out, progress, resume=resume, overwrite=not resume)

@@ -131,14 +131,15 @@ def load_sweep(path: str | Path) -> Sweep:
 def _run_one(config: ProblemConfig, run_dir: Path) -> None:
     import torch
 
-    from ctrlsparse.experiments.build import run_problem
+    from ctrlsparse.experiments.build import resume_or_run
 
-    torch.set_num_threads(1)  # parallel runs share the cores
-    run_problem(config, run_dir, progress=False)
+    torch.set_num_threads(1)  # parallel runs share the cores; a resumed run needs the same threads
+    resume_or_run(config, run_dir, progress=False)
 
 
 def run_sweep(sweep: Sweep, out: str | Path, jobs: int = 1) -> list[Path]:
-    """Train every (setting, seed) run that has no ``summary.json`` yet; return all run dirs."""
+    """Train every (setting, seed) run that has no ``summary.json`` yet, resuming interrupted ones
+    from their checkpoints; return all run dirs."""
     out = Path(out)
     todo, all_dirs = [], []
     for setting in sweep.settings:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from ctrlsparse.experiments.build import run_problem
+from ctrlsparse.experiments.build import resume_or_run
 from ctrlsparse.experiments.config import ProblemConfig
 from ctrlsparse.runs import store as runs
 
@@ -27,7 +27,7 @@ def tune_penalty(
     max_runs: int = 12,
     initial_penalty: float = 1.0,
     progress: bool = True,
-    runner: Runner = run_problem,
+    runner: Runner = resume_or_run,
 ) -> dict:
     """Search the model-wise penalty λ until the final density is within ``tolerance``.
 
@@ -36,7 +36,8 @@ def tune_penalty(
     log λ between the two ends of the bracket (density falls roughly as a power of λ),
     kept inside the middle 80% of the bracket so a bad guess still shrinks it; a
     bracket end with density 0 falls back to the geometric mean (bisection in log λ).
-    Each probe writes its own run directory under ``out``; ``out/tuning.json`` lists
+    Each probe writes its own run directory under ``out``, named by its λ: running the same
+    search again reuses finished probes and resumes interrupted ones. ``out/tuning.json`` lists
     every probe, and the run that landed (or came closest) gets ``tuning_runs`` in its
     ``summary.json``.
 

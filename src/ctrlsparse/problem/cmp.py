@@ -304,6 +304,19 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             model_density, densities = self.accounting.densities(realized=True)
         return float(model_density), {name: float(d) for name, d in densities.items()}
 
+    def dual_parameters(self):
+        """The multipliers' parameters in the constraints' order.
+
+        cooper's own iterates over a ``set`` of multipliers, whose order changes from one
+        process to the next: a dual optimizer's state saved by one process would then be
+        loaded onto the wrong multipliers by another (a resumed run would diverge).
+        """
+        seen: dict[int, torch.nn.Parameter] = {}
+        for _, constraint in self.named_constraints():
+            for parameter in constraint.multiplier.parameters():
+                seen.setdefault(id(parameter), parameter)
+        return iter(seen.values())
+
     @property
     def layers(self) -> list[str]:
         """Names of the layers with sparsifiable parameters, in forward order."""

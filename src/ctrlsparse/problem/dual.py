@@ -3,8 +3,13 @@ update with one backward pass."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from cooper.optim import RollOut, SimultaneousOptimizer, nuPI
+from cooper import CMPState
+from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
+
+BeforeUpdate = Callable[[CMPState], None] | None
 
 DUAL_OPTIMIZERS = ("sgd", "nupi", "adam")
 
@@ -34,9 +39,14 @@ class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
     enter it detached) and the dual Lagrangian only to the multipliers (violations enter
     it detached), so the gradient of their sum is both gradients at once; one autograd
     pass saves the engine's fixed cost, which is a visible share of a small model's step.
+
+    ``before_update(cmp_state)`` runs after the backward pass and before any update: GDA
+    reads the step's numbers there (one host transfer) and stops on a non-finite loss.
     """
 
-    def roll(self, compute_cmp_state_kwargs: dict | None = None) -> RollOut:
+    def roll(
+        self, compute_cmp_state_kwargs: dict | None = None, before_update: BeforeUpdate = None
+    ) -> RollOut:
         self.zero_grad()
         cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
         primal_store = cmp_state.compute_primal_lagrangian()
@@ -45,6 +55,31 @@ class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
         if dual_store.lagrangian is not None:
             total = total + dual_store.lagrangian
         total.backward()
+        if before_update is not None:
+            before_update(cmp_state)
         self.primal_step()
         self.dual_step()
         return RollOut(cmp_state.loss, cmp_state, primal_store, dual_store)
+
+
+class CheckedAlternatingOptimizer(AlternatingPrimalDualOptimizer):
+    """cooper's alternating update (primal step, then the dual step on the violations at the
+    new point), with ``before_update(cmp_state)`` between the backward pass and the primal step."""
+
+    def roll(
+        self, compute_cmp_state_kwargs: dict | None = None, before_update: BeforeUpdate = None
+    ) -> RollOut:
+        kwargs = compute_cmp_state_kwargs or {}
+        self.zero_grad()
+        cmp_state = self.cmp.compute_cmp_state(**kwargs)
+        primal_store = cmp_state.compute_primal_lagrangian()
+        primal_store.backward()
+        if before_update is not None:
+            before_update(cmp_state)
+        self.primal_step()
+        with torch.no_grad():  # the violations are functions of the gates alone: no forward pass
+            new_state = self.cmp.compute_violations()
+        dual_store = new_state.compute_dual_lagrangian()
+        dual_store.backward()
+        self.dual_step()
+        return RollOut(cmp_state.loss, new_state, primal_store, dual_store)

@@ -14,16 +14,21 @@ from the initial density to ε (see :mod:`ctrlsparse.problem.schedules`).
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass, field
 
 import torch
-from cooper.optim import AlternatingPrimalDualOptimizer
 
+from ctrlsparse.errors import NonFiniteLossError
 from ctrlsparse.problem.cmp import SparsityProblem
-from ctrlsparse.problem.dual import OneBackwardSimultaneousOptimizer, make_dual_optimizer
+from ctrlsparse.problem.dual import (
+    CheckedAlternatingOptimizer,
+    OneBackwardSimultaneousOptimizer,
+    make_dual_optimizer,
+)
 from ctrlsparse.problem.feasibility import Decision, decide
 from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
+from ctrlsparse.runs.records import GDAStep
 
 DEFAULT_PRIMAL_LR = 7e-4
 """Adam learning rate of Gallego-Posada et al.'s MNIST runs."""
@@ -40,30 +45,6 @@ DEFAULT_FEASIBILITY = 0.1
 """Default length of the feasibility phase: the last tenth of the run."""
 FALLBACK_STEPS = 10_000
 """The horizon GDA assumes when nobody tells it the length of training (it warns once)."""
-
-
-@dataclass
-class GDAStep:
-    """What one primal-dual step saw and did.
-
-    Attributes:
-        loss: task loss on the minibatch (without the gated L2 term).
-        density: expected model density before the step.
-        densities: expected density per gated layer before the step.
-        multipliers: value of each constraint's multiplier after the step.
-        violations: value − level per constraint before the step (level 0 for penalties).
-        levels: the level each constraint was held to at this step (the target schedule's).
-        macs: expected MACs / dense MACs of each MACs constraint (``"macs"``,
-            ``"macs:<layer>"``); empty without a MACs budget.
-    """
-
-    loss: float
-    density: float
-    densities: dict[str, float]
-    multipliers: dict[str, float]
-    violations: dict[str, float]
-    levels: dict[str, float] = field(default_factory=dict)
-    macs: dict[str, float] = field(default_factory=dict)
 
 
 class GDA:
@@ -168,7 +149,7 @@ class GDA:
         self.dual_optimizer = make_dual_optimizer(
             dual_optimizer, problem.dual_parameters(), dual_lr or DEFAULT_DUAL_LR, dual_kp, dual_ema_nu
         )
-        kind = AlternatingPrimalDualOptimizer if alternating else OneBackwardSimultaneousOptimizer
+        kind = CheckedAlternatingOptimizer if alternating else OneBackwardSimultaneousOptimizer
         self._cooper = kind(problem, primal_optimizer, self.dual_optimizer)
         # Gate parameters grouped by the range they are clamped into.
         self._clamp_groups: dict[tuple[float, float], list[torch.Tensor]] = {}
@@ -270,7 +251,14 @@ class GDA:
         if self.decision is None:
             self._advance_schedule()
         levels = dict(self.problem.levels)
-        rollout = self._cooper.roll(compute_cmp_state_kwargs={"inputs": inputs, "targets": targets})
+        read: list[GDAStep] = []
+
+        def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
+            read.append(self._record(cmp_state, levels))
+
+        rollout = self._cooper.roll(
+            compute_cmp_state_kwargs={"inputs": inputs, "targets": targets}, before_update=before_update
+        )
         problem = self.problem
         with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
             for (low, high), params in self._clamp_groups.items():
@@ -286,7 +274,7 @@ class GDA:
                         satisfied = states[constraint].violation.detach().reshape(1) <= 0
                         constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
         self.steps += 1
-        return self._record(problem.last_state, levels)
+        return read[0]
 
     def decide(self) -> Decision:
         """Start the feasibility phase now: decide the gates, hold every level at ε, freeze the
@@ -304,6 +292,52 @@ class GDA:
     def finish(self) -> bool:
         """Called by :func:`~ctrlsparse.fit` after the last step: nothing to do, the model is unchanged."""
         return False
+
+    def state_dict(self) -> dict:
+        """Everything that changes during training, except the model's own parameters and buffers.
+
+        The primal and dual optimizers, the multipliers (the problem's ``state_dict``), the
+        levels in force, the schedule's starting values, the step counter, the run's length
+        and the feasibility decision. Tensors, numbers and strings only: a checkpoint holding
+        it loads with ``torch.load(..., weights_only=True)``.
+
+        Example:
+            >>> state = trainer.state_dict()  # doctest: +SKIP
+            >>> fresh = GDA(problem, primal); fresh.load_state_dict(state)  # doctest: +SKIP
+        """
+        problem = self.problem
+        return {
+            "steps": self.steps,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "primal_optimizer": self.primal_optimizer.state_dict(),
+            "dual_optimizer": self.dual_optimizer.state_dict(),
+            "multipliers": problem.state_dict(),
+            "levels": dict(problem.levels),
+            "dual_frozen": problem.dual_frozen,
+            "initial": None if self._initial is None else dict(self._initial),
+            "decision": None if self.decision is None else self.decision.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`. The GDA must be built like the one that saved it
+        (same problem, optimizers and settings); a different run length is refused."""
+        if not self._ready:
+            self.begin(state["total_steps"], state["steps_per_epoch"])
+        elif state["total_steps"] != self.total_steps:
+            raise ValueError(
+                f"this GDA runs for {self.total_steps} steps, the saved state for {state['total_steps']}: "
+                "the target ramp and the feasibility phase depend on the run's length"
+            )
+        problem = self.problem
+        self.primal_optimizer.load_state_dict(state["primal_optimizer"])
+        self.dual_optimizer.load_state_dict(state["dual_optimizer"])
+        problem.load_state_dict(state["multipliers"])
+        problem.levels.update(state["levels"])
+        problem.dual_frozen = state["dual_frozen"]
+        self.steps = state["steps"]
+        self._initial = None if state["initial"] is None else dict(state["initial"])
+        self.decision = None if state["decision"] is None else Decision(**state["decision"])
 
     def summary(self) -> dict:
         """Final densities and multipliers, as ``summary.json`` records them."""
@@ -369,7 +403,8 @@ class GDA:
             )
 
     def _record(self, cmp_state, levels: dict[str, float]) -> GDAStep:
-        # One host transfer for every logged scalar.
+        """Every logged scalar of the step in one host transfer; raises on a non-finite loss or
+        violation (the caller has not updated anything yet)."""
         misc = cmp_state.misc
         names = [name for name, _ in self.problem.named_constraints()]
         constraints = [c for _, c in self.problem.named_constraints()]
@@ -388,6 +423,13 @@ class GDA:
             parts.append(torch.stack([v.detach() for v in macs.values()]))
         values = torch.cat([p.reshape(-1).to(misc["density"]) for p in parts]).tolist()
         n_layers, n_constraints = len(layer_names), len(names)
+        checked = [values[0], *values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]]
+        if not all(math.isfinite(v) for v in checked):
+            bad = [n for n, v in zip(["loss", *names], checked) if not math.isfinite(v)]
+            raise NonFiniteLossError(
+                f"{', '.join(bad)} became {checked[0] if 'loss' in bad else 'non-finite'} at step "
+                f"{self.steps + 1}; the step was not applied (no parameter or multiplier changed)"
+            )
         densities = values[2 : 2 + n_layers]
         multipliers = values[2 + n_layers : 2 + n_layers + n_constraints]
         violations = values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]

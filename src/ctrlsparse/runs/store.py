@@ -55,15 +55,31 @@ def write_json(path: str | Path, data: dict) -> None:
 
 
 class MetricsWriter:
-    """Appends one JSON line per record to ``metrics.jsonl`` and flushes it at once."""
+    """Appends one JSON line per record to ``metrics.jsonl`` and flushes it at once.
 
-    def __init__(self, run_dir: str | Path) -> None:
+    ``offset``: continue a resumed run's file, cut back to its first ``offset`` bytes (the
+    length a checkpoint recorded), so no record appears twice.
+    """
+
+    def __init__(self, run_dir: str | Path, offset: int | None = None) -> None:
         self.path = Path(run_dir) / METRICS
-        self._file = self.path.open("w")
+        if offset is None:
+            self._file = self.path.open("wb")
+            return
+        if not self.path.exists() or self.path.stat().st_size < offset:
+            raise RunFormatError(f"{self.path}: shorter than the {offset} bytes the checkpoint recorded")
+        with self.path.open("r+b") as f:
+            f.truncate(offset)
+        self._file = self.path.open("ab")
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(_json_safe(record)) + "\n")
+        self._file.write((json.dumps(_json_safe(record)) + "\n").encode())
         self._file.flush()
+
+    @property
+    def offset(self) -> int:
+        """Bytes written so far: where a resumed run cuts the file back to."""
+        return self._file.tell()
 
     def close(self) -> None:
         self._file.close()

@@ -169,6 +169,14 @@ class GroupMagnitudePruning:
         density, densities = self.densities()
         return GDAStep(float(loss.detach()), density, densities, {}, {})
 
+    def state_dict(self) -> dict:
+        """The optimizer's state and the step counter; the masks are buffers of the model."""
+        return {"steps": self.steps, "pruned": self.pruned, "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.pruned = state["steps"], state["pruned"]
+        self.optimizer.load_state_dict(state["optimizer"])
+
     def finish(self) -> bool:
         """Prune if training ended before ``prune_epoch``; True when that changed the model."""
         pruned_now = not self.pruned

@@ -101,6 +101,14 @@ class _WeightSparsity:
         """Called by :func:`~ctrlsparse.fit` after the last step; nothing changes."""
         return False
 
+    def state_dict(self) -> dict:
+        """The optimizer's state and the step counter (the model's state is saved on its own)."""
+        return {"steps": self.steps, "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+        self.optimizer.load_state_dict(state["optimizer"])
+
     def summary(self) -> dict:
         density, densities = self.densities()
         return {
@@ -278,6 +286,19 @@ class MagnitudePruning(_WeightSparsity):
                 masks[name][i] = 1
         for name, module in self.layers.items():
             prune.custom_from_mask(module, "weight", masks[name])
+
+    def state_dict(self) -> dict:
+        """The optimizer's state, the step counter and which layers carry a pruning mask."""
+        pruned = [name for name, m in self.layers.items() if prune.is_pruned(m)]
+        return {**super().state_dict(), "pruned": self.pruned, "pruned_layers": pruned}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the trainer; load it before the model's state, which then holds the masks."""
+        super().load_state_dict(state)
+        for name in state["pruned_layers"]:  # the masks' slots (weight_orig, weight_mask)
+            if not prune.is_pruned(self.layers[name]):
+                prune.identity(self.layers[name], "weight")
+        self.pruned = state["pruned"]
 
     def finish(self) -> bool:
         """Prune if training ended before ``prune_epoch``, then make the masks permanent.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sized
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,15 +13,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ctrlsparse.errors import CtrlsparseError
+from ctrlsparse.errors import NonFiniteLossError
 from ctrlsparse.gating.counting import count, macs_summary
 from ctrlsparse.modelio import Inputs, call_model, head, logits, to_device
-from ctrlsparse.problem.gda import GDAStep
+from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
-
-
-class NonFiniteLossError(CtrlsparseError, FloatingPointError):
-    """The training loss became NaN or infinite."""
+from ctrlsparse.runs.records import GDAStep, StepRecord
+from ctrlsparse.training.resume import Position, capture, restore
 
 
 @torch.no_grad()
@@ -139,6 +138,9 @@ def fit(
     progress: bool = True,
     output_fn: Callable[[Any], torch.Tensor] | None = None,
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
 
@@ -149,13 +151,24 @@ def fit(
 
     Writes, when ``run_dir`` is given: ``config.json`` (``config``) at the start,
     ``metrics.jsonl`` as training goes (every ``log_every`` steps and at every epoch's
-    end, that record with ``test_error``), then ``summary.json`` and ``model.pt``.
-    ``output_fn`` is passed to :func:`evaluate`; ``lr_scheduler`` (e.g. ``MultiStepLR`` on
-    the primal optimizer) is stepped at the end of every epoch.
+    end, that record with ``test_error``), a checkpoint (``checkpoint.pt``, the one before
+    kept as ``checkpoint.prev.pt``) at every epoch's end and every ``checkpoint_every``
+    steps, then ``summary.json`` and ``model.pt``. ``output_fn`` is passed to
+    :func:`evaluate`; ``lr_scheduler`` (e.g. ``MultiStepLR`` on the primal optimizer) is
+    stepped at the end of every epoch.
+
+    A ``run_dir`` that already holds a run is refused unless ``resume=True`` (continue from
+    its last complete checkpoint; ``config`` must equal the one it was started with) or
+    ``overwrite=True`` (start afresh). A resumed run ends bit-identical to an uninterrupted
+    one on CPU. Batches with ``state_dict``/``load_state_dict`` (like
+    :class:`~ctrlsparse.data.Batches`) resume mid-epoch; any other iterable resumes at the
+    last epoch boundary (mid-epoch checkpoints are not taken for it).
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf; the message names the step and
-            ``metrics.jsonl`` keeps every record written before it.
+        NonFiniteLossError: the loss or a violation became NaN/inf; the message names the
+            step, which was not applied; ``metrics.jsonl`` and the last checkpoint are intact.
+        RunDirectoryError: ``run_dir`` is in use and neither ``resume`` nor ``overwrite`` is set.
+        CheckpointError: ``resume`` without a usable checkpoint, or with another configuration.
 
     Returns:
         the summary (see :func:`summarize`).
@@ -163,11 +176,17 @@ def fit(
     Example:
         >>> summary = fit(GDA(problem), Batches(x, y, 128, shuffle=True), epochs=10,
         ...               test_batches=Batches(x_test, y_test, 512), run_dir="runs/mine")  # doctest: +SKIP
+        >>> summary = fit(opt, batches, epochs=10, run_dir="runs/mine", resume=True)  # doctest: +SKIP
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every!r}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not checkpoint_every >= 1):
+        raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {checkpoint_every!r}")
+    if run_dir is None and (resume or overwrite or checkpoint_every):
+        raise ValueError("resume, overwrite and checkpoint_every need a run_dir")
+    resuming = checkpoints.prepare_run_dir(run_dir, resume, overwrite) if run_dir is not None else False
     model = trainer.model
     device = next(model.parameters()).device
     steps_per_epoch = len(train_batches) if isinstance(train_batches, Sized) else 0
@@ -175,43 +194,71 @@ def fit(
         trainer.steps_per_epoch = steps_per_epoch or None
     if hasattr(trainer, "begin"):  # the run's length: schedules, dual step and feasibility phase
         trainer.begin(epochs * steps_per_epoch if steps_per_epoch else None, steps_per_epoch or None)
+    stateful = hasattr(train_batches, "state_dict") and hasattr(train_batches, "load_state_dict")
+    if checkpoint_every and not stateful:
+        warnings.warn(
+            f"{type(train_batches).__name__} has no state_dict: checkpoints are taken at epoch ends only",
+            stacklevel=2,
+        )
+    at = Position(step=0, epoch=1, batches_done=0, test_error=None, example_input=None, train_seconds=0.0)
+    writer = None
     if run_dir is not None:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_json(run_dir / runs.CONFIG, config or {})
-        writer = runs.MetricsWriter(run_dir)
+        if resuming:
+            state = checkpoints.load_checkpoint(run_dir)
+            at = restore(state, trainer, model, lr_scheduler, train_batches, config, epochs, world_size=1)
+            writer = runs.MetricsWriter(run_dir, offset=state["metrics_offset"])
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            runs.write_json(run_dir / runs.CONFIG, config or {})
+            writer = runs.MetricsWriter(run_dir)
+
+    def checkpoint(epoch: int, batches_done: int) -> None:
+        at.step, at.epoch, at.batches_done = step_count, epoch, batches_done
+        at.train_seconds = elapsed + time.monotonic() - start
+        state = capture(trainer, model, lr_scheduler, train_batches, at, writer.offset, config, epochs, 1)
+        checkpoints.save_checkpoint(run_dir, state)
+
     bar = _Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0)
-    step_count, test_error, example_input = 0, None, None
+    step_count, test_error, example_input = at.step, at.test_error, at.example_input
+    elapsed = at.train_seconds
     start = time.monotonic()
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(at.epoch, epochs + 1):
             model.train()
-            for batch, (x, y) in enumerate(train_batches, start=1):
+            first = at.batches_done + 1 if epoch == at.epoch else 1
+            for batch, (x, y) in enumerate(train_batches, start=first):
                 x, y = to_device(x, device), y.to(device)
                 example_input = head(x) if example_input is None else example_input
+                at.example_input = example_input
                 if step_count == getattr(trainer, "phase_start", None) and trainer.decision is None:
                     _decide(trainer, model, test_batches, output_fn)
-                step = trainer.step(x, y)
+                try:
+                    step = trainer.step(x, y)
+                except NonFiniteLossError as error:
+                    raise NonFiniteLossError(f"{error} (epoch {epoch}){_kept(run_dir)}") from None
                 step_count += 1
-                if not math.isfinite(step.loss):
+                if not math.isfinite(step.loss):  # trainers that do not check before updating
                     raise NonFiniteLossError(
-                        f"loss became {step.loss} at step {step_count} (epoch {epoch}); "
-                        + (f"metrics so far are in {run_dir / runs.METRICS}" if run_dir else "stopping")
+                        f"loss became {step.loss} at step {step_count} (epoch {epoch}){_kept(run_dir)}"
                     )
                 end_of_epoch = batch == steps_per_epoch
                 record_error = None
                 if end_of_epoch and test_batches is not None:
                     test_error = record_error = evaluate(model, test_batches, output_fn)
-                if run_dir is not None and (step_count % log_every == 0 or end_of_epoch):
-                    record = {"step": step_count, "epoch": epoch, **vars(step)}
-                    if record_error is not None:
-                        record["test_error"] = record_error
-                    writer.write(record)
+                    at.test_error = test_error
+                if writer is not None and (step_count % log_every == 0 or end_of_epoch):
+                    writer.write(StepRecord.of(step, step_count, epoch, record_error).to_dict())
                 bar.update(epoch, batch, step, record_error)
+                mid_epoch = writer is not None and stateful and not end_of_epoch
+                if mid_epoch and checkpoint_every and step_count % checkpoint_every == 0:
+                    checkpoint(epoch, batch)
             if lr_scheduler is not None:
                 lr_scheduler.step()
+            if writer is not None:
+                checkpoint(epoch + 1, 0)
     finally:
-        if run_dir is not None:
+        if writer is not None:
             writer.close()
     if example_input is None:
         raise ValueError("train_batches yielded no minibatch")
@@ -219,8 +266,17 @@ def fit(
         test_error = evaluate(model, test_batches, output_fn)
     summary = summarize(trainer, example_input, test_error)
     summary["steps"] = step_count
-    summary["train_seconds"] = time.monotonic() - start
+    summary["train_seconds"] = elapsed + time.monotonic() - start
     if run_dir is not None:
         runs.write_json(run_dir / runs.SUMMARY, summary)
         torch.save(model.state_dict(), run_dir / runs.MODEL)
     return summary
+
+
+def _kept(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return "; stopping"
+    kept = run_dir / checkpoints.CHECKPOINT
+    return f"; metrics so far are in {run_dir / runs.METRICS}" + (
+        f", the last good checkpoint is {kept} (--resume continues from it)" if kept.exists() else ""
+    )
