@@ -225,8 +225,30 @@ def test_python_dash_m_runs_the_command_line():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "ctrlsparse.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "purge" in out.stdout
+    for module in ("ctrlsparse.cli", "ctrlsparse"):  # torchrun -m ctrlsparse needs the second
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "purge" in out.stdout
+
+
+def test_run_refuses_a_used_directory_then_resumes_or_overwrites_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", DIGITS, "--epochs", "1", "--target-density", "0.5", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    summary = (out / "summary.json").read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "summary.json").read_bytes() == summary  # untouched
+    (out / "summary.json").unlink()  # as if killed after the last checkpoint
+    assert main([*args, "--resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["density"] == json.loads(summary)["density"]
+    assert main([*args[:-1], "--epochs", "2", "--resume", "--quiet"]) == 2  # another run length
+    assert "epochs: 1 → 2" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert main(["run", DIGITS, "--resume"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+    assert main(["run", DIGITS, "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
 
 
 def test_run_with_a_macs_budget_and_no_feasibility_phase(tmp_path):

@@ -43,7 +43,8 @@ def build():
     primal = torch.optim.Adam(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.StepLR(primal, step_size=1, gamma=0.5)
     transform = functools.partial(noisy, generator=torch.Generator().manual_seed(2))
-    train = Batches(x, y, BATCH, shuffle=True, generator=torch.Generator().manual_seed(3), transform=transform)
+    order = torch.Generator().manual_seed(3)
+    train = Batches(x, y, BATCH, shuffle=True, generator=order, transform=transform)
     return GDA(problem, primal), train, Batches(x, y, 48), scheduler
 
 

@@ -93,11 +93,19 @@ def save_checkpoint(run_dir: str | Path, state: dict) -> Path:
     return path
 
 
+def _safe_globals() -> list:
+    """Plain enums that optimizer states hold (nuPI's initialisation kind): data, not code."""
+    from cooper.optim.torch_optimizers.nupi_optimizer import nuPIInitType
+
+    return [nuPIInitType]
+
+
 def _read(path: Path) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_safe_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file: one message naming it
-        reason = f"{type(error).__name__}: {error}"
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(state, dict) or state.get("schema") != SCHEMA_VERSION:
         found = state.get("schema") if isinstance(state, dict) else type(state).__name__
