@@ -65,6 +65,16 @@ class Batches:
         self._epoch_start: torch.Tensor | None = None  # shuffling generator's state at the epoch's start
         self._position = 0  # batches yielded in the current epoch
         self._resume: dict | None = None
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> Batches:
+        """Yield only rank ``rank``'s share of every batch (``tensor_split`` into ``world_size``
+        parts): the batch size stays the global one. :func:`~ctrlsparse.fit` calls it in a
+        process group. Every rank must use the same shuffling seed."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, {world_size}), got {rank!r}")
+        self.rank, self.world_size = rank, world_size
+        return self
 
     def __len__(self) -> int:
         return -(-len(self.targets) // self.batch_size)
@@ -112,11 +122,14 @@ class Batches:
         if resume is not None and resume.get("transform_generator") is not None:
             self._transform_generator().set_state(resume["transform_generator"])
         for start in range(skip * self.batch_size, n, self.batch_size):
-            if order is None:
+            if order is None and self.world_size == 1:  # a view, no copy
                 inputs = self.inputs[start : start + self.batch_size]
                 targets = self.targets[start : start + self.batch_size]
             else:
-                index = order[start : start + self.batch_size]
+                end = min(start + self.batch_size, n)
+                index = torch.arange(start, end) if order is None else order[start:end]
+                if self.world_size > 1:  # this rank's share of the global batch
+                    index = index.tensor_split(self.world_size)[self.rank]
                 inputs, targets = self.inputs[index], self.targets[index]
             self._position += 1
             yield (inputs if self.transform is None else self.transform(inputs)), targets

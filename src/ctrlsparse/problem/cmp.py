@@ -206,6 +206,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             constraint = cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier, **kwargs)
             setattr(self, name, constraint)
         self.levels = {name: levels[name] for name, _ in self.named_constraints()}
+        # What the forward pass calls: the model, or its DistributedDataParallel wrapper (fit sets it).
+        self.forward_model: nn.Module | None = None
         self.dual_frozen = False
         """True during the feasibility phase: no multiplier is updated."""
         if len(self.targets_all) > 1:
@@ -345,7 +347,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         return cooper.CMPState(objective, self._observed(values), misc)
 
     def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
-        outputs = call_model(self.model, inputs)
+        outputs = call_model(self.forward_model or self.model, inputs)
         loss = self.loss_fn(outputs, targets)
         objective = loss
         if self._arm_gates and self.model.training and not self.dual_frozen:

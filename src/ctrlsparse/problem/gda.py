@@ -18,6 +18,7 @@ import math
 import warnings
 
 import torch
+import torch.distributed as dist
 
 from ctrlsparse.errors import NonFiniteLossError
 from ctrlsparse.problem.cmp import SparsityProblem
@@ -287,6 +288,10 @@ class GDA:
         for name, eps in problem.targets_all.items():
             problem.levels[name] = eps
         self.decision = decide(problem, self.steps)
+        forward = problem.forward_model
+        if isinstance(forward, torch.nn.parallel.DistributedDataParallel):
+            # The decided gates stopped learning: DDP must stop waiting for their gradients.
+            problem.forward_model = type(forward)(self.model, device_ids=forward.device_ids)
         return self.decision
 
     def finish(self) -> bool:
@@ -410,8 +415,14 @@ class GDA:
         constraints = [c for _, c in self.problem.named_constraints()]
         layer_names = list(misc["densities"])
         macs = misc.get("macs", {})
+        loss = misc["loss"].detach().reshape(1).to(misc["density"])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # The global batch's mean loss; a NaN on any rank makes it NaN, so every rank stops.
+            loss = loss.clone()
+            dist.all_reduce(loss)
+            loss = loss / dist.get_world_size()
         parts = [
-            misc["loss"].reshape(1),
+            loss,
             misc["density"].reshape(1),
             torch.stack([misc["densities"][n].detach() for n in layer_names]),
             torch.cat([c.multiplier.weight.detach() for c in constraints]),

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from ctrlsparse.runs.checkpoint import CheckpointError, rng_state, set_rng_state
+from ctrlsparse.training import distributed
 
 
 @dataclass
@@ -77,7 +78,7 @@ def capture(
         "trainer": trainer.state_dict() if hasattr(trainer, "state_dict") else None,
         "lr_scheduler": None if lr_scheduler is None else lr_scheduler.state_dict(),
         "data": batches.state_dict() if hasattr(batches, "state_dict") else None,
-        "rng": rng_state(),
+        "rng": distributed.gather(rng_state()),  # one per rank (a collective: every rank calls capture)
         "metrics_offset": metrics_offset,
         "test_error": position.test_error,
         "example_input": position.example_input,
@@ -89,7 +90,8 @@ def restore(
     state: dict, trainer, model: nn.Module, lr_scheduler, batches, config: dict | None, epochs: int,
     world_size: int,
 ) -> Position:  # fmt: skip
-    """Load a checkpoint into a freshly built run; refuse one whose configuration differs.
+    """Load a checkpoint into a freshly built run (each rank its own RNG states); refuse one
+    whose configuration, number of epochs or world size differs.
 
     Raises:
         CheckpointError: the configuration, the number of epochs or the world size differ
@@ -119,7 +121,7 @@ def restore(
         batches.load_state_dict(state["data"])
     elif state["data"] is not None and hasattr(batches, "load_state_dict"):
         batches.load_state_dict(state["data"])
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"][distributed.context()[0]])
     return Position(
         state["step"], state["epoch"], state["batches_done"], state["test_error"], state["example_input"],
         state["train_seconds"],

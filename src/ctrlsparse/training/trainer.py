@@ -19,6 +19,7 @@ from ctrlsparse.modelio import Inputs, call_model, head, logits, to_device
 from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.records import GDAStep, StepRecord
+from ctrlsparse.training import distributed
 from ctrlsparse.training.resume import Position, capture, restore
 
 
@@ -186,8 +187,13 @@ def fit(
         raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {checkpoint_every!r}")
     if run_dir is None and (resume or overwrite or checkpoint_every):
         raise ValueError("resume, overwrite and checkpoint_every need a run_dir")
-    resuming = checkpoints.prepare_run_dir(run_dir, resume, overwrite) if run_dir is not None else False
+    rank, world = distributed.context()
+    resuming = False
+    if run_dir is not None:  # rank 0 decides; its refusal stops every rank
+        resuming = distributed.on_rank0(lambda: checkpoints.prepare_run_dir(run_dir, resume, overwrite))
     model = trainer.model
+    if world > 1 and hasattr(train_batches, "shard"):  # each rank takes its share of every batch
+        train_batches.shard(rank, world)
     device = next(model.parameters()).device
     steps_per_epoch = len(train_batches) if isinstance(train_batches, Sized) else 0
     if trainer.steps_per_epoch is None:  # target schedules and pruning epochs count in epochs
@@ -201,25 +207,29 @@ def fit(
             stacklevel=2,
         )
     at = Position(step=0, epoch=1, batches_done=0, test_error=None, example_input=None, train_seconds=0.0)
-    writer = None
+    writer = None  # rank 0 alone writes the run directory
     if run_dir is not None:
         run_dir = Path(run_dir)
         if resuming:
             state = checkpoints.load_checkpoint(run_dir)
-            at = restore(state, trainer, model, lr_scheduler, train_batches, config, epochs, world_size=1)
-            writer = runs.MetricsWriter(run_dir, offset=state["metrics_offset"])
-        else:
+            at = restore(state, trainer, model, lr_scheduler, train_batches, config, epochs, world)
+            if rank == 0:
+                writer = runs.MetricsWriter(run_dir, offset=state["metrics_offset"])
+        elif rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             runs.write_json(run_dir / runs.CONFIG, config or {})
             writer = runs.MetricsWriter(run_dir)
+    if world > 1:  # after restoring: DDP registers the parameters that learn (decided gates do not)
+        distributed.wrap(trainer)
 
     def checkpoint(epoch: int, batches_done: int) -> None:
         at.step, at.epoch, at.batches_done = step_count, epoch, batches_done
         at.train_seconds = elapsed + time.monotonic() - start
-        state = capture(trainer, model, lr_scheduler, train_batches, at, writer.offset, config, epochs, 1)
-        checkpoints.save_checkpoint(run_dir, state)
+        offset = writer.offset if writer is not None else 0
+        state = capture(trainer, model, lr_scheduler, train_batches, at, offset, config, epochs, world)
+        distributed.on_rank0(lambda: checkpoints.save_checkpoint(run_dir, state))
 
-    bar = _Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0)
+    bar = _Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0 and rank == 0)
     step_count, test_error, example_input = at.step, at.test_error, at.example_input
     elapsed = at.train_seconds
     start = time.monotonic()
@@ -250,12 +260,13 @@ def fit(
                 if writer is not None and (step_count % log_every == 0 or end_of_epoch):
                     writer.write(StepRecord.of(step, step_count, epoch, record_error).to_dict())
                 bar.update(epoch, batch, step, record_error)
-                mid_epoch = writer is not None and stateful and not end_of_epoch
+                mid_epoch = run_dir is not None and stateful and not end_of_epoch
                 if mid_epoch and checkpoint_every and step_count % checkpoint_every == 0:
                     checkpoint(epoch, batch)
             if lr_scheduler is not None:
                 lr_scheduler.step()
-            if writer is not None:
+            distributed.check_identical(trainer, epoch)
+            if run_dir is not None:
                 checkpoint(epoch + 1, 0)
     finally:
         if writer is not None:
@@ -267,7 +278,8 @@ def fit(
     summary = summarize(trainer, example_input, test_error)
     summary["steps"] = step_count
     summary["train_seconds"] = elapsed + time.monotonic() - start
-    if run_dir is not None:
+    summary["world_size"] = world
+    if run_dir is not None and rank == 0:
         runs.write_json(run_dir / runs.SUMMARY, summary)
         torch.save(model.state_dict(), run_dir / runs.MODEL)
     return summary
