@@ -71,6 +71,7 @@ _RUN_OVERRIDES = {
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ctrlsparse.experiments.build import run_problem  # imports torch: keep `--help` fast
+    from ctrlsparse.training import distributed
 
     data = load_problem(args.problem).to_dict()
     flags = {"target_density": "--target-density", "penalty": "--penalty", "target_macs": "--target-macs",
@@ -85,6 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for attribute, (section, key) in _RUN_OVERRIDES.items():
         if getattr(args, attribute) is not None:
             data[section][key] = getattr(args, attribute)
+    # Under torchrun: join the process group ("cuda" then means this rank's cuda:LOCAL_RANK).
+    distributed.init_from_env(data["train"]["device"])
+    data["train"]["world_size"] = distributed.context()[1]
     # The overridden problem is validated like a file, so a bad flag names its key.
     config = parse_problem(data, f"{args.problem} with the command-line options")
     if args.resume and not args.out:
@@ -96,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume, overwrite=args.overwrite,
     )  # fmt: skip
     error = "n/a" if summary["test_error"] is None else f"{100 * summary['test_error']:.2f}%"
-    print(f"{out}: {summary['mode']}, density {summary['density']:.4f}, test error {error}")
+    if distributed.context()[0] == 0:
+        print(f"{out}: {summary['mode']}, density {summary['density']:.4f}, test error {error}")
     return 0
 
 

@@ -24,6 +24,7 @@ from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.store import load_run
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning
+from ctrlsparse.training import distributed
 from ctrlsparse.training.trainer import Trainer, fit
 
 EVAL_BATCH_SIZE = 1024
@@ -121,7 +122,9 @@ def build(config: ProblemConfig) -> Experiment:
     group_magnitude = method == "magnitude" and structure is Structure.NEURON
     if method == "l0" or group_magnitude:
         gated_model(config, model, example, gates=GateKind.MASK if group_magnitude else None)
-    generator = torch.Generator().manual_seed(config.train.seed)
+    rank, _ = distributed.context()
+    torch.manual_seed(config.train.seed + rank)  # the same model everywhere, gate noise per rank
+    generator = torch.Generator().manual_seed(config.train.seed)  # the same data order on every rank
     transform = None
     if config.data.augment == "crop_flip":
         augment_generator = torch.Generator().manual_seed(config.train.seed + 1)
@@ -268,7 +271,13 @@ def run_problem(
         >>> summary = run_problem(config, "runs/digits")  # doctest: +SKIP
         >>> summary = run_problem(config, "runs/digits", resume=True)  # after a kill  # doctest: +SKIP
     """
-    checkpoints.check_run_dir(out, resume, overwrite)
+    _, world = distributed.context()
+    if config.train.world_size != world:
+        raise ValueError(
+            f"[train] world_size is {config.train.world_size} but this run has {world} processes; "
+            "ctrlsparse run sets it (torchrun --nproc_per_node=N)"
+        )
+    distributed.on_rank0(lambda: checkpoints.check_run_dir(out, resume, overwrite))
     experiment = build(config)
     return fit(
         experiment.trainer,

@@ -135,6 +135,9 @@ class TrainConfig:
     seed: int = _field(0, (int,))
     log_every: int = _field(1, (int,))
     device: str = _field("cpu", (str,))
+    world_size: int = _field(1, (int,))
+    """Processes the run trains in: set by ``ctrlsparse run`` under torchrun and recorded in
+    ``config.json`` (a resumed run must use as many). ``batch_size`` is the global batch."""
 
 
 @dataclass
