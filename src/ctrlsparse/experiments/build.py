@@ -22,9 +22,9 @@ from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.store import load_run
+from ctrlsparse.training import distributed
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning
-from ctrlsparse.training import distributed
 from ctrlsparse.training.trainer import Trainer, fit
 
 EVAL_BATCH_SIZE = 1024

@@ -14,13 +14,11 @@ from the initial density to ε (see :mod:`ctrlsparse.problem.schedules`).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import warnings
 
 import torch
-import torch.distributed as dist
 
-from ctrlsparse.errors import NonFiniteLossError
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.dual import (
     CheckedAlternatingOptimizer,
@@ -28,6 +26,7 @@ from ctrlsparse.problem.dual import (
     make_dual_optimizer,
 )
 from ctrlsparse.problem.feasibility import Decision, decide
+from ctrlsparse.problem.readout import read_step
 from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
 from ctrlsparse.runs.records import GDAStep
 
@@ -156,7 +155,6 @@ class GDA:
         self._clamp_groups: dict[tuple[float, float], list[torch.Tensor]] = {}
         for group in problem.groups:
             self._clamp_groups.setdefault(group.gate.parameter_range, []).append(group.gate.parameter)
-        self._initial: dict[str, float] | None = None
         self._ramp_steps = 0
         self._phase_start: int | None = None
         self._ready = False
@@ -201,7 +199,7 @@ class GDA:
         schedule = self.schedule
         if schedule is None:
             schedule = TargetSchedule("linear") if known else TargetSchedule("fixed")
-        self.schedule = schedule
+        self.schedule = schedule = dataclasses.replace(schedule)  # its state is this run's
         self._ramp_steps = schedule.ramp_steps(horizon, self.steps_per_epoch) if known else 0
         if schedule.kind not in (ScheduleKind.LINEAR, ScheduleKind.FIXED) and not self.steps_per_epoch:
             raise ValueError(
@@ -250,12 +248,12 @@ class GDA:
         if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
             self.decide()
         if self.decision is None:
-            self._advance_schedule()
+            self.schedule.advance(self.problem, self.steps, self._ramp_steps, self.steps_per_epoch)
         levels = dict(self.problem.levels)
         read: list[GDAStep] = []
 
         def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
-            read.append(self._record(cmp_state, levels))
+            read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
 
         rollout = self._cooper.roll(
             compute_cmp_state_kwargs={"inputs": inputs, "targets": targets}, before_update=before_update
@@ -320,7 +318,7 @@ class GDA:
             "multipliers": problem.state_dict(),
             "levels": dict(problem.levels),
             "dual_frozen": problem.dual_frozen,
-            "initial": None if self._initial is None else dict(self._initial),
+            "schedule": self.schedule.state_dict(),
             "decision": None if self.decision is None else self.decision.to_dict(),
         }
 
@@ -341,7 +339,7 @@ class GDA:
         problem.levels.update(state["levels"])
         problem.dual_frozen = state["dual_frozen"]
         self.steps = state["steps"]
-        self._initial = None if state["initial"] is None else dict(state["initial"])
+        self.schedule.load_state_dict(state["schedule"])
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
 
     def summary(self) -> dict:
@@ -378,78 +376,3 @@ class GDA:
             summary["macs_targets"] = problem.macs_targets
             summary["macs_penalties"] = problem.macs_penalties
         return summary
-
-    def _advance_schedule(self) -> None:
-        """Set every target's level from the schedule (every step for the linear ramp, at each
-        epoch boundary for the geometric and dynamic ones)."""
-        schedule = self.schedule
-        if schedule.kind is ScheduleKind.FIXED:
-            return
-        problem = self.problem
-        if self._initial is None:  # one host transfer, at the first step
-            with torch.no_grad():
-                values = problem.constraint_values()
-            self._initial = {name: float(values[name]) for name in problem.targets_all}
-        if schedule.kind is ScheduleKind.LINEAR:
-            for name, target in problem.targets_all.items():
-                problem.levels[name] = schedule.level_at(
-                    self.steps, self._ramp_steps, target, self._initial[name]
-                )
-            return
-        if self.steps % self.steps_per_epoch:
-            return
-        with torch.no_grad():
-            values = problem.constraint_values()
-        epoch = self.steps // self.steps_per_epoch
-        for name, target in problem.targets_all.items():
-            previous = None if epoch == 0 else problem.levels[name]
-            problem.levels[name] = schedule.level(
-                epoch, target, self._initial[name], previous, float(values[name])
-            )
-
-    def _record(self, cmp_state, levels: dict[str, float]) -> GDAStep:
-        """Every logged scalar of the step in one host transfer; raises on a non-finite loss or
-        violation (the caller has not updated anything yet)."""
-        misc = cmp_state.misc
-        names = [name for name, _ in self.problem.named_constraints()]
-        constraints = [c for _, c in self.problem.named_constraints()]
-        layer_names = list(misc["densities"])
-        macs = misc.get("macs", {})
-        loss = misc["loss"].detach().reshape(1).to(misc["density"])
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # The global batch's mean loss; a NaN on any rank makes it NaN, so every rank stops.
-            loss = loss.clone()
-            dist.all_reduce(loss)
-            loss = loss / dist.get_world_size()
-        parts = [
-            loss,
-            misc["density"].reshape(1),
-            torch.stack([misc["densities"][n].detach() for n in layer_names]),
-            torch.cat([c.multiplier.weight.detach() for c in constraints]),
-            torch.stack(
-                [torch.as_tensor(cmp_state.observed_constraints[c].violation).detach() for c in constraints]
-            ),
-        ]
-        if macs:
-            parts.append(torch.stack([v.detach() for v in macs.values()]))
-        values = torch.cat([p.reshape(-1).to(misc["density"]) for p in parts]).tolist()
-        n_layers, n_constraints = len(layer_names), len(names)
-        checked = [values[0], *values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]]
-        if not all(math.isfinite(v) for v in checked):
-            bad = [n for n, v in zip(["loss", *names], checked) if not math.isfinite(v)]
-            raise NonFiniteLossError(
-                f"{', '.join(bad)} became {checked[0] if 'loss' in bad else 'non-finite'} at step "
-                f"{self.steps + 1}; the step was not applied (no parameter or multiplier changed)"
-            )
-        densities = values[2 : 2 + n_layers]
-        multipliers = values[2 + n_layers : 2 + n_layers + n_constraints]
-        violations = values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]
-        return GDAStep(
-            loss=values[0],
-            density=values[1],
-            densities=dict(zip(layer_names, densities)),
-            multipliers=dict(zip(names, multipliers)),
-            violations=dict(zip(names, violations)),
-            levels=levels,
-            macs=dict(zip(macs, values[2 + n_layers + 2 * n_constraints :])),
-        )

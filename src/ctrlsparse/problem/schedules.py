@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ctrlsparse.choices import Choice
 
 
@@ -58,6 +60,7 @@ class TargetSchedule:
 
     def __post_init__(self) -> None:
         self.kind = ScheduleKind.parse(self.kind)
+        self.initial: dict[str, float] | None = None  # each constraint's value at the first step
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"schedule epochs must be >= 1, got {self.epochs!r}")
         if not 0.0 < self.factor < 1.0:
@@ -101,3 +104,33 @@ class TargetSchedule:
             return max(target, start * self.factor)
         met = density is not None and density <= previous
         return max(target, previous * self.factor) if met else previous
+
+    def advance(self, problem, step: int, ramp_steps: int, steps_per_epoch: int | None) -> None:
+        """Set ``problem.levels`` for ``step`` (every step for the linear ramp, at each epoch
+        boundary for the geometric and dynamic ones); the first call records the initial values."""
+        if self.kind is ScheduleKind.FIXED:
+            return
+        if self.initial is None:  # one host transfer, at the first step
+            with torch.no_grad():
+                values = problem.constraint_values()
+            self.initial = {name: float(values[name]) for name in problem.targets_all}
+        if self.kind is ScheduleKind.LINEAR:
+            for name, target in problem.targets_all.items():
+                problem.levels[name] = self.level_at(step, ramp_steps, target, self.initial[name])
+            return
+        if step % steps_per_epoch:
+            return
+        with torch.no_grad():
+            values = problem.constraint_values()
+        epoch = step // steps_per_epoch
+        for name, target in problem.targets_all.items():
+            previous = None if epoch == 0 else problem.levels[name]
+            value = float(values[name])
+            problem.levels[name] = self.level(epoch, target, self.initial[name], previous, value)
+
+    def state_dict(self) -> dict:
+        """The initial values the levels start from (the levels themselves are the problem's)."""
+        return {"initial": None if self.initial is None else dict(self.initial)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial = None if state["initial"] is None else dict(state["initial"])
