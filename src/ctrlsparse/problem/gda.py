@@ -318,7 +318,7 @@ class GDA:
             "multipliers": problem.state_dict(),
             "levels": dict(problem.levels),
             "dual_frozen": problem.dual_frozen,
-            "schedule": self.schedule.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
             "decision": None if self.decision is None else self.decision.to_dict(),
         }
 
@@ -339,7 +339,8 @@ class GDA:
         problem.levels.update(state["levels"])
         problem.dual_frozen = state["dual_frozen"]
         self.steps = state["steps"]
-        self.schedule.load_state_dict(state["schedule"])
+        if state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
 
     def summary(self) -> dict:
