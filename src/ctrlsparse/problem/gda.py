@@ -311,6 +311,7 @@ class GDA:
         problem = self.problem
         return {
             "steps": self.steps,
+            "ready": self._ready,
             "total_steps": self.total_steps,
             "steps_per_epoch": self.steps_per_epoch,
             "primal_optimizer": self.primal_optimizer.state_dict(),
@@ -325,9 +326,14 @@ class GDA:
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`. The GDA must be built like the one that saved it
         (same problem, optimizers and settings); a different run length is refused."""
-        if not self._ready:
+        if state["ready"] and not self._ready:
             self.begin(state["total_steps"], state["steps_per_epoch"])
-        elif state["total_steps"] != self.total_steps:
+        if state["ready"] != self._ready:
+            raise ValueError(
+                "the state was saved before GDA.begin fixed the run's length and this GDA is past it "
+                "(or the reverse): their optimizers' parameter groups differ"
+            )
+        if state["total_steps"] != self.total_steps:
             raise ValueError(
                 f"this GDA runs for {self.total_steps} steps, the saved state for {state['total_steps']}: "
                 "the target ramp and the feasibility phase depend on the run's length"
