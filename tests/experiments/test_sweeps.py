@@ -51,6 +51,20 @@ def test_sweep_runs_once_and_resumes(tmp_path, capsys):
     table = sweep_table(sweep, tmp_path / "out")
     assert "| MLP, ε=0.5 | 2 |" in table and "| 0.342 | 1.77 |" in table
     assert table.count("\n") == 4
+    # A run killed after its last checkpoint resumes from it (same numbers), and a run
+    # directory killed before its first checkpoint starts afresh instead of being refused.
+    killed, early = dirs[0], dirs[1]
+    summary = (killed / "summary.json").read_text()
+    (killed / "summary.json").unlink()
+    (killed / "model.pt").unlink()
+    for path in early.iterdir():
+        if path.name != "config.json":
+            path.unlink()
+    run_sweep(sweep, tmp_path / "out")
+    assert "2 runs done, 2 to go" in capsys.readouterr().out
+    strip = lambda text: [line for line in text.splitlines() if "train_seconds" not in line]  # noqa: E731
+    assert strip((killed / "summary.json").read_text()) == strip(summary)
+    assert (early / "summary.json").exists()
 
 
 def test_overrides_and_seeds_reach_the_config(tmp_path):
