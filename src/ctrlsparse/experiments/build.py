@@ -122,8 +122,9 @@ def build(config: ProblemConfig) -> Experiment:
     group_magnitude = method == "magnitude" and structure is Structure.NEURON
     if method == "l0" or group_magnitude:
         gated_model(config, model, example, gates=GateKind.MASK if group_magnitude else None)
-    rank, _ = distributed.context()
-    torch.manual_seed(config.train.seed + rank)  # the same model everywhere, gate noise per rank
+    rank, world = distributed.context()
+    if world > 1:  # the same model everywhere (built above), gate noise per rank from here on
+        torch.manual_seed(config.train.seed + rank)
     generator = torch.Generator().manual_seed(config.train.seed)  # the same data order on every rank
     transform = None
     if config.data.augment == "crop_flip":
