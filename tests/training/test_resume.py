@@ -15,6 +15,7 @@ from ctrlsparse.data import Batches
 from ctrlsparse.errors import NonFiniteLossError
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs import checkpoint as checkpoints
+from ctrlsparse.runs import read_metrics
 from ctrlsparse.runs.checkpoint import CheckpointError, RunDirectoryError
 
 SCRIPT = Path(__file__).with_name("resume_run.py")
@@ -221,3 +222,4 @@ def test_a_nan_loss_stops_before_the_step_updates_anything(tmp_path):
     adam = gda.primal_optimizer.state_dict()["state"]
     assert all(torch.equal(adam[i]["step"], seen["adam"][i]["step"]) for i in adam)
     assert checkpoints.load_checkpoint(tmp_path)["step"] == 4  # the last good one, intact
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5]  # every record before it
