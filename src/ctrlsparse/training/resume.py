@@ -115,11 +115,10 @@ def restore(
     model.load_state_dict(state["model"])
     if lr_scheduler is not None and state["lr_scheduler"] is not None:
         lr_scheduler.load_state_dict(state["lr_scheduler"])
-    if state["batches_done"]:
-        if state["data"] is None or not hasattr(batches, "load_state_dict"):
-            raise CheckpointError("the checkpoint is mid-epoch but the training batches cannot resume there")
-        batches.load_state_dict(state["data"])
-    elif state["data"] is not None and hasattr(batches, "load_state_dict"):
+    resumable = state["data"] is not None and hasattr(batches, "load_state_dict")
+    if state["batches_done"] and not resumable:
+        raise CheckpointError("the checkpoint is mid-epoch but the training batches cannot resume there")
+    if resumable:
         batches.load_state_dict(state["data"])
     set_rng_state(state["rng"][distributed.context()[0]])
     return Position(
