@@ -51,17 +51,17 @@ def main() -> None:
     opt = cs.GDA(problem, torch.optim.Adam(model.parameters(), lr=5e-3))
     train = cs.Batches(*data.train, 64, shuffle=True, generator=torch.Generator().manual_seed(args.seed))
     summary = cs.fit(opt, train, args.epochs, test_batches=cs.Batches(*data.test, 512), progress=False)
-    decision = summary["feasibility"]
+    decision = summary.feasibility
     targets = problem.targets_all
     before = decision["expected_before"]
     print(json.dumps({
-        "steps": summary["steps"],
-        "realized - eps": {n: round(summary["realized"][n] - e, 4) for n, e in targets.items()},
+        "steps": summary.steps,
+        "realized - eps": {n: round(summary.realized[n] - e, 4) for n, e in targets.items()},
         "expected before the phase - eps": {n: round(before[n] - e, 4) for n, e in targets.items()},
         "closed / opened": [decision["closed"], decision["opened"]],
         "test error before the phase / final %": [round(100 * decision["test_error_before"], 2),
-                                                  round(100 * summary["test_error"], 2)],
-        "MACs realized / dense": round(summary["macs"]["realized"] / summary["macs"]["dense"], 4),
+                                                  round(100 * summary.test_error, 2)],
+        "MACs realized / dense": round(summary.macs["realized"] / summary.macs["dense"], 4),
     }))  # fmt: skip
 
 

@@ -39,10 +39,10 @@ def main() -> None:
         )
         out = Path(args.out) / f"lr{dual_lr}-restarts{restarts}-{kind}"
         s = run_problem(config, out, progress=False)
-        final = {"model": s["density"], **s["densities"]}
-        violations = {name: final[name] - eps for name, eps in s["targets"].items()}
+        final = {"model": s.density, **s.densities}
+        violations = {name: final[name] - eps for name, eps in s.targets.items()}
         shown = ", ".join(f"{name} {v:+.4f}" for name, v in violations.items())
-        print(f"| {dual_lr:g} | {restarts} | {kind} | {shown} | {100 * s['test_error']:.2f}% |", flush=True)
+        print(f"| {dual_lr:g} | {restarts} | {kind} | {shown} | {100 * s.test_error:.2f}% |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrlsparse.runs.store import write_json
+from ctrlsparse.runs import RunSummary, write_json, write_summary
 
 
 @pytest.fixture(autouse=True)
@@ -52,19 +52,20 @@ def _fake_run(
             if step % 10 == 0:
                 record["test_error"] = error + 0.1 / step
             f.write(json.dumps(record) + "\n")
-    summary = {
-        "mode": "constrained" if targets else "penalized",
-        "targets": targets,
-        "penalties": penalties,
-        "density": density,
-        "densities": densities,
-        "realized_density": density,
-        "test_error": error,
-        "multipliers": {k: penalties.get(k, 0.3) for k in levels},
-        "params": {"dense": 100, "remaining": 40},
-        "macs": {"dense": 1000, "remaining": 300},
-    }
-    write_json(path / "summary.json", summary)
+    summary = RunSummary(
+        method="hard_concrete",
+        mode="constrained" if targets else "penalized",
+        targets=targets,
+        penalties=penalties,
+        density=density,
+        densities=densities,
+        realized_density=density,
+        test_error=error,
+        multipliers={k: penalties.get(k, 0.3) for k in levels},
+        params={"dense": 100, "remaining": 40},
+        macs={"dense": 1000, "remaining": 300},
+    )
+    write_summary(path, summary)
     torch.save(
         {f"{n}.input_gate.gate.log_alpha": torch.linspace(-10, 10, 50) for n in layers}, path / "model.pt"
     )

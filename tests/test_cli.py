@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsparse.cli import CLIError, main, parse_levels
-from ctrlsparse.runs.store import load_run
+from ctrlsparse.runs.store import load_run, read_summary
 
 DIGITS = str(Path(__file__).parent.parent / "problems" / "digits_mlp.toml")
 
@@ -180,7 +180,7 @@ def test_tune_penalty_searches_the_l1_rda_penalty(tmp_path, capsys):
     history = json.loads((out / "tuning.json").read_text())["history"]
     assert [h["penalty"] for h in history] == [1e-3, 1e-2]  # too dense at 1e-3: λ grows
     assert history[0]["density"] > history[1]["density"]  # a larger ℓ1 penalty zeroes more weights
-    assert all(load_run(h["run"]).summary["method"] == "l1_rda" for h in history)
+    assert all(load_run(h["run"]).summary.method == "l1_rda" for h in history)
 
 
 def test_purge_writes_an_exported_program_that_loads_with_torch_alone(tmp_path, capsys):
@@ -268,14 +268,38 @@ def test_run_with_a_macs_budget_and_no_feasibility_phase(tmp_path):
         "--quiet",
     ]
     assert main(args) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["macs_targets"] == {"macs": 0.6} and summary["targets"] == {}
-    assert summary["feasibility"] is None and set(summary["macs"]) >= {"dense", "expected", "realized"}
+    summary = read_summary(out)
+    assert summary.macs_targets == {"macs": 0.6} and summary.targets == {}
+    assert summary.feasibility is None and set(summary.macs) >= {"dense", "expected", "realized"}
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(record["levels"]) == {"macs"} and set(record["macs"]) == {"macs"}
     # Reports treat the MACs constraint like a density one: realized − ε, dynamics, traces.
     assert main(["compare", str(out), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    gap = summary["realized"]["macs"] - 0.6
+    gap = summary.realized["macs"] - 0.6
     assert f"macs {gap:+.4f}" in report and "| macs | 0.6 |" in report
     assert (tmp_path / "report" / "traces.png").exists()
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        '[model]\ngates = "arm"\n[sparsity]\ntarget_density = 0.5\n',
+        '[sparsity]\nmethod = "l1_rda"\npenalty = 1e-3\n',
+        '[model]\nstructure = "neuron"\n[sparsity]\nmethod = "magnitude"\ntarget_density = 0.5\n',
+        '[model]\nstructure = "weight"\n[sparsity]\nmethod = "magnitude"\ntarget_density = 0.5\n',
+    ],
+    ids=["arm", "l1_rda", "magnitude-neuron", "magnitude-weight"],
+)
+def test_every_method_s_run_reloads_into_the_model_it_trained(tmp_path, sections):
+    """One loader (``rebuild_run``) for every kind of run: its test error is the summary's."""
+    from ctrlsparse import Batches, evaluate
+    from ctrlsparse.experiments.build import rebuild_run
+
+    problem = tmp_path / "p.toml"
+    problem.write_text(f'name = "p"\n{sections}[train]\nepochs = 2\n')
+    assert main(["run", str(problem), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    run = rebuild_run(tmp_path / "run")
+    x, y = run.data.test
+    error = evaluate(run.model, Batches(x, y, 256))
+    assert error == pytest.approx(read_summary(tmp_path / "run").test_error, abs=1e-9)

@@ -34,7 +34,7 @@ from ctrlsparse.gating import (
 )
 from ctrlsparse.models import lenet5, mlp
 from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
-from ctrlsparse.runs import load_run, read_metrics
+from ctrlsparse.runs import RunSummary, load_run, read_metrics
 from ctrlsparse.training import evaluate, fit
 
 GatedLayer = removed("GatedLayer")
@@ -53,6 +53,7 @@ __all__ = [
     "GatedLinear",
     "HardConcrete",
     "ProblemConfig",
+    "RunSummary",
     "SparsityProblem",
     "Structure",
     "TargetSchedule",

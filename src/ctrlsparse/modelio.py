@@ -71,3 +71,26 @@ def logits(output: Any) -> torch.Tensor:
     raise TypeError(
         f"cannot find the logits in a model output of type {type(output).__name__}; pass output_fn="
     )
+
+
+def forward_order(model: nn.Module, names: list[str], example_input) -> list[str]:
+    """``names`` in the order one eval forward pass on ``example_input`` first calls them
+    (modules it does not reach keep their order, last)."""
+    if example_input is None:
+        return list(names)
+    modules = dict(model.named_modules())
+    called: list[str] = []
+    handles = [
+        modules[n].register_forward_pre_hook(lambda m, a, n=n: called.append(n) if n not in called else None)
+        for n in names
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            call_model(model, example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return called + [n for n in names if n not in called]

@@ -64,7 +64,7 @@ def test_a_model_by_import_path_with_kwargs_and_an_output_attribute(user_module,
         ("body.1", 12),
     ]
     summary = run_problem(config, tmp_path / "run", progress=False)
-    assert 0.0 <= summary["test_error"] < 0.9
+    assert 0.0 <= summary.test_error < 0.9
 
 
 @pytest.mark.parametrize(
@@ -146,4 +146,4 @@ def test_synthetic_data_runs_any_model(tmp_path, data, model):
         }
     )
     summary = run_problem(config, tmp_path / "run", progress=False)
-    assert summary["steps"] == 2 and summary["test_error"] is not None
+    assert summary.steps == 2 and summary.test_error is not None

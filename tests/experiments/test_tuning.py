@@ -5,7 +5,7 @@ import pytest
 from ctrlsparse.experiments.config import parse_problem
 from ctrlsparse.experiments.tuning import tune_penalty
 from ctrlsparse.reports.tables import comparison_table
-from ctrlsparse.runs.store import load_run, write_json
+from ctrlsparse.runs import RunSummary, load_run, write_json, write_summary
 
 CONFIG = parse_problem({"name": "toy"})
 
@@ -18,15 +18,15 @@ def _runner(density_of):
         lam = config.sparsity.penalty
         assert config.sparsity.target_density is None
         calls.append(lam)
-        summary = {
-            "mode": "penalized", "targets": {}, "penalties": {"model": lam}, "density": density_of(lam),
-            "densities": {}, "realized_density": density_of(lam), "test_error": 0.1,
-            "multipliers": {"model": lam}, "params": {"dense": 1, "remaining": 1},
-            "macs": {"dense": 1, "remaining": 1},
-        }  # fmt: skip
+        summary = RunSummary(
+            method="hard_concrete", mode="penalized", targets={}, penalties={"model": lam},
+            density=density_of(lam), densities={}, realized_density=density_of(lam), test_error=0.1,
+            multipliers={"model": lam}, params={"dense": 1, "remaining": 1},
+            macs={"dense": 1, "remaining": 1},
+        )  # fmt: skip
         run_dir.mkdir(parents=True)
         write_json(run_dir / "config.json", {"name": "toy"})
-        write_json(run_dir / "summary.json", summary)
+        write_summary(run_dir, summary)
         return summary
 
     return run, calls
@@ -40,7 +40,7 @@ def test_bisection_brackets_then_lands(tmp_path):
     assert all(1.0 <= lam <= 10.0 for lam in calls[2:])  # then search inside the bracket
     assert result["runs"] == len(calls) == len(json.loads((tmp_path / "tuning.json").read_text())["history"])
     best = load_run(result["best"]["run"])
-    assert best.summary["tuning_runs"] == len(calls)
+    assert best.summary.tuning_runs == len(calls)
     assert f"| {len(calls)} (tuned to ε=0.25) |" in comparison_table([best])
 
 

@@ -58,17 +58,17 @@ def test_defaults_land_within_a_units_share_at_two_run_lengths(epochs):
     targets = {"target_density": {"0": 0.5, "2": 0.35}}
     problem, opt, summary = _fit(net, epochs, targets)
     for name, eps in problem.targets.items():
-        realized = summary["realized"][name]
+        realized = summary.realized[name]
         assert realized <= eps + 1e-6, (name, realized)
         assert eps - realized <= max(0.005, problem.unit_share(name)) + 1e-6, (name, realized)
-    decision = summary["feasibility"]
-    assert decision["step"] == opt.phase_start == summary["steps"] - round(0.1 * summary["steps"])
+    decision = summary.feasibility
+    assert decision["step"] == opt.phase_start == summary.steps - round(0.1 * summary.steps)
     assert set(decision["expected_before"]) == {"0", "2"} and decision["test_error_before"] is not None
 
 
 def test_defaults_land_with_arm_gates():
     problem, _, summary = _fit(_net("neuron", gates="arm"), 6, {"target_density": 0.4})
-    realized = summary["realized"]["model"]
+    realized = summary.realized["model"]
     assert realized <= 0.4 + 1e-6 and 0.4 - realized <= max(0.005, problem.unit_share("model")) + 1e-6
     assert all(g.decided is not None for g in problem.groups)
 
@@ -108,13 +108,13 @@ def test_decided_gates_round_trip_through_state_dict():
 def test_feasibility_off_keeps_the_gates_stochastic():
     net = _net()
     _, opt, summary = _fit(net, 2, {"target_density": 0.5}, feasibility=False)
-    assert summary["feasibility"] is None and opt.phase_start is None
+    assert summary.feasibility is None and opt.phase_start is None
     assert all(g.decided is None for g in cs.gate_groups(net))
 
 
 def test_penalized_mode_has_no_feasibility_phase():
     _, opt, summary = _fit(_net(), 2, {"penalty": 0.1})
-    assert opt.phase_start is None and summary["feasibility"] is None
+    assert opt.phase_start is None and summary.feasibility is None
 
 
 def test_defaults_scale_with_the_run_length():

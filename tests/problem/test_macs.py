@@ -64,13 +64,13 @@ def test_a_macs_only_problem_lands_within_001_and_its_summary_counts_the_purged_
     opt = cs.GDA(problem, torch.optim.Adam(net.parameters(), lr=5e-3))
     train = Batches(x, y, 32, shuffle=True, generator=torch.Generator().manual_seed(0))
     summary = cs.fit(opt, train, 30, test_batches=Batches(x, y, 256), progress=False)
-    realized = summary["realized"]["macs"]
+    realized = summary.realized["macs"]
     assert 0.29 <= realized <= 0.3 + 1e-6
-    macs = summary["macs"]
+    macs = summary.macs
     assert macs["realized_by"] == "purge" and macs["dense"] == sum(problem.dense_macs.values())
     assert macs["realized"] == macs_of(cs.purge(net, x[:1]), x[:1])
     assert macs["realized"] / macs["dense"] == pytest.approx(realized, abs=1e-6)
-    assert summary["multipliers"].keys() == {"macs"}
+    assert summary.multipliers.keys() == {"macs"}
 
 
 def test_bad_macs_budgets_fail_before_training():

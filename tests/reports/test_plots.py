@@ -134,7 +134,7 @@ def test_tradeoff_separates_structured_from_unstructured_pruning(tmp_path, make_
         path = make_run(tmp_path / name, targets={"model": 0.3})
         write_json(path / "config.json", {"name": "p", "model": {"name": "mlp", "structure": structure}})
         run = load_run(path)
-        run.summary["method"] = "magnitude"
+        run.summary.method = "magnitude"
         return [run]
 
     fig = tradeoff({"by weight": pruned("w", "weight"), "by neuron": pruned("n", "neuron")})
@@ -147,13 +147,12 @@ def test_magnitude_at_target_one_is_drawn_as_the_dense_baseline():
     from pathlib import Path
 
     from ctrlsparse.reports.compare_plots import _method_of
-    from ctrlsparse.runs import Run
+    from ctrlsparse.runs import Run, RunSummary
 
-    dense = Run(
-        Path("d"), {"model": {"structure": "neuron"}}, {"method": "magnitude", "targets": {"model": 1.0}}
-    )
-    pruned = Run(
-        Path("p"), {"model": {"structure": "neuron"}}, {"method": "magnitude", "targets": {"model": 0.3}}
-    )
+    def magnitude(target):
+        summary = RunSummary("magnitude", "pruned", {"model": target}, {}, target, {}, target)
+        return Run(Path("d"), {"model": {"structure": "neuron"}}, summary)
+
+    dense, pruned = magnitude(1.0), magnitude(0.3)
     assert _method_of(dense) == "dense (nothing pruned)"
     assert _method_of(pruned) == "magnitude pruning, by neuron/channel"

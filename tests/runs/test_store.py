@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ctrlsparse.runs.store import RunFormatError, load_run, read_metrics, write_json
+from ctrlsparse.runs.store import RunFormatError, load_run, read_metrics, write_json, write_summary
 
 RECORD = {
     "step": 1,
@@ -61,3 +61,32 @@ def test_problem_of_groups_runs_by_data_and_model(tmp_path, make_run):
     assert problem_of(load_run(run)) == "fashion_mnist / mlp"
     bare = make_run(tmp_path / "b", name="digits_mlp", targets={"model": 0.3})
     assert problem_of(load_run(bare)) == "digits_mlp"  # no data/model sections: the problem's name
+
+
+def test_incomplete_or_mistyped_summary_is_named(tmp_path, make_run):
+    path = make_run(tmp_path / "run")
+    data = json.loads((path / "summary.json").read_text())
+    del data["densities"]
+    write_json(path / "summary.json", data)
+    with pytest.raises(RunFormatError, match=r"summary.json: missing keys densities"):
+        load_run(path)
+    data["densities"] = {}
+    data["density"] = "0.3"
+    write_json(path / "summary.json", data)
+    with pytest.raises(RunFormatError, match=r"summary.json: 'density' should be a number, got '0.3'"):
+        load_run(path)
+
+
+def test_summary_round_trips_and_older_files_still_read(tmp_path, make_run):
+    path = make_run(tmp_path / "run", targets={"model": 0.3})
+    summary = load_run(path).summary
+    write_summary(path, summary)
+    assert load_run(path).summary == summary
+    # A file from before MACs budgets, tuning and the method field: the defaults fill in.
+    old = {k: v for k, v in summary.to_dict().items() if k in ("mode", "targets", "penalties", "density",
+                                                                "densities", "realized_density")}  # fmt: skip
+    old["unknown_future_key"] = 1
+    write_json(path / "summary.json", old)
+    read = load_run(path).summary
+    assert read.macs_targets == {} and read.tuning_runs is None and read.method == "hard_concrete"
+    assert read.all_targets() == {"model": 0.3}

@@ -68,19 +68,19 @@ def test_fit_prunes_at_the_epoch_boundary_and_leaves_a_plain_model(tmp_path):
     steps_per_epoch = 4
     assert all(r["density"] == 1.0 for r in records[: 2 * steps_per_epoch])
     assert all(r["density"] == 18 / 72 for r in records[2 * steps_per_epoch :])  # fine-tuning keeps zeros
-    assert summary["method"] == "magnitude" and summary["mode"] == "pruned"
-    assert summary["density"] == summary["realized_density"] == 18 / 72
-    assert summary["targets"] == {"model": 0.25}
+    assert summary.method == "magnitude" and summary.mode == "pruned"
+    assert summary.density == summary.realized_density == 18 / 72
+    assert summary.targets == {"model": 0.25}
     state = torch.load(tmp_path / "model.pt")
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias"}  # masks made permanent
-    assert summary["params"]["remaining"] == summary["params"]["dense"] - 54
+    assert summary.params["remaining"] == summary.params["dense"] - 54
 
 
 def test_pruning_after_the_last_epoch_when_there_is_no_fine_tuning():
     net, test = _net(), _data()
     summary = fit(_pruner(net, 0.5, prune_epoch=2), _data(), epochs=2, test_batches=test, progress=False)
-    assert summary["density"] == 0.5
-    assert summary["test_error"] == evaluate(net, test)  # measured after the last pruning
+    assert summary.density == 0.5
+    assert summary.test_error == evaluate(net, test)  # measured after the last pruning
 
 
 def test_l1_rda_training_produces_exact_zeros_and_a_summary(tmp_path):
@@ -90,8 +90,8 @@ def test_l1_rda_training_produces_exact_zeros_and_a_summary(tmp_path):
     summary = fit(trainer, _data(), epochs=5, test_batches=_data(), run_dir=tmp_path, progress=False)
     zeros = sum(int((m.weight == 0).sum()) for m in plain_layers(net).values())
     assert zeros > 0
-    assert summary["density"] == pytest.approx(1 - zeros / 72)
-    assert summary["method"] == "l1_rda" and summary["penalties"] == {"0": 0.05, "2": 0.05}
+    assert summary.density == pytest.approx(1 - zeros / 72)
+    assert summary.method == "l1_rda" and summary.penalties == {"0": 0.05, "2": 0.05}
     assert (net[0].bias != 0).all()  # biases carry no penalty
 
 
@@ -100,7 +100,7 @@ def test_stronger_l1_penalty_gives_lower_density():
     for penalty in (0.0, 0.02, 0.2):
         torch.manual_seed(0)
         trainer = L1RDA(_net(), F.cross_entropy, penalty=penalty)
-        densities.append(fit(trainer, _data(), epochs=3, progress=False)["density"])
+        densities.append(fit(trainer, _data(), epochs=3, progress=False).density)
     assert densities[0] == 1.0 and densities[0] > densities[1] > densities[2]
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ctrlsparse import GDA, Batches, SparsityProblem, evaluate, fit, mlp, read_metrics, sparsify
-from ctrlsparse.runs.store import SUMMARY_KEYS
+from ctrlsparse.runs import RunSummary
 
 
 def _data(n=96):
@@ -45,11 +45,11 @@ def test_fit_writes_a_complete_run_directory(tmp_path):
     assert "test_error" in records[2] and "test_error" in records[5] and "test_error" not in records[0]
     assert set(records[0]["multipliers"]) == {"fc1"} and set(records[0]["densities"]) == {"fc1", "fc2"}
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert set(SUMMARY_KEYS) <= set(on_disk) and on_disk["mode"] == "constrained"
+    assert RunSummary.from_dict(on_disk) == summary and on_disk["mode"] == "constrained"
     assert on_disk["test_error"] == pytest.approx(records[-1]["test_error"])
-    assert summary["targets"] == {"fc1": 0.5} and summary["penalties"] == {}
-    assert 0 <= summary["realized_density"] <= 1
-    assert summary["params"]["dense"] >= summary["params"]["remaining"]
+    assert summary.targets == {"fc1": 0.5} and summary.penalties == {}
+    assert 0 <= summary.realized_density <= 1
+    assert summary.params["dense"] >= summary.params["remaining"]
     state = torch.load(tmp_path / "model.pt")
     assert "fc1.input_gate.gate.log_alpha" in state
 

@@ -99,9 +99,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config, out, progress=not args.quiet, checkpoint_every=args.checkpoint_every,
         resume=args.resume, overwrite=args.overwrite,
     )  # fmt: skip
-    error = "n/a" if summary["test_error"] is None else f"{100 * summary['test_error']:.2f}%"
+    error = "n/a" if summary.test_error is None else f"{100 * summary.test_error:.2f}%"
     if distributed.context()[0] == 0:
-        print(f"{out}: {summary['mode']}, density {summary['density']:.4f}, test error {error}")
+        print(f"{out}: {summary.mode}, density {summary.density:.4f}, test error {error}")
     return 0
 
 
@@ -156,7 +156,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(table, end="")
     print(f"wrote {out / 'table.md'}")
     finished = sweep_runs(sweep, out)
-    if any(r.summary["test_error"] is not None for rs in finished.values() for r in rs):
+    if any(r.summary.test_error is not None for rs in finished.values() for r in rs):
         plot.tradeoff(finished).savefig(out / "tradeoff.png", dpi=110)
         print(f"wrote {out / 'tradeoff.png'} (test error against density, by method)")
     return 0
@@ -257,7 +257,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         plot.comparison(runs).savefig(out / "comparison.png", dpi=110)
-        if any(run.summary["targets"] or run.summary.get("macs_targets") for run in runs):
+        if any(run.summary.all_targets() for run in runs):
             plot.traces(runs, tail=0.2).savefig(out / "traces.png", dpi=110)
         title = f"# ctrlsparse comparison: {', '.join(problems)}\n\n"
         figures = "\n![control and trade-off](comparison.png)\n"

@@ -21,6 +21,7 @@ from ctrlsparse.problem.gda import GDA
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
+from ctrlsparse.runs.records import RunSummary
 from ctrlsparse.runs.store import load_run
 from ctrlsparse.training import distributed
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
@@ -259,7 +260,7 @@ def run_problem(
     checkpoint_every: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
-) -> dict:
+) -> RunSummary:
     """Train the problem described by ``config`` and write its run directory ``out``.
 
     ``out`` must be new or empty, unless ``resume`` (continue from its last checkpoint; the
@@ -297,11 +298,11 @@ def run_problem(
     )
 
 
-def resume_or_run(config: ProblemConfig, out: str | Path, progress: bool = True) -> dict:
+def resume_or_run(config: ProblemConfig, out: str | Path, progress: bool = True) -> RunSummary:
     """A run that may have been started before: the summary of a finished one, the rest of an
     interrupted one (from its checkpoint), or a fresh run (``reproduce`` and ``tune-penalty``)."""
     out = Path(out)
     if (out / runs.SUMMARY).exists():
-        return runs.load_run(out).summary
+        return runs.read_summary(out)
     resume = checkpoints.has_checkpoint(out)
     return run_problem(config, out, progress, resume=resume, overwrite=not resume)

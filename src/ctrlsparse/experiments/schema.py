@@ -13,7 +13,8 @@ from typing import Any
 from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
 from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.problem.dual import DUAL_OPTIMIZERS
-from ctrlsparse.problem.gda import DEFAULT_FEASIBILITY, DEFAULT_PRIMAL_LR
+from ctrlsparse.problem.gda import DEFAULT_PRIMAL_LR
+from ctrlsparse.problem.horizon import DEFAULT_FEASIBILITY
 from ctrlsparse.problem.schedules import DEFAULT_RAMP, ScheduleKind
 
 SYNTHETIC = "synthetic"

@@ -32,7 +32,7 @@ from ctrlsparse.experiments.config import (
     read_toml,
 )
 from ctrlsparse.problem.levels import Levels
-from ctrlsparse.reports.measures import run_dynamics, run_targets
+from ctrlsparse.reports.measures import run_dynamics
 from ctrlsparse.reports.tables import kept_fraction, realized_gaps
 from ctrlsparse.runs import store as runs
 
@@ -185,10 +185,10 @@ def sweep_table(sweep: Sweep, out: str | Path) -> str:
     ]
     for setting in sweep.settings:
         summaries = [run.summary for run in _finished(sweep, setting, out)]
-        finals = [{"model": s["density"], **s["densities"]} for s in summaries]
+        finals = [{"model": s.density, **s.densities} for s in summaries]
         # Per run, the violation of largest magnitude (signed: + above target, − below).
         violations = [
-            max((f[name] - eps for name, eps in s["targets"].items()), key=abs, default=float("nan"))
+            max((f[name] - eps for name, eps in s.targets.items()), key=abs, default=float("nan"))
             for s, f in zip(summaries, finals)
         ]
         gaps = [realized_gaps(s) for s in summaries]
@@ -196,13 +196,13 @@ def sweep_table(sweep: Sweep, out: str | Path) -> str:
         highest = max((max(g.values()) for g in gaps if g), default=None)
         pub = setting.published
         lines.append(
-            f"| {setting.label} | {len(summaries)} | {_fmt([s['density'] for s in summaries])} "
+            f"| {setting.label} | {len(summaries)} | {_fmt([s.density for s in summaries])} "
             f"| {_fmt([v for v in violations if not math.isnan(v)], digits=4)} "
-            f"| {_fmt([s['realized_density'] for s in summaries])} "
+            f"| {_fmt([s.realized_density for s in summaries])} "
             f"| {_fmt(worst, digits=4)} | {'–' if highest is None else f'{highest:+.4f}'} "
-            f"| {_fmt([kept_fraction(s['params']) for s in summaries], 100, 1)} "
-            f"| {_fmt([kept_fraction(s['macs']) for s in summaries], 100, 1)} "
-            f"| {_fmt([s['test_error'] for s in summaries if s['test_error'] is not None], 100, 2)} "
+            f"| {_fmt([kept_fraction(s.params) for s in summaries], 100, 1)} "
+            f"| {_fmt([kept_fraction(s.macs) for s in summaries], 100, 1)} "
+            f"| {_fmt([s.test_error for s in summaries if s.test_error is not None], 100, 2)} "
             f"| {pub.get('density', '–')} | {100 * pub['test_error'] if 'test_error' in pub else '–'} |"
         )
     return "\n".join(lines) + "\n"
@@ -227,10 +227,10 @@ def sweep_dynamics_table(sweep: Sweep, out: str | Path) -> str:
     ]
     for setting in sweep.settings:
         # Constrained runs only: penalties and pruning have no multiplier dynamics.
-        finished = [run for run in _finished(sweep, setting, out) if run.summary["mode"] == "constrained"]
+        finished = [run for run in _finished(sweep, setting, out) if run.summary.mode == "constrained"]
         if not finished:
             continue
-        measures = [list(run_dynamics(run.metrics(), run_targets(run.summary)).values()) for run in finished]
+        measures = [list(run_dynamics(run.metrics(), run.summary.all_targets()).values()) for run in finished]
         steps = [max(m.steps_to_feasible or math.inf for m in ms) for ms in measures]
         never = sum(math.isinf(x) for x in steps)
         shown_steps = _fmt([x for x in steps if not math.isinf(x)], digits=0) + (
@@ -243,6 +243,6 @@ def sweep_dynamics_table(sweep: Sweep, out: str | Path) -> str:
             f"| {_fmt([max(m.overshoot for m in ms) for ms in measures], digits=4)} "
             f"| {_fmt([max(m.density_p2p for m in ms) for ms in measures], digits=4)} "
             f"| {_fmt([max(m.multiplier_p2p for m in ms) for ms in measures], digits=3)} "
-            f"| {_fmt([e for r in finished if (e := r.summary['test_error']) is not None], 100, 2)} |"
+            f"| {_fmt([e for r in finished if (e := r.summary.test_error) is not None], 100, 2)} |"
         )
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""

@@ -68,13 +68,13 @@ def tune_penalty(
         sparsity = dataclasses.replace(config.sparsity, target_density=None, penalty=penalty)
         run_dir = out / f"probe{probe:02d}-penalty{penalty:.4g}"
         summary = runner(dataclasses.replace(config, sparsity=sparsity), run_dir, progress)
-        history.append({"penalty": penalty, "density": summary["density"], "run": str(run_dir)})
-        if abs(summary["density"] - target_density) <= tolerance:
+        history.append({"penalty": penalty, "density": summary.density, "run": str(run_dir)})
+        if abs(summary.density - target_density) <= tolerance:
             break
-        if summary["density"] > target_density:
-            too_dense = (penalty, summary["density"])
+        if summary.density > target_density:
+            too_dense = (penalty, summary.density)
         else:
-            too_sparse = (penalty, summary["density"])
+            too_sparse = (penalty, summary.density)
         if too_sparse is None:
             penalty *= 10.0
         elif too_dense is None:
@@ -91,12 +91,11 @@ def tune_penalty(
         "history": history,
     }
     runs.write_json(out / "tuning.json", result)
-    summary_path = Path(best["run"]) / runs.SUMMARY
-    if summary_path.exists():
-        best_summary = runs.load_run(best["run"]).summary
-        best_summary["tuning_runs"] = len(history)
-        best_summary["tuning_target"] = target_density
-        runs.write_json(summary_path, best_summary)
+    if (Path(best["run"]) / runs.SUMMARY).exists():
+        best_summary = runs.read_summary(best["run"])
+        best_summary.tuning_runs = len(history)
+        best_summary.tuning_target = target_density
+        runs.write_summary(best["run"], best_summary)
     return result
 
 

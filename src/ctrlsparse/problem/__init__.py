@@ -8,7 +8,8 @@ layer) → :class:`~ctrlsparse.problem.cmp.SparsityProblem` (a cooper CMP; MACs 
 closing :mod:`~ctrlsparse.problem.feasibility` phase.
 """
 
-from ctrlsparse.problem.cmp import SparsityProblem, forward_order, penalty_from_per_parameter
+from ctrlsparse.modelio import forward_order
+from ctrlsparse.problem.cmp import SparsityProblem, penalty_from_per_parameter
 from ctrlsparse.problem.gda import GDA, GDAStep
 from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
 from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule

@@ -30,8 +30,8 @@ from torch import nn
 
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
-from ctrlsparse.modelio import call_model
-from ctrlsparse.problem.levels import MACS, MODEL, Levels, macs_name, parse_levels
+from ctrlsparse.modelio import call_model, forward_order
+from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_name, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
 
@@ -47,45 +47,6 @@ def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
         >>> penalty_from_per_parameter(0.1 / 60000, model)  # doctest: +SKIP
     """
     return lambda_count * Accounting(model).num_sparsifiable
-
-
-def forward_order(model: nn.Module, names: list[str], example_input) -> list[str]:
-    """``names`` in the order one eval forward pass on ``example_input`` first calls them
-    (modules it does not reach keep their order, last)."""
-    if example_input is None:
-        return list(names)
-    modules = dict(model.named_modules())
-    called: list[str] = []
-    handles = [
-        modules[n].register_forward_pre_hook(lambda m, a, n=n: called.append(n) if n not in called else None)
-        for n in names
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            call_model(model, example_input)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return called + [n for n in names if n not in called]
-
-
-def _checked(
-    targets: dict[str, float], penalties: dict[str, float], target_arg: str, penalty_arg: str
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Targets in (0, 1], penalties finite and >= 0, and no constraint given both."""
-    for name, eps in targets.items():
-        if not (0.0 < eps <= 1.0):
-            raise ValueError(f"{target_arg} for {name!r} must lie in (0, 1], got {eps!r}")
-    for name, lam in penalties.items():
-        if not (lam >= 0.0 and math.isfinite(lam)):
-            raise ValueError(f"{penalty_arg} for {name!r} must be a finite number >= 0, got {lam!r}")
-    both = sorted(set(targets) & set(penalties))
-    if both:
-        raise ValueError(f"{both[0]!r} has both a {target_arg} and a {penalty_arg}; give one of them")
-    return targets, penalties
 
 
 class SparsityProblem(cooper.ConstrainedMinimizationProblem):
@@ -146,7 +107,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         names = self.accounting.layers
         if MODEL in names:
             raise ValueError(f"a layer is named {MODEL!r}, the name of the model-wise constraint; rename it")
-        self.targets, self.penalties = _checked(
+        self.targets, self.penalties = check_levels(
             parse_levels(target_density, names, "target_density"),
             parse_levels(penalty, names, "penalty"),
             "target_density",
@@ -157,7 +118,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self._macs: MacsAccounting | None = None
         if target_macs is not None or macs_penalty is not None:
             self._macs = MacsAccounting(model, self.accounting, example_input)
-            self.macs_targets, self.macs_penalties = _checked(
+            self.macs_targets, self.macs_penalties = check_levels(
                 self._macs.levels(target_macs, "target_macs"),
                 self._macs.levels(macs_penalty, "macs_penalty"),
                 "target_macs",

@@ -14,9 +14,6 @@ from the initial density to ε (see :mod:`ctrlsparse.problem.schedules`).
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-
 import torch
 
 from ctrlsparse.problem.cmp import SparsityProblem
@@ -26,25 +23,22 @@ from ctrlsparse.problem.dual import (
     make_dual_optimizer,
 )
 from ctrlsparse.problem.feasibility import Decision, decide
+from ctrlsparse.problem.horizon import (
+    DEFAULT_FEASIBILITY,
+    DUAL_TRAVEL,
+    GATE_TRAVEL,
+    give_gates_their_group,
+    plan,
+)
 from ctrlsparse.problem.readout import read_step
-from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
-from ctrlsparse.runs.records import GDAStep
+from ctrlsparse.problem.schedules import TargetSchedule
+from ctrlsparse.runs.records import GDAStep, RunSummary
 
 DEFAULT_PRIMAL_LR = 7e-4
 """Adam learning rate of Gallego-Posada et al.'s MNIST runs."""
 DEFAULT_DUAL_LR = 1e-4
 """Dual SGD learning rate of Gallego-Posada et al.'s MNIST runs (~94k steps): the default of
 ``dual_optimizer="sgd"``, kept for paper reproductions."""
-DUAL_TRAVEL = 40.0
-"""The default dual step: Adam ascent with ``lr = DUAL_TRAVEL / total_steps``, so a multiplier
-can climb to O(10) within a fraction of any run (docs/control.md)."""
-GATE_TRAVEL = 30.0
-"""The gates learn at least at ``GATE_TRAVEL / total_steps``: with Adam a gate parameter moves
-about lr per step, and closing a gate takes a log α travel of a few units (docs/control.md)."""
-DEFAULT_FEASIBILITY = 0.1
-"""Default length of the feasibility phase: the last tenth of the run."""
-FALLBACK_STEPS = 10_000
-"""The horizon GDA assumes when nobody tells it the length of training (it warns once)."""
 
 
 class GDA:
@@ -182,63 +176,17 @@ class GDA:
         """
         if self._ready:
             return
-        if total_steps is not None and (isinstance(total_steps, bool) or not total_steps >= 1):
-            raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
         if steps_per_epoch and not self.steps_per_epoch:
             self.steps_per_epoch = steps_per_epoch
-        known = total_steps is not None
-        if not known:
-            warnings.warn(
-                "GDA does not know the length of training: pass total_steps=<epochs x batches> (fit() "
-                "does it for you). Using a fixed target, the dual step of a "
-                f"{FALLBACK_STEPS}-step run and no feasibility phase.",
-                stacklevel=3,
-            )
-        horizon = int(total_steps) if known else FALLBACK_STEPS
-        self.total_steps = int(total_steps) if known else None
-        schedule = self.schedule
-        if schedule is None:
-            schedule = TargetSchedule("linear") if known else TargetSchedule("fixed")
-        self.schedule = schedule = dataclasses.replace(schedule)  # its state is this run's
-        self._ramp_steps = schedule.ramp_steps(horizon, self.steps_per_epoch) if known else 0
-        if schedule.kind not in (ScheduleKind.LINEAR, ScheduleKind.FIXED) and not self.steps_per_epoch:
-            raise ValueError(
-                f"a {schedule.kind.value} schedule changes the level once per epoch and needs "
-                "steps_per_epoch (fit() sets it from the batches)"
-            )
-        phase = round(self.feasibility * horizon) if known and self.feasibility > 0 else 0
-        if self.feasibility > 0 and known and phase < 1:
-            phase = 1
-        if known and self._ramp_steps + phase > horizon:
-            raise ValueError(
-                f"the target ramp ({self._ramp_steps} steps) and the feasibility phase ({phase} steps) "
-                f"do not fit in a run of {horizon} steps: shorten the ramp (schedule) or the phase "
-                "(feasibility=...)"
-            )
-        self._phase_start = horizon - phase if phase else None
+        horizon = plan(total_steps, self.steps_per_epoch, self.schedule, self.feasibility)
+        self.total_steps, self.schedule = horizon.total_steps, horizon.schedule
+        self._ramp_steps, self._phase_start = horizon.ramp_steps, horizon.phase_start
         if self._given_dual_lr is None and self.dual_optimizer_name == "adam":
             for group in self.dual_optimizer.param_groups:
-                group["lr"] = DUAL_TRAVEL / horizon
-        self._set_gate_lr(GATE_TRAVEL / horizon)
+                group["lr"] = DUAL_TRAVEL / horizon.steps
+        gates = [g.gate.parameter for g in self.problem.groups]
+        give_gates_their_group(self.primal_optimizer, gates, self.gate_lr, GATE_TRAVEL / horizon.steps)
         self._ready = True
-
-    def _set_gate_lr(self, floor: float) -> None:
-        """Give the gates a parameter group of their own at ``gate_lr`` (default: lr, at least ``floor``)."""
-        gate_ids = {id(g.gate.parameter) for g in self.problem.groups}
-        optimizer = self.primal_optimizer
-        for group in list(optimizer.param_groups):
-            gates = [p for p in group["params"] if id(p) in gate_ids]
-            if not gates:
-                continue
-            lr = self.gate_lr if self.gate_lr is not None else max(group["lr"], floor)
-            others = [p for p in group["params"] if id(p) not in gate_ids]
-            if not others:
-                group["lr"] = lr
-                continue
-            group["params"] = others
-            settings = {k: v for k, v in group.items() if k != "params"}
-            settings.update(lr=lr, **({"weight_decay": 0.0} if "weight_decay" in group else {}))
-            optimizer.add_param_group({"params": gates, **settings})
 
     def step(self, inputs, targets: torch.Tensor) -> GDAStep:
         """One primal descent and dual ascent step on a minibatch (a primal step alone in
@@ -349,7 +297,7 @@ class GDA:
             self.schedule.load_state_dict(state["schedule"])
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         """Final densities and multipliers, as ``summary.json`` records them."""
         problem = self.problem
         with torch.no_grad():
@@ -357,29 +305,27 @@ class GDA:
             realized_values = problem.constraint_values(realized=True)
         realized, realized_densities = problem.realized_densities()
         kinds = dict.fromkeys(group.gate.method for group in problem.groups)
-        summary = {
-            "method": "+".join(kinds),
-            "mode": problem.mode,
-            "targets": problem.targets,
-            "penalties": problem.penalties,
-            "density": float(model_density),
-            "densities": {name: float(d) for name, d in densities.items()},
-            "realized_density": realized,
-            "realized_densities": realized_densities,
-            "realized": {name: float(v) for name, v in realized_values.items()},
-            "multipliers": {
+        return RunSummary(
+            method="+".join(kinds),
+            mode=problem.mode,
+            targets=problem.targets,
+            penalties=problem.penalties,
+            density=float(model_density),
+            densities={name: float(d) for name, d in densities.items()},
+            realized_density=realized,
+            realized_densities=realized_densities,
+            realized={name: float(v) for name, v in realized_values.items()},
+            multipliers={
                 name: float(c.multiplier.weight.detach()) for name, c in problem.named_constraints()
             },
-            "feasibility": None if self.decision is None else self.decision.to_dict(),
-            "settings": {
+            feasibility=None if self.decision is None else self.decision.to_dict(),
+            settings={
                 "total_steps": self.total_steps,
                 "ramp_steps": self._ramp_steps,
                 "feasibility_start": self._phase_start,
                 "dual_optimizer": self.dual_optimizer_name,
                 "dual_lr": self.dual_lr,
             },
-        }
-        if problem.macs_targets or problem.macs_penalties:
-            summary["macs_targets"] = problem.macs_targets
-            summary["macs_penalties"] = problem.macs_penalties
-        return summary
+            macs_targets=problem.macs_targets,
+            macs_penalties=problem.macs_penalties,
+        )

@@ -8,6 +8,7 @@ layer) or a ``{layer: value}`` dict, whose keys may be patterns (``"layer2.*"``)
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping, Sequence
 
 MODEL = "model"
@@ -79,3 +80,19 @@ def parse_levels(value: Levels, layer_names: list[str], argument: str) -> dict[s
         if isinstance(level, bool) or not isinstance(level, int | float):
             raise TypeError(f"{argument}[{name!r}] must be a number, got {level!r}")
     return {name: float(level) for name, level in levels.items()}
+
+
+def check_levels(
+    targets: dict[str, float], penalties: dict[str, float], target_arg: str, penalty_arg: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Targets in (0, 1], penalties finite and >= 0, and no constraint given both (else ``ValueError``)."""
+    for name, eps in targets.items():
+        if not (0.0 < eps <= 1.0):
+            raise ValueError(f"{target_arg} for {name!r} must lie in (0, 1], got {eps!r}")
+    for name, lam in penalties.items():
+        if not (lam >= 0.0 and math.isfinite(lam)):
+            raise ValueError(f"{penalty_arg} for {name!r} must be a finite number >= 0, got {lam!r}")
+    both = sorted(set(targets) & set(penalties))
+    if both:
+        raise ValueError(f"{both[0]!r} has both a {target_arg} and a {penalty_arg}; give one of them")
+    return targets, penalties

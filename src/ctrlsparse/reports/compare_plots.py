@@ -17,8 +17,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ctrlsparse.problem.levels import MACS, MODEL  # noqa: E402
-from ctrlsparse.reports.measures import constraint_value, run_targets  # noqa: E402
+from ctrlsparse.reports.measures import constraint_value  # noqa: E402
 from ctrlsparse.reports.run_plots import layer_colors  # noqa: E402
+from ctrlsparse.runs.records import RunSummary  # noqa: E402
 from ctrlsparse.runs.store import Run, problem_of  # noqa: E402
 
 _MODE_STYLE = {"constrained": ("o", "C0"), "penalized": ("s", "C1"), "pruned": ("^", "C2")}
@@ -37,16 +38,16 @@ def comparison(runs: Sequence[Run]) -> Figure:
     """
     names = []
     for run in runs:
-        names += [n for n in run.summary["densities"] if n not in names]
+        names += [n for n in run.summary.densities if n not in names]
     colors = layer_colors([MODEL, *names])
     fig, (ax_ctrl, ax_pen, ax_err) = plt.subplots(1, 3, figsize=(15, 4.6))
 
-    def achieved(summary: dict, name: str) -> float:
+    def achieved(summary: RunSummary, name: str) -> float:
         """The deployed model's value (realized, test-time gates) where the run recorded it."""
-        realized = summary.get("realized") or {}
+        realized = summary.realized
         if name in realized:
             return realized[name]
-        return summary["density"] if name == MODEL else summary["densities"][name]
+        return summary.density if name == MODEL else summary.densities[name]
 
     def layer_of(name: str) -> str:  # "macs" -> model, "macs:fc1" -> fc1
         return MODEL if name == MACS else name.removeprefix(MACS + ":")
@@ -64,20 +65,20 @@ def comparison(runs: Sequence[Run]) -> Figure:
         return {"marker": marker, "s": 40, "color": colors[name]}
 
     for run in runs:
-        for name, eps in run.summary["targets"].items():
+        for name, eps in run.summary.targets.items():
             ax_ctrl.scatter(eps, achieved(run.summary, name), zorder=3, **style(name, "o"))
-        for name, eps in run.summary.get("macs_targets", {}).items():  # MACs budgets: triangles
+        for name, eps in run.summary.macs_targets.items():  # MACs budgets: triangles
             ax_ctrl.scatter(eps, achieved(run.summary, name), zorder=3, **style(layer_of(name), "^"))
-        for name, lam in run.summary["penalties"].items():
+        for name, lam in run.summary.penalties.items():
             ax_pen.scatter(lam, achieved(run.summary, name), zorder=3, **style(name, "s"))
     ax_ctrl.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="achieved = requested")
     ax_ctrl.set(
         xlim=(0, 1), ylim=(0, 1), xlabel="requested ε (density; ▲ MACs)", ylabel="achieved (realized) value"
     )
     ax_ctrl.set_title("Constrained: control of density and MACs")
-    penalized = [run for run in runs if run.summary["penalties"]]
+    penalized = [run for run in runs if run.summary.penalties]
     if penalized:
-        lams = [lam for run in penalized for lam in run.summary["penalties"].values()]
+        lams = [lam for run in penalized for lam in run.summary.penalties.values()]
         if min(lams) > 0 and max(lams) / min(lams) > 10:
             ax_pen.set_xscale("log")
         elif max(lams) > 0:
@@ -92,9 +93,9 @@ def comparison(runs: Sequence[Run]) -> Figure:
         )
         for n in [MODEL, *names]
         if any(
-            n in r.summary["targets"]
-            or n in r.summary["penalties"]
-            or any(layer_of(m) == n for m in r.summary.get("macs_targets", {}))
+            n in r.summary.targets
+            or n in r.summary.penalties
+            or any(layer_of(m) == n for m in r.summary.macs_targets)
             for r in runs
         )
     ]
@@ -102,18 +103,18 @@ def comparison(runs: Sequence[Run]) -> Figure:
 
     for run in runs:
         s = run.summary
-        if s["test_error"] is None:
+        if s.test_error is None:
             continue
-        marker, color = _MODE_STYLE.get(s["mode"], ("s", "C1"))
-        ax_err.scatter(s["density"], 100 * s["test_error"], marker=marker, s=50, color=color)
+        marker, color = _MODE_STYLE.get(s.mode, ("s", "C1"))
+        ax_err.scatter(s.density, 100 * s.test_error, marker=marker, s=50, color=color)
         ax_err.annotate(
             run.name,
-            (s["density"], 100 * s["test_error"]),
+            (s.density, 100 * s.test_error),
             fontsize=8,
             textcoords="offset points",
             xytext=(5, 4),
         )
-    for mode in dict.fromkeys(r.summary["mode"] for r in runs if r.summary["test_error"] is not None):
+    for mode in dict.fromkeys(r.summary.mode for r in runs if r.summary.test_error is not None):
         marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
         ax_err.scatter([], [], marker=marker, color=color, label=mode)
     ax_err.legend(fontsize=8, loc="upper right")
@@ -140,7 +141,7 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
     """
     constraints = []
     for run in runs:
-        constraints += [n for n in run_targets(run.summary) if n not in constraints]
+        constraints += [n for n in run.summary.all_targets() if n not in constraints]
     if not constraints:
         raise ValueError("traces need constrained runs; these runs only have penalties")
     rows = 3 if tail else 2
@@ -153,7 +154,7 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
         records = run.metrics()
         steps = np.array([r["step"] for r in records])
         for j, name in enumerate(constraints):
-            if name not in run_targets(run.summary):
+            if name not in run.summary.all_targets():
                 continue
             density = np.array([constraint_value(r, name) for r in records])
             axes[0, j].plot(steps, density, color=cmap(i % 10), lw=1.1, label=run.name)
@@ -164,7 +165,7 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
                 start = int(len(steps) * (1 - tail))
                 axes[2, j].plot(steps[start:], density[start:], color=cmap(i % 10), lw=1.1)
     for j, name in enumerate(constraints):
-        eps = next(run_targets(run.summary)[name] for run in runs if name in run_targets(run.summary))
+        eps = next(run.summary.all_targets()[name] for run in runs if name in run.summary.all_targets())
         for row in [0, 2] if tail else [0]:
             axes[row, j].axhline(eps, color="black", ls="--", lw=1)
         axes[0, j].set_title(f"{name}: expected density (ε = {eps:g} dashed)")
@@ -177,7 +178,7 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
     handles = [
         plt.Line2D([], [], color=cmap(i % 10), label=run.name)
         for i, run in enumerate(runs)
-        if run.summary["targets"]
+        if run.summary.targets
     ]
     axes[0, -1].legend(
         handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
@@ -200,8 +201,8 @@ def _method_of(run: Run) -> str:
     Pruning whole neurons and pruning single weights to the same density are different
     trade-offs, so they get separate curves; ℓ1-RDA is always unstructured.
     """
-    method = run.summary.get("method", "hard_concrete")
-    targets = run.summary.get("targets") or {}
+    method = run.summary.method
+    targets = run.summary.targets
     if method == "magnitude" and targets and all(v == 1.0 for v in targets.values()):
         return "dense (nothing pruned)"  # the same trainer at target 1.0: the dense baseline
     label = _METHOD_LABELS.get(method, method)
@@ -226,12 +227,12 @@ def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
 
     points: dict[str, dict[str, list[tuple[float, float, float, float]]]] = {}
     for runs in settings.values():
-        runs = [run for run in runs if run.summary["test_error"] is not None]
+        runs = [run for run in runs if run.summary.test_error is not None]
         if not runs:
             continue
         # The realized density: the test error is measured with the test-time gates.
-        density, density_ci = mean_ci([run.summary["realized_density"] for run in runs])
-        error, error_ci = mean_ci([100 * run.summary["test_error"] for run in runs])
+        density, density_ci = mean_ci([run.summary.realized_density for run in runs])
+        error, error_ci = mean_ci([100 * run.summary.test_error for run in runs])
         problem = problem_of(runs[0])
         method = _method_of(runs[0])
         points.setdefault(problem, {}).setdefault(method, []).append((density, density_ci, error, error_ci))

@@ -52,11 +52,6 @@ def constraint_value(record: dict, name: str) -> float:
     return record["macs"][name]
 
 
-def run_targets(summary: dict) -> dict[str, float]:
-    """Every target of a run, densities then MACs budgets: ``{constraint: ε}``."""
-    return {**summary["targets"], **summary.get("macs_targets", {})}
-
-
 def constraint_dynamics(records: list[dict], name: str, tail: float = 0.2) -> ConstraintDynamics:
     """The measures of constraint ``name`` (``"model"`` or a layer name) over ``records``.
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ctrlsparse.gating.gates import ARMGate, HardConcrete  # noqa: E402
 from ctrlsparse.problem.levels import MODEL  # noqa: E402
+from ctrlsparse.runs.records import RunSummary  # noqa: E402
 from ctrlsparse.runs.store import MODEL as MODEL_FILE  # noqa: E402
 from ctrlsparse.runs.store import RunFormatError, load_run, read_metrics  # noqa: E402
 
@@ -52,26 +53,23 @@ def _ema(values: np.ndarray, smooth: float) -> np.ndarray:
     return out
 
 
-def _history(source: str | Path | Sequence[dict]) -> tuple[list[dict], dict, str]:
-    """Records, summary (may be empty) and a title from a run directory or a list of records."""
+def _history(source: str | Path | Sequence[dict]) -> tuple[list[dict], RunSummary | None, str]:
+    """Records, summary (None for a run in progress) and a title from a run directory or records."""
     if isinstance(source, str | Path):
         path = Path(source)
         records = read_metrics(path)
         try:
             summary = load_run(path).summary
         except RunFormatError:
-            summary = {}  # a run still in progress has no summary yet
+            summary = None  # a run still in progress has no summary yet
         return records, summary, path.name
-    return list(source), {}, "run"
+    return list(source), None, "run"
 
 
-def _targets_from(records: list[dict], summary: dict) -> tuple[dict, dict]:
+def _targets_from(records: list[dict], summary: RunSummary | None) -> tuple[dict, dict]:
     """(targets, penalties) of a run; without a summary, read off the last record."""
-    if summary:
-        return (
-            {**summary["targets"], **summary.get("macs_targets", {})},
-            {**summary["penalties"], **summary.get("macs_penalties", {})},
-        )
+    if summary is not None:
+        return summary.all_targets(), summary.all_penalties()
     last = records[-1]
     targets, penalties = {}, {}
     values = {MODEL: last["density"], **last["densities"], **last.get("macs", {})}
@@ -144,7 +142,7 @@ def dynamics(
             if np.isnan(level).all():  # no constraint logged (a pruned run): its final ε
                 level = np.full_like(values, targets[name])
             ax_dens.plot(steps, level, color=color, ls="--", lw=1.0)
-    feasibility = summary.get("feasibility")
+    feasibility = None if summary is None else summary.feasibility
     if feasibility:
         for ax in axes.flat:
             ax.axvline(feasibility["step"], color="0.5", lw=0.8, ls=":")
@@ -185,7 +183,7 @@ def dynamics(
         ax.legend(fontsize=8, ncol=ncol, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-    mode = summary.get("mode", "")
+    mode = "" if summary is None else summary.mode
     fig.suptitle(f"{title}" + (f" — {mode}" if mode else ""))
     fig.tight_layout()
     return fig

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ctrlsparse.reports.measures import run_dynamics, run_targets
+from ctrlsparse.reports.measures import run_dynamics
+from ctrlsparse.runs.records import RunSummary
 from ctrlsparse.runs.store import Run
 
 
@@ -28,31 +29,29 @@ def _percent(counts: dict) -> str:
     return "–" if fraction is None else f"{100 * fraction:.1f}%"
 
 
-def realized_gaps(summary: dict) -> dict[str, float]:
+def realized_gaps(summary: RunSummary) -> dict[str, float]:
     """Realized value − ε of every target constraint of a run (densities and MACs budgets).
 
     Example:
-        >>> realized_gaps({"targets": {"model": 0.3}, "realized": {"model": 0.2981}})
+        >>> s = RunSummary("hard_concrete", "constrained", {"model": 0.3}, {}, 0.3, {}, 0.2981)
+        >>> realized_gaps(s)
         {'model': -0.0019}
     """
-    targets = {**summary.get("targets", {}), **summary.get("macs_targets", {})}
-    realized = summary.get("realized") or {
-        "model": summary.get("realized_density"),
-        **summary.get("realized_densities", {}),
-    }
+    targets = summary.all_targets()
+    realized = summary.realized or {"model": summary.realized_density, **summary.realized_densities}
     return {n: round(realized[n] - e, 6) for n, e in targets.items() if realized.get(n) is not None}
 
 
-def _gaps(summary: dict) -> str:
+def _gaps(summary: RunSummary) -> str:
     return ", ".join(f"{n} {v:+.4f}" for n, v in realized_gaps(summary).items()) or "–"
 
 
-def _runs_needed(summary: dict) -> str:
+def _runs_needed(summary: RunSummary) -> str:
     """Full training runs it took to reach this result: 1 for a constrained run, the probe count
     for a penalty found by ``tune-penalty``, unknown for a penalty chosen by hand."""
-    if "tuning_runs" in summary:
-        return f"{summary['tuning_runs']} (tuned to ε={summary['tuning_target']:g})"
-    return "1" if summary["mode"] in ("constrained", "pruned") else "–"
+    if summary.tuning_runs is not None:
+        return f"{summary.tuning_runs} (tuned to ε={summary.tuning_target:g})"
+    return "1" if summary.mode in ("constrained", "pruned") else "–"
 
 
 def comparison_table(runs: Sequence[Run]) -> str:
@@ -72,18 +71,18 @@ def comparison_table(runs: Sequence[Run]) -> str:
         setting = "; ".join(
             x
             for x in (
-                _levels({**s["targets"], **s.get("macs_targets", {})}, "ε"),
-                _levels({**s["penalties"], **s.get("macs_penalties", {})}, "λ"),
+                _levels(s.all_targets(), "ε"),
+                _levels(s.all_penalties(), "λ"),
             )
             if x
         )
-        layers = ", ".join(f"{name} {d:.3f}" for name, d in s["densities"].items())
-        error = "–" if s["test_error"] is None else f"{100 * s['test_error']:.2f}%"
-        multipliers = ", ".join(f"{name} {value:.3g}" for name, value in s["multipliers"].items())
+        layers = ", ".join(f"{name} {d:.3f}" for name, d in s.densities.items())
+        error = "–" if s.test_error is None else f"{100 * s.test_error:.2f}%"
+        multipliers = ", ".join(f"{name} {value:.3g}" for name, value in s.multipliers.items())
         lines.append(
-            f"| {run.name} | {s.get('method', 'hard_concrete')} | {s['mode']} | {setting} "
-            f"| {s['density']:.4f} | {layers} "
-            f"| {s['realized_density']:.4f} | {_gaps(s)} | {_percent(s['params'])} | {_percent(s['macs'])} "
+            f"| {run.name} | {s.method} | {s.mode} | {setting} "
+            f"| {s.density:.4f} | {layers} "
+            f"| {s.realized_density:.4f} | {_gaps(s)} | {_percent(s.params)} | {_percent(s.macs)} "
             f"| {error} | {multipliers} | {_runs_needed(s)} |"
         )
     return "\n".join(lines) + "\n"
@@ -101,8 +100,8 @@ def dynamics_table(runs: Sequence[Run]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        targets = run_targets(run.summary)
-        if run.summary["mode"] != "constrained":  # penalties and pruning have no dual dynamics
+        targets = run.summary.all_targets()
+        if run.summary.mode != "constrained":  # penalties and pruning have no dual dynamics
             continue
         for name, m in run_dynamics(run.metrics(), targets).items():
             feasible = "never" if m.steps_to_feasible is None else str(m.steps_to_feasible)

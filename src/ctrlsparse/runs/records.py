@@ -74,3 +74,111 @@ class StepRecord(GDAStep):
     def from_dict(cls, data: dict) -> StepRecord:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class SummaryFormatError(ValueError):
+    """A ``summary.json`` lacks a key every run records, or holds a value of the wrong kind."""
+
+
+@dataclass
+class RunSummary:
+    """A run's final numbers: the one schema of ``summary.json``.
+
+    The trainers build it (:meth:`GDA.summary <ctrlsparse.GDA.summary>` and the other
+    methods' ``summary()``), ``fit`` completes and returns it, and
+    :func:`~ctrlsparse.runs.load_run` reads it back; nothing else writes the file.
+
+    Attributes:
+        method: the gate kind(s) (``"hard_concrete"``, ``"arm"``, ``"l1_rda"``, ...).
+        mode: ``"constrained"``, ``"penalized"`` or ``"pruned"``.
+        targets: ε per density constraint (``"model"`` or a layer); empty when penalized.
+        penalties: λ per penalized constraint.
+        density: expected model density at the end (eq. 12).
+        densities: expected density per gated layer.
+        realized_density: fraction of sparsifiable parameters whose test-time gate (eq. 13)
+            is non-zero.
+        realized_densities: the same per gated layer.
+        realized: realized value of each constraint (density or MACs fraction).
+        multipliers: each constraint's final multiplier.
+        test_error: final test error, or None without test data.
+        params: ``{"dense", "remaining"}`` parameter counts.
+        macs: ``{"dense", "expected", "realized", ...}`` MACs for one example.
+        feasibility: what the feasibility phase decided, or None.
+        settings: the horizon settings GDA chose (total steps, ramp, dual optimizer, ...).
+        macs_targets, macs_penalties: budgets per MACs constraint.
+        steps, train_seconds, world_size: how the run went.
+        tuning_runs, tuning_target: set on the run ``tune-penalty`` picked.
+
+    Example:
+        >>> s = RunSummary(method="hard_concrete", mode="constrained", targets={"model": 0.3},
+        ...                penalties={}, density=0.3, densities={"fc1": 0.3}, realized_density=0.29)
+        >>> RunSummary.from_dict(s.to_dict()) == s
+        True
+        >>> RunSummary.from_dict({"mode": "constrained", "targets": {}, "penalties": {}, "density": 0.3})
+        Traceback (most recent call last):
+        ...
+        ctrlsparse.runs.records.SummaryFormatError: missing keys densities, realized_density
+    """
+
+    method: str
+    mode: str
+    targets: dict[str, float]
+    penalties: dict[str, float]
+    density: float
+    densities: dict[str, float]
+    realized_density: float
+    realized_densities: dict[str, float] = field(default_factory=dict)
+    realized: dict[str, float] = field(default_factory=dict)
+    multipliers: dict[str, float] = field(default_factory=dict)
+    test_error: float | None = None
+    params: dict[str, int] = field(default_factory=dict)
+    macs: dict = field(default_factory=dict)
+    feasibility: dict | None = None
+    settings: dict = field(default_factory=dict)
+    macs_targets: dict[str, float] = field(default_factory=dict)
+    macs_penalties: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    train_seconds: float = 0.0
+    world_size: int = 1
+    tuning_runs: int | None = None
+    tuning_target: float | None = None
+
+    REQUIRED = ("mode", "targets", "penalties", "density", "densities", "realized_density")
+
+    def all_targets(self) -> dict[str, float]:
+        """ε of every constraint: density targets, then MACs budgets."""
+        return {**self.targets, **self.macs_targets}
+
+    def all_penalties(self) -> dict[str, float]:
+        """λ of every penalized term: density, then MACs."""
+        return {**self.penalties, **self.macs_penalties}
+
+    def to_dict(self) -> dict:
+        """The JSON object; tuning fields only on a tuned run."""
+        data = asdict(self)
+        for key in ("tuning_runs", "tuning_target"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunSummary:
+        """Read a ``summary.json`` object; keys this version does not know are ignored.
+
+        Raises:
+            SummaryFormatError: naming the missing keys, or a key whose value has the wrong kind.
+        """
+        missing = [k for k in cls.REQUIRED if k not in data]
+        if missing:
+            raise SummaryFormatError(f"missing keys {', '.join(missing)}")
+        for key in ("targets", "penalties", "densities"):
+            if not isinstance(data[key], dict):
+                raise SummaryFormatError(f"{key!r} should be an object, got {data[key]!r}")
+        for key in ("density", "realized_density"):
+            if not isinstance(data[key], int | float):
+                raise SummaryFormatError(f"{key!r} should be a number, got {data[key]!r}")
+        optional = ("test_error", "feasibility", "tuning_runs", "tuning_target")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and (v is not None or k in optional)}
+        values.setdefault("method", "hard_concrete")
+        return cls(**values)

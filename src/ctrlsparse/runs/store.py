@@ -14,21 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ctrlsparse.errors import CtrlsparseError
+from ctrlsparse.runs.records import RunSummary, SummaryFormatError
 
 CONFIG, METRICS, SUMMARY, MODEL = "config.json", "metrics.jsonl", "summary.json", "model.pt"
 METRIC_KEYS = ("step", "epoch", "loss", "density", "densities", "multipliers", "violations")
-SUMMARY_KEYS = (
-    "mode",
-    "targets",
-    "penalties",
-    "density",
-    "densities",
-    "realized_density",
-    "test_error",
-    "multipliers",
-    "params",
-    "macs",
-)
 
 
 class RunFormatError(CtrlsparseError, ValueError):
@@ -114,16 +103,15 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def _read_json(path: Path, required: tuple[str, ...]) -> dict:
+def _read_json(path: Path) -> dict:
     if not path.exists():
         raise RunFormatError(f"{path}: no such file (is {path.parent} a finished ctrlsparse run?)")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise RunFormatError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise RunFormatError(f"{path}: missing keys {', '.join(missing)}")
+    if not isinstance(data, dict):
+        raise RunFormatError(f"{path}: expected a JSON object")
     return data
 
 
@@ -133,7 +121,7 @@ class Run:
 
     path: Path
     config: dict
-    summary: dict
+    summary: RunSummary
     label: str | None = None
 
     @property
@@ -176,12 +164,30 @@ def load_run(run_dir: str | Path) -> Run:
 
     Example:
         >>> run = load_run("runs/demo/penalized")  # doctest: +SKIP
-        >>> run.summary["density"]  # doctest: +SKIP
+        >>> run.summary.density  # doctest: +SKIP
     """
     path = Path(run_dir)
     if not path.is_dir():
         raise RunFormatError(f"{path}: not a run directory")
-    return Run(path, _read_json(path / CONFIG, ()), _read_json(path / SUMMARY, SUMMARY_KEYS))
+    return Run(path, _read_json(path / CONFIG), read_summary(path))
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """The :class:`RunSummary` of a finished run directory.
+
+    Raises:
+        RunFormatError: naming ``summary.json`` when it is missing, not JSON or incomplete.
+    """
+    path = Path(run_dir) / SUMMARY
+    try:
+        return RunSummary.from_dict(_read_json(path))
+    except SummaryFormatError as error:
+        raise RunFormatError(f"{path}: {error}") from None
+
+
+def write_summary(run_dir: str | Path, summary: RunSummary) -> None:
+    """Write ``summary.json`` (atomically) into a run directory."""
+    write_json(Path(run_dir) / SUMMARY, summary.to_dict())
 
 
 def load_model_state(model, path: str | Path) -> None:

@@ -24,6 +24,7 @@ from ctrlsparse.gating.registry import is_layer
 from ctrlsparse.modelio import call_model
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
+from ctrlsparse.runs.records import RunSummary
 from ctrlsparse.training.methods import check_pruning, prune_due
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -183,16 +184,15 @@ class GroupMagnitudePruning:
         self.prune()
         return pruned_now
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         density, densities = self.densities()
-        return {
-            "method": self.method,
-            "mode": self.mode,
-            "targets": dict(self.targets),
-            "penalties": {},
-            "density": density,
-            "densities": densities,
-            "realized_density": density,
-            "realized_densities": densities,
-            "multipliers": {},
-        }
+        return RunSummary(
+            method=self.method,
+            mode=self.mode,
+            targets=dict(self.targets),
+            penalties={},
+            density=density,
+            densities=densities,
+            realized_density=density,
+            realized_densities=densities,
+        )

@@ -24,6 +24,7 @@ from torch.nn.utils import prune
 from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
+from ctrlsparse.runs.records import RunSummary
 from ctrlsparse.training.rda import RDA
 
 _PLAIN = (nn.Linear, nn.Conv2d)
@@ -109,18 +110,18 @@ class _WeightSparsity:
         self.steps = state["steps"]
         self.optimizer.load_state_dict(state["optimizer"])
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         density, densities = self.densities()
-        return {
-            "method": self.method,
-            "mode": self.mode,
-            "targets": {},
-            "penalties": {},
-            "density": density,
-            "densities": densities,
-            "realized_density": density,
-            "multipliers": {},
-        }
+        return RunSummary(
+            method=self.method,
+            mode=self.mode,
+            targets={},
+            penalties={},
+            density=density,
+            densities=densities,
+            realized_density=density,
+            realized_densities=densities,
+        )
 
 
 class L1RDA(_WeightSparsity):
@@ -166,9 +167,9 @@ class L1RDA(_WeightSparsity):
         """One RDA step on a minibatch."""
         return self._train_step(inputs, targets)
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         summary = super().summary()
-        summary["penalties"] = dict(self.penalties)
+        summary.penalties = dict(self.penalties)
         return summary
 
 
@@ -312,7 +313,7 @@ class MagnitudePruning(_WeightSparsity):
                 prune.remove(module, "weight")
         return pruned_now
 
-    def summary(self) -> dict:
+    def summary(self) -> RunSummary:
         summary = super().summary()
-        summary["targets"] = dict(self.targets)
+        summary.targets = dict(self.targets)
         return summary

@@ -18,7 +18,7 @@ from ctrlsparse.gating.counting import count, macs_summary
 from ctrlsparse.modelio import Inputs, call_model, head, logits, to_device
 from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
-from ctrlsparse.runs.records import GDAStep, StepRecord
+from ctrlsparse.runs.records import GDAStep, RunSummary, StepRecord
 from ctrlsparse.training import distributed
 from ctrlsparse.training.resume import Position, capture, restore
 
@@ -67,13 +67,13 @@ class Trainer(Protocol):
         """After the last step; True when it changed the model's outputs (e.g. a last pruning)."""
         ...
 
-    def summary(self) -> dict: ...
+    def summary(self) -> RunSummary: ...
 
     # Optional: ``begin(total_steps, steps_per_epoch)`` before the first step (GDA fixes its
     # schedules there); ``phase_start``, ``decision`` and ``decide()`` for a feasibility phase.
 
 
-def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None) -> dict:
+def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None) -> RunSummary:
     """Final numbers of a run, as written to ``summary.json``: the trainer's own, test error, counts.
 
     ``macs`` holds the dense MACs (Linear and convolution layers, one example), the expected
@@ -82,9 +82,9 @@ def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None)
     """
     summary = trainer.summary()
     total, _ = count(trainer.model, example_input)
-    summary["test_error"] = test_error
-    summary["params"] = {"dense": total.params_dense, "remaining": total.params_remaining}
-    summary["macs"] = macs_summary(trainer.model, example_input, total)
+    summary.test_error = test_error
+    summary.params = {"dense": total.params_dense, "remaining": total.params_remaining}
+    summary.macs = macs_summary(trainer.model, example_input, total)
     return summary
 
 
@@ -142,13 +142,13 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
-) -> dict:
+) -> RunSummary:
     """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
 
     Before the first step it tells the trainer the run's length (``trainer.begin``: GDA's
     target ramp, dual step and feasibility phase count in fractions of it). At the start of
     GDA's feasibility phase it measures the test error before and after the gates are
-    decided (``summary["feasibility"]``).
+    decided (``summary.feasibility``).
 
     Writes, when ``run_dir`` is given: ``config.json`` (``config``) at the start,
     ``metrics.jsonl`` as training goes (every ``log_every`` steps and at every epoch's
@@ -276,11 +276,11 @@ def fit(
     if trainer.finish() and test_batches is not None:
         test_error = evaluate(model, test_batches, output_fn)
     summary = summarize(trainer, example_input, test_error)
-    summary["steps"] = step_count
-    summary["train_seconds"] = elapsed + time.monotonic() - start
-    summary["world_size"] = world
+    summary.steps = step_count
+    summary.train_seconds = elapsed + time.monotonic() - start
+    summary.world_size = world
     if run_dir is not None and rank == 0:
-        runs.write_json(run_dir / runs.SUMMARY, summary)
+        runs.write_summary(run_dir, summary)
         torch.save(model.state_dict(), run_dir / runs.MODEL)
     return summary
 

@@ -1,0 +1,113 @@
+"""Settings that follow from the length of training (docs/control.md).
+
+:class:`~ctrlsparse.GDA` fixes them once, in ``begin``, when it learns the run's number of
+steps: how long the target ramps, when the feasibility phase starts, the Adam dual step
+(``DUAL_TRAVEL / total_steps``) and the gates' learning-rate floor
+(``GATE_TRAVEL / total_steps``). Without a known length it warns and assumes
+``FALLBACK_STEPS`` with a fixed target and no phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import NamedTuple
+
+import torch
+
+from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
+
+DUAL_TRAVEL = 40.0
+"""The default dual step: Adam ascent with ``lr = DUAL_TRAVEL / total_steps``, so a multiplier
+can climb to O(10) within a fraction of any run (docs/control.md)."""
+GATE_TRAVEL = 30.0
+"""The gates learn at least at ``GATE_TRAVEL / total_steps``: with Adam a gate parameter moves
+about lr per step, and closing a gate takes a log α travel of a few units (docs/control.md)."""
+DEFAULT_FEASIBILITY = 0.1
+"""Default length of the feasibility phase: the last tenth of the run."""
+FALLBACK_STEPS = 10_000
+"""The horizon GDA assumes when nobody tells it the length of training (it warns once)."""
+
+
+class Horizon(NamedTuple):
+    """What a run of ``total_steps`` steps implies.
+
+    Attributes:
+        total_steps: the run's length, or None when it was not given.
+        steps: the length the settings assume (``FALLBACK_STEPS`` when unknown).
+        schedule: this run's own copy of the target schedule.
+        ramp_steps: steps over which the target moves to ε.
+        phase_start: the step the feasibility phase starts at, or None.
+    """
+
+    total_steps: int | None
+    steps: int
+    schedule: TargetSchedule
+    ramp_steps: int
+    phase_start: int | None
+
+
+def plan(
+    total_steps: int | None,
+    steps_per_epoch: int | None,
+    schedule: TargetSchedule | None,
+    feasibility: float,
+) -> Horizon:
+    """The :class:`Horizon` of a run; raises ``ValueError`` when the ramp and phase do not fit.
+
+    Example:
+        >>> h = plan(900, 30, None, 0.1)
+        >>> h.ramp_steps, h.phase_start
+        (300, 810)
+    """
+    if total_steps is not None and (isinstance(total_steps, bool) or not total_steps >= 1):
+        raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+    known = total_steps is not None
+    if not known:
+        warnings.warn(
+            "GDA does not know the length of training: pass total_steps=<epochs x batches> (fit() "
+            "does it for you). Using a fixed target, the dual step of a "
+            f"{FALLBACK_STEPS}-step run and no feasibility phase.",
+            stacklevel=4,
+        )
+    steps = int(total_steps) if known else FALLBACK_STEPS
+    if schedule is None:
+        schedule = TargetSchedule("linear") if known else TargetSchedule("fixed")
+    schedule = dataclasses.replace(schedule)  # its state is this run's
+    ramp = schedule.ramp_steps(steps, steps_per_epoch) if known else 0
+    if schedule.kind not in (ScheduleKind.LINEAR, ScheduleKind.FIXED) and not steps_per_epoch:
+        raise ValueError(
+            f"a {schedule.kind.value} schedule changes the level once per epoch and needs "
+            "steps_per_epoch (fit() sets it from the batches)"
+        )
+    phase = max(1, round(feasibility * steps)) if known and feasibility > 0 else 0
+    if known and ramp + phase > steps:
+        raise ValueError(
+            f"the target ramp ({ramp} steps) and the feasibility phase ({phase} steps) "
+            f"do not fit in a run of {steps} steps: shorten the ramp (schedule) or the phase "
+            "(feasibility=...)"
+        )
+    return Horizon(
+        int(total_steps) if known else None, steps, schedule, ramp, steps - phase if phase else None
+    )
+
+
+def give_gates_their_group(
+    optimizer: torch.optim.Optimizer, gates: list[torch.Tensor], lr: float | None, floor: float
+) -> None:
+    """Move ``gates`` into parameter groups of their own at ``lr`` (default: the group's lr, at
+    least ``floor``), with the group's other settings and no weight decay."""
+    gate_ids = {id(p) for p in gates}
+    for group in list(optimizer.param_groups):
+        own = [p for p in group["params"] if id(p) in gate_ids]
+        if not own:
+            continue
+        gate_lr = lr if lr is not None else max(group["lr"], floor)
+        others = [p for p in group["params"] if id(p) not in gate_ids]
+        if not others:
+            group["lr"] = gate_lr
+            continue
+        group["params"] = others
+        settings = {k: v for k, v in group.items() if k != "params"}
+        settings.update(lr=gate_lr, **({"weight_decay": 0.0} if "weight_decay" in group else {}))
+        optimizer.add_param_group({"params": own, **settings})
