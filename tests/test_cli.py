@@ -182,6 +182,16 @@ def test_tune_penalty_searches_the_l1_rda_penalty(tmp_path, capsys):
     assert history[0]["density"] > history[1]["density"]  # a larger ℓ1 penalty zeroes more weights
     assert all(load_run(h["run"]).summary.method == "l1_rda" for h in history)
 
+    # Asked again, the search reuses its finished probes: same answers, nothing retrained.
+    # (The best probe's summary.json is rewritten with the tuning fields, to the same content.)
+    def trained():
+        return {p: p.stat().st_mtime_ns for p in out.glob("probe*/*") if p.name != "summary.json"}
+
+    stamps, summaries = trained(), [load_run(h["run"]).summary for h in history]
+    assert main([*args, "--max-runs", "2", "--initial-penalty", "1e-3", "--out", str(out), "--quiet"]) == 1
+    assert json.loads((out / "tuning.json").read_text())["history"] == history
+    assert trained() == stamps and [load_run(h["run"]).summary for h in history] == summaries
+
 
 def test_purge_writes_an_exported_program_that_loads_with_torch_alone(tmp_path, capsys):
     import torch

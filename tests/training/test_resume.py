@@ -195,6 +195,29 @@ def test_the_atomic_writer_leaves_the_old_file_when_a_write_fails(tmp_path, monk
     assert torch.equal(torch.load(path, weights_only=True)["v"], torch.ones(1))
 
 
+def test_a_full_disk_in_a_real_fit_keeps_the_last_checkpoint_and_resumes_from_it(tmp_path, monkeypatch):
+    gda, batches = _toy()
+    fit(gda, batches, 3, run_dir=tmp_path / "full", progress=False)
+    real_save, calls = checkpoints.torch.save, {"n": 0}
+
+    def disk_fills_up(obj, f):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # the first checkpoint (end of epoch 1) fits, the second does not
+            raise OSError(28, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_fills_up)
+    gda, batches = _toy()
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt.*No space left"):
+        fit(gda, batches, 3, run_dir=tmp_path / "run", progress=False)
+    assert checkpoints.load_checkpoint(tmp_path / "run")["step"] == 4
+    assert not list((tmp_path / "run").glob(".*"))  # no half-written file left behind
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)  # space freed: resume finishes the run
+    gda, batches = _toy()
+    fit(gda, batches, 3, run_dir=tmp_path / "run", progress=False, resume=True)
+    _same_run(tmp_path / "full", tmp_path / "run")
+
+
 def test_a_nan_loss_stops_before_the_step_updates_anything(tmp_path):
     calls = {"n": 0}
 
