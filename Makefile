@@ -2,13 +2,16 @@
 #   make demo   creates .venv, installs ctrlsparse, trains the digits problem three ways
 #               (constrained model-wise, constrained per-layer, penalized) and compares them
 #   make test   creates .venv-dev with the dev extras and runs the test suite
+#   make docs   creates .venv-docs and builds the documentation site into site/ (strict)
 PYTHON ?= python3
 VENV := .venv
 DEV_VENV := .venv-dev
+DOCS_VENV := .venv-docs
+KATEX := docs/assets/katex
 RUNS ?= runs/demo
 DEMO_PROBLEM := problems/digits_mlp.toml
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,26 @@ $(DEV_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(DEV_VENV)
 	$(DEV_VENV)/bin/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
+
+$(DOCS_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q -c constraints.txt -e ".[docs]"
+	touch $@
+
+# KaTeX from the npm registry (pinned by docs/package-lock.json), served from the site itself.
+$(KATEX)/katex.min.js: docs/package.json docs/package-lock.json
+	rm -rf build/npm && mkdir -p build/npm && cp docs/package.json docs/package-lock.json build/npm/
+	cd build/npm && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf $(KATEX) && mkdir -p $(KATEX)/contrib
+	cp -r build/npm/node_modules/katex/dist/katex.min.css build/npm/node_modules/katex/dist/fonts $(KATEX)/
+	cp build/npm/node_modules/katex/dist/contrib/auto-render.min.js $(KATEX)/contrib/
+	cp build/npm/node_modules/katex/dist/katex.min.js $(KATEX)/
+
+docs: $(DOCS_VENV)/.installed $(KATEX)/katex.min.js
+	$(DOCS_VENV)/bin/mkdocs build --strict
+
+docs-serve: $(DOCS_VENV)/.installed $(KATEX)/katex.min.js
+	$(DOCS_VENV)/bin/mkdocs serve
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/ctrlsparse run $(DEMO_PROBLEM) --target-density 0.3 --overwrite --out $(RUNS)/constrained-model
@@ -37,4 +60,4 @@ lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff format --check src tests examples
 
 clean:
-	rm -rf $(VENV) $(DEV_VENV) runs
+	rm -rf $(VENV) $(DEV_VENV) $(DOCS_VENV) runs site build $(KATEX)

@@ -313,3 +313,11 @@ def test_every_method_s_run_reloads_into_the_model_it_trained(tmp_path, sections
     x, y = run.data.test
     error = evaluate(run.model, Batches(x, y, 256))
     assert error == pytest.approx(read_summary(tmp_path / "run").test_error, abs=1e-9)
+
+
+def test_run_with_tensorboard_writes_event_files_into_the_run_directory(tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    args = ["run", DIGITS, "--target-density", "0.3", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main([*args, "--tensorboard"]) == 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))

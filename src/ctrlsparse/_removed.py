@@ -25,6 +25,8 @@ def removed(name: str, message: str = _GATED_LAYER) -> type:
             raise RemovedError(f"{name}: {message}")
 
         def __getattr__(cls, attribute):
+            if attribute.startswith("__"):  # introspection (doctest, inspect, pickle): a plain miss
+                raise AttributeError(attribute)
             raise RemovedError(f"{name}.{attribute}: {message}")
 
     return _Meta(name, (), {"__doc__": f"Removed. {message}"})

@@ -14,7 +14,7 @@ class Choice(str, enum.Enum):
         """``cls(value)``, or a ValueError listing the valid choices.
 
         Example:
-            >>> from ctrlsparse.layers import Structure
+            >>> from ctrlsparse.gating import Structure
             >>> Structure.parse("neuron") is Structure.NEURON
             True
         """

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, metavar="N",
         help="also checkpoint every N steps (always: at every epoch's end)",
     )  # fmt: skip
+    run.add_argument(
+        "--tensorboard", action="store_true",
+        help="also write TensorBoard scalars into OUT/tensorboard (pip install 'ctrlsparse[tensorboard]')",
+    )  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 

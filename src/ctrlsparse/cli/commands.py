@@ -95,9 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CLIError("--resume needs --out, the run directory to continue")
     out = Path(args.out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     # A reused directory, bad targets, penalties and layer names fail before `out` is written.
+    board = out / "tensorboard" if args.tensorboard else None
     summary = run_problem(
         config, out, progress=not args.quiet, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, overwrite=args.overwrite,
+        resume=args.resume, overwrite=args.overwrite, tensorboard=board,
     )  # fmt: skip
     error = "n/a" if summary.test_error is None else f"{100 * summary.test_error:.2f}%"
     if distributed.context()[0] == 0:

@@ -260,13 +260,14 @@ def run_problem(
     checkpoint_every: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> RunSummary:
     """Train the problem described by ``config`` and write its run directory ``out``.
 
     ``out`` must be new or empty, unless ``resume`` (continue from its last checkpoint; the
     configuration must be the one it started with) or ``overwrite`` (start afresh); the
     check comes before any data is loaded. Checkpoints are written at every epoch's end and
-    every ``checkpoint_every`` steps.
+    every ``checkpoint_every`` steps; ``tensorboard``: a directory for TensorBoard scalars.
 
     Example:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
@@ -295,6 +296,7 @@ def run_problem(
         checkpoint_every=checkpoint_every,
         resume=resume,
         overwrite=overwrite,
+        tensorboard=tensorboard,
     )
 
 

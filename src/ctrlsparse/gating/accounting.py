@@ -65,7 +65,7 @@ class Accounting:
         ...                   example_input=torch.zeros(1, 4))
         >>> acc = Accounting(net)
         >>> acc.num_sparsifiable, acc.layer_sizes
-        (29, {'0': 15, '2': 6})
+        (21, {'0': 15, '2': 6})
     """
 
     def __init__(self, model: nn.Module, order: list[str] | None = None) -> None:

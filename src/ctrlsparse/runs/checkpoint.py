@@ -12,7 +12,7 @@ Every value is a tensor, a number, a string or a container of them, so
 Example:
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     save_checkpoint(d, {"step": 3, "w": torch.ones(2)})
+    ...     path = save_checkpoint(d, {"step": 3, "w": torch.ones(2)})
     ...     load_checkpoint(d)["step"]
     3
 """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sized
@@ -20,6 +19,7 @@ from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.records import GDAStep, RunSummary, StepRecord
 from ctrlsparse.training import distributed
+from ctrlsparse.training.monitor import Progress, TensorBoard, require_tensorboard
 from ctrlsparse.training.resume import Position, capture, restore
 
 
@@ -88,37 +88,6 @@ def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None)
     return summary
 
 
-class _Progress:
-    """A one-line progress bar on stderr; about ten lines a run when stderr is not a terminal."""
-
-    def __init__(self, epochs: int, steps_per_epoch: int, enabled: bool) -> None:
-        self.epochs, self.steps_per_epoch, self.enabled = epochs, steps_per_epoch, enabled
-        self.tty = sys.stderr.isatty()
-        self._last = 0.0
-
-    def update(self, epoch: int, batch: int, step: GDAStep, test_error: float | None = None) -> None:
-        if not self.enabled:
-            return
-        end_of_epoch = batch == self.steps_per_epoch
-        now = time.monotonic()
-        if not end_of_epoch and (not self.tty or now - self._last < 0.2):
-            return
-        self._last = now
-        done = ((epoch - 1) * self.steps_per_epoch + batch) / (self.epochs * self.steps_per_epoch)
-        bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
-        lams = " ".join(f"{name}={value:.3g}" for name, value in step.multipliers.items())
-        text = f"epoch {epoch}/{self.epochs} [{bar}] loss {step.loss:.3f} density {step.density:.3f} λ {lams}"
-        if test_error is not None:
-            text += f" test error {test_error:.4f}"
-        if self.tty:
-            sys.stderr.write(
-                "\r" + text[:160].ljust(160) + ("\n" if end_of_epoch and epoch == self.epochs else "")
-            )
-        elif end_of_epoch and (epoch % max(1, self.epochs // 10) == 0 or epoch == self.epochs):
-            sys.stderr.write(text + "\n")  # a log file gets about ten lines a run
-        sys.stderr.flush()
-
-
 def _decide(trainer, model: nn.Module, test_batches, output_fn) -> None:
     """Start the trainer's feasibility phase, with the test error on both sides of the decision."""
     before = evaluate(model, test_batches, output_fn) if test_batches is not None else None
@@ -142,6 +111,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> RunSummary:
     """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
 
@@ -156,7 +126,9 @@ def fit(
     kept as ``checkpoint.prev.pt``) at every epoch's end and every ``checkpoint_every``
     steps, then ``summary.json`` and ``model.pt``. ``output_fn`` is passed to
     :func:`evaluate`; ``lr_scheduler`` (e.g. ``MultiStepLR`` on the primal optimizer) is
-    stepped at the end of every epoch.
+    stepped at the end of every epoch. ``progress`` shows a tqdm bar (about ten lines a run
+    when stderr is not a terminal); ``tensorboard=DIR`` also writes every logged record as
+    TensorBoard scalars (:class:`~ctrlsparse.training.monitor.TensorBoard`).
 
     A ``run_dir`` that already holds a run is refused unless ``resume=True`` (continue from
     its last complete checkpoint; ``config`` must equal the one it was started with) or
@@ -188,6 +160,8 @@ def fit(
     if run_dir is None and (resume or overwrite or checkpoint_every):
         raise ValueError("resume, overwrite and checkpoint_every need a run_dir")
     rank, world = distributed.context()
+    if tensorboard is not None:  # before any work: a missing package fails here
+        require_tensorboard()
     resuming = False
     if run_dir is not None:  # rank 0 decides; its refusal stops every rank
         resuming = distributed.on_rank0(lambda: checkpoints.prepare_run_dir(run_dir, resume, overwrite))
@@ -229,7 +203,10 @@ def fit(
         state = capture(trainer, model, lr_scheduler, train_batches, at, offset, config, epochs, world)
         distributed.on_rank0(lambda: checkpoints.save_checkpoint(run_dir, state))
 
-    bar = _Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0 and rank == 0)
+    board = None  # a resumed run drops the events after its checkpoint
+    if tensorboard is not None and rank == 0:
+        board = TensorBoard(tensorboard, purge_step=at.step + 1 if at.step else None)
+    bar = Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0 and rank == 0, at.step)
     step_count, test_error, example_input = at.step, at.test_error, at.example_input
     elapsed = at.train_seconds
     start = time.monotonic()
@@ -257,8 +234,12 @@ def fit(
                 if end_of_epoch and test_batches is not None:
                     test_error = record_error = evaluate(model, test_batches, output_fn)
                     at.test_error = test_error
-                if writer is not None and (step_count % log_every == 0 or end_of_epoch):
-                    writer.write(StepRecord.of(step, step_count, epoch, record_error).to_dict())
+                if step_count % log_every == 0 or end_of_epoch:
+                    record = StepRecord.of(step, step_count, epoch, record_error)
+                    if writer is not None:
+                        writer.write(record.to_dict())
+                    if board is not None:
+                        board.write(record)
                 bar.update(epoch, batch, step, record_error)
                 mid_epoch = run_dir is not None and stateful and not end_of_epoch
                 if mid_epoch and checkpoint_every and step_count % checkpoint_every == 0:
@@ -269,8 +250,11 @@ def fit(
             if run_dir is not None:
                 checkpoint(epoch + 1, 0)
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
+        if board is not None:
+            board.close()
     if example_input is None:
         raise ValueError("train_batches yielded no minibatch")
     if trainer.finish() and test_batches is not None:

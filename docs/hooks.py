@@ -1,0 +1,152 @@
+"""mkdocs hooks: the reference pages are generated at build time, so nothing is hand-copied.
+
+- ``reference/api.md``: one mkdocstrings block per name in ``ctrlsparse.__all__``, then the
+  gates, methods and plots modules;
+- ``reference/cli.md``: the ``--help`` of every ``ctrlsparse`` subcommand, from the argparse
+  parser (:func:`ctrlsparse.cli.build_parser`);
+- ``reference/problem-file.md``: every section and key of a problem file, from the config
+  dataclasses (:mod:`ctrlsparse.experiments.schema`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import os
+
+from mkdocs.structure.files import File
+
+MODULES = {
+    "ctrlsparse.gating.gates": "Gates",
+    "ctrlsparse.training.methods": "Other methods",
+    "ctrlsparse.reports": "Plots and reports",
+}
+
+
+def api_page() -> str:
+    import ctrlsparse
+    from ctrlsparse._removed import RemovedError  # noqa: F401 - documented below
+
+    lines = [
+        "# Python API",
+        "",
+        "Generated from `ctrlsparse.__all__` and the docstrings: every public name, in order.",
+        "",
+    ]
+    removed = []
+    for name in ctrlsparse.__all__:
+        obj = getattr(ctrlsparse, name)
+        if (obj.__doc__ or "").startswith("Removed."):
+            removed.append(name)
+            continue
+        lines += [f"## `{name}`", "", f"::: ctrlsparse.{name}", "    options:", "      heading_level: 3", ""]
+    lines += ["## Removed names", ""]
+    for name in removed:
+        lines += [f"- `{name}`: {getattr(ctrlsparse, name).__doc__.removeprefix('Removed. ')}"]
+    lines.append("")
+    for module, title in MODULES.items():
+        lines += [
+            f"## {title}: `{module}`",
+            "",
+            f"::: {module}",
+            "    options:",
+            "      heading_level: 3",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str):
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _subcommands(sub, f"{prefix} {name}")
+
+
+def cli_page() -> str:
+    from ctrlsparse.cli import build_parser
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal's width: fix it
+    lines = [
+        "# Command line",
+        "",
+        "Generated from the argparse definitions (`ctrlsparse.cli.build_parser`).",
+        "",
+    ]
+    for command, parser in _subcommands(build_parser(), "ctrlsparse"):
+        lines += [f"## `{command}`", "", "```text", parser.format_help().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _key_notes(cls: type) -> dict[str, str]:
+    """Per field: its attribute docstring, else the comment lines just above it in the source."""
+    source = inspect.getsource(cls)
+    source_lines = source.splitlines()
+    body = ast.parse(source).body[0].body
+    notes: dict[str, str] = {}
+    for i, node in enumerate(body):
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        name = node.target.id
+        following = body[i + 1] if i + 1 < len(body) else None
+        if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            notes[name] = " ".join(following.value.value.split())
+            continue
+        comments, line = [], node.lineno - 2
+        while line >= 0 and source_lines[line].strip().startswith("#"):
+            comments.insert(0, source_lines[line].strip().lstrip("# "))
+            line -= 1
+        notes[name] = " ".join(comments)
+    return notes
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {int: "integer", float: "number", str: "string", bool: "true/false", list: "list", dict: "table"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def _default(f: dataclasses.Field) -> str:
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"`{value!r}`".replace("'", '"')
+
+
+def schema_page() -> str:
+    from ctrlsparse.experiments import schema
+
+    lines = [
+        "# Problem file",
+        "",
+        "Generated from the config dataclasses (`ctrlsparse.experiments.schema`). A problem file is",
+        "TOML with a top-level `name` (and optional `description`) and the sections below. Unknown",
+        "keys and wrong types are errors that name the key and the valid choices.",
+        "",
+    ]
+    for section, cls in schema.SECTIONS.items():
+        doc = " ".join((cls.__doc__ or "").split())
+        lines += [f"## `[{section}]`", "", doc if not doc.startswith(cls.__name__ + "(") else "", ""]
+        lines += ["| key | type | default | choices | notes |", "|---|---|---|---|---|"]
+        notes = _key_notes(cls)
+        for f in dataclasses.fields(cls):
+            choices = f.metadata.get("choices")
+            shown = ", ".join(f"`{c}`" for c in choices) if choices else ""
+            note = notes.get(f.name, "").replace("|", "\\|")
+            types = _type_name(f.metadata.get("types", ()))
+            lines.append(f"| `{f.name}` | {types} | {_default(f)} | {shown} | {note} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+PAGES = {"reference/api.md": api_page, "reference/cli.md": cli_page, "reference/problem-file.md": schema_page}
+
+
+def on_files(files, config):
+    for path, make in PAGES.items():
+        files.append(File.generated(config, path, content=make()))
+    return files
