@@ -25,6 +25,9 @@ MODULES = {
 }
 
 
+_OPTIONS = ["    options:", "      heading_level: 3", ""]
+
+
 def api_page() -> str:
     import ctrlsparse
     from ctrlsparse._removed import RemovedError  # noqa: F401 - documented below
@@ -41,7 +44,7 @@ def api_page() -> str:
         if (obj.__doc__ or "").startswith("Removed."):
             removed.append(name)
             continue
-        lines += [f"## `{name}`", "", f"::: ctrlsparse.{name}", "    options:", "      heading_level: 3", ""]
+        lines += [f"## `{name}`", "", f"::: ctrlsparse.{name}", *_OPTIONS]
     lines += ["## Removed names", ""]
     for name in removed:
         lines += [f"- `{name}`: {getattr(ctrlsparse, name).__doc__.removeprefix('Removed. ')}"]

@@ -6,7 +6,7 @@ gate groups, gates; counting; :func:`purge`) → :class:`SparsityProblem` (loss 
 directory, :mod:`~ctrlsparse.runs`) → :mod:`~ctrlsparse.reports`.
 Problem files, sweeps and benchmarks: :mod:`~ctrlsparse.experiments`.
 
-Example:
+Examples:
     >>> import torch, ctrlsparse as cs
     >>> model = cs.sparsify(my_model, example_input=x)  # doctest: +SKIP
     >>> problem = cs.SparsityProblem(model, torch.nn.functional.cross_entropy,

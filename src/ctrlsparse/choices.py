@@ -13,7 +13,7 @@ class Choice(str, enum.Enum):
     def parse(cls, value: str | Choice) -> Choice:
         """``cls(value)``, or a ValueError listing the valid choices.
 
-        Example:
+        Examples:
             >>> from ctrlsparse.gating import Structure
             >>> Structure.parse("neuron") is Structure.NEURON
             True

@@ -4,7 +4,7 @@ Each library error also derives from the built-in it refines (``ValueError`` for
 input, ``OSError`` for downloads, ...), so ``except ValueError`` keeps working, and the
 command line prints any :class:`CtrlsparseError` as one message without hiding real bugs.
 
-Example:
+Examples:
     >>> from ctrlsparse.experiments.config import ProblemFileError
     >>> issubclass(ProblemFileError, CtrlsparseError) and issubclass(ProblemFileError, ValueError)
     True

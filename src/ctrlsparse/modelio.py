@@ -5,7 +5,7 @@ models take one tensor. Everything in ctrlsparse that calls a model goes through
 :func:`call_model`, so a problem's forward, ``evaluate``, ``count``, ``purge`` and the
 benchmarks accept all three forms.
 
-Example:
+Examples:
     >>> import torch
     >>> call_model(torch.nn.Identity(), {"input": torch.ones(2)})
     tensor([1., 1.])

@@ -21,7 +21,7 @@ class CLIError(CtrlsparseError, ValueError):
 def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]:
     """Parse ``0.3``, ``0.5,0.3,0.7`` or ``fc1=0.5,fc2=0.3``.
 
-    Example:
+    Examples:
         >>> parse_levels("fc1=0.5,fc2=0.3", "--target-density")
         {'fc1': 0.5, 'fc2': 0.3}
     """

@@ -25,7 +25,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 def load_dataset(name: str, root: str | None = None, download: bool = False) -> Dataset:
     """Load a registered data set by name.
 
-    Example:
+    Examples:
         >>> load_dataset("digits").input_shape
         (1, 8, 8)
     """

@@ -22,7 +22,7 @@ def random_crop_flip(
         generator: source of the offsets and flips.
         flip: mirror images at random; ``False`` only crops.
 
-    Example:
+    Examples:
         >>> x = torch.rand(8, 3, 32, 32)
         >>> random_crop_flip(x, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([8, 3, 32, 32])

@@ -175,7 +175,7 @@ def load_cifar(archive: CifarArchive, root: str | Path | None = None, download: 
         ArchiveError: the archive is corrupt, truncated, or lacks a batch; the message names
             the file and says to delete it and download it again.
 
-    Example:
+    Examples:
         >>> load_cifar(CIFAR10, download=True).input_shape  # doctest: +SKIP
         (3, 32, 32)
     """
@@ -197,7 +197,7 @@ def load_cifar(archive: CifarArchive, root: str | Path | None = None, download: 
 def load_cifar10(root: str | Path | None = None, download: bool = False) -> Dataset:
     """CIFAR-10: 50000 train / 10000 test 32x32 colour images of 10 classes.
 
-    Example:
+    Examples:
         >>> data = load_cifar10(download=True)  # doctest: +SKIP
         >>> data.input_shape, data.num_classes  # doctest: +SKIP
         ((3, 32, 32), 10)
@@ -208,7 +208,7 @@ def load_cifar10(root: str | Path | None = None, download: bool = False) -> Data
 def load_cifar100(root: str | Path | None = None, download: bool = False) -> Dataset:
     """CIFAR-100: 50000 train / 10000 test 32x32 colour images of 100 classes (the fine labels).
 
-    Example:
+    Examples:
         >>> data = load_cifar100(download=True)  # doctest: +SKIP
         >>> data.input_shape, data.num_classes  # doctest: +SKIP
         ((3, 32, 32), 100)

@@ -14,7 +14,8 @@ class Dataset:
 
     Attributes:
         name: registered name (see :data:`DATASETS`).
-        train, test: ``(images, labels)`` with images of shape ``(N, C, H, W)`` in [0, 1].
+        train: ``(images, labels)`` with images of shape ``(N, C, H, W)`` in [0, 1].
+        test: the same for the test split.
         num_classes: number of labels.
     """
 
@@ -42,7 +43,7 @@ class Batches:
     state at the epoch's start, the number of batches already yielded, and the state of the
     transform's generator (its ``generator`` keyword or attribute).
 
-    Example:
+    Examples:
         >>> x, y = torch.randn(10, 3), torch.arange(10)
         >>> [len(b[1]) for b in Batches(x, y, batch_size=4)]
         [4, 4, 2]

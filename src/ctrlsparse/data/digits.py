@@ -12,7 +12,7 @@ def load_digits(root: str | None = None, download: bool = False) -> Dataset:
 
     The split is fixed (it does not depend on the run's seed) so runs are comparable.
 
-    Example:
+    Examples:
         >>> data = load_digits()
         >>> data.input_shape, len(data.test[1])
         ((1, 8, 8), 360)

@@ -25,7 +25,7 @@ class DownloadError(CtrlsparseError, OSError):
 def cache_dir(name: str) -> Path:
     """``$CTRLSPARSE_DATA/<name>``, by default ``~/.cache/ctrlsparse/<name>``.
 
-    Example:
+    Examples:
         >>> cache_dir("mnist").name
         'mnist'
     """
@@ -74,7 +74,7 @@ def fetch(
         DownloadError: every mirror failed; the message names the file, ``dataset``, and
             each mirror's failure.
 
-    Example:
+    Examples:
         >>> fetch("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
         ...       ["https://www.cs.toronto.edu/~kriz/"], cache_dir("cifar10"), "cifar10")  # doctest: +SKIP
     """

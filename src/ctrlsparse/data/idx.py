@@ -39,7 +39,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
         IDXError: naming the file and what is wrong (magic number, type code,
             dimensions, or a data section shorter or longer than the header says).
 
-    Example:
+    Examples:
         >>> images = read_idx("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")  # doctest: +SKIP
         >>> images.shape  # doctest: +SKIP
         torch.Size([10000, 28, 28])

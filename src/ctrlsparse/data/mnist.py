@@ -76,7 +76,7 @@ def download(source: Source, directory: str | Path, timeout: float = 60.0) -> li
     Raises:
         DownloadError: a file failed on every mirror; the message lists each mirror's failure.
 
-    Example:
+    Examples:
         >>> download(MNIST, cache_dir("mnist"))  # doctest: +SKIP
     """
     directory = Path(directory)

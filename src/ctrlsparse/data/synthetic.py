@@ -48,7 +48,7 @@ def synthetic(
     Raises:
         ValueError: naming the argument that is out of range.
 
-    Example:
+    Examples:
         >>> data = synthetic(shape=(3, 8, 8), num_classes=4, train_size=64, test_size=32)
         >>> data.input_shape, data.train[0].dtype, len(data.test[1])
         ((3, 8, 8), torch.float32, 32)

@@ -92,7 +92,7 @@ def overhead(
     random, is opened (log α = 10) and the rest closed (log α = −10), as in a model
     trained to that density, whose closed groups conditional computation skips.
 
-    Example:
+    Examples:
         >>> print(overhead(load_problem("problems/fashion_mlp.toml")).report())  # doctest: +SKIP
     """
     torch.manual_seed(config.train.seed)
@@ -136,7 +136,7 @@ def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, rep
 
     Also checks that the purged model's outputs equal the gated model's on that batch.
 
-    Example:
+    Examples:
         >>> print(purge_speed("runs/lenet5").report("purged / dense"))  # doctest: +SKIP
     """
     run = rebuild_run(run_dir)

@@ -235,7 +235,7 @@ class RebuiltRun(NamedTuple):
 def rebuild_run(run_dir: str | Path) -> RebuiltRun:
     """Rebuild a run's gated model from ``config.json`` and load ``model.pt`` into it.
 
-    Example:
+    Examples:
         >>> run = rebuild_run("runs/demo/constrained-model")  # doctest: +SKIP
         >>> small = cs.purge(run.model, run.example_input)  # doctest: +SKIP
     """
@@ -269,7 +269,7 @@ def run_problem(
     check comes before any data is loaded. Checkpoints are written at every epoch's end and
     every ``checkpoint_every`` steps; ``tensorboard``: a directory for TensorBoard scalars.
 
-    Example:
+    Examples:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
         >>> summary = run_problem(config, "runs/digits")  # doctest: +SKIP
         >>> summary = run_problem(config, "runs/digits", resume=True)  # after a kill  # doctest: +SKIP

@@ -236,7 +236,7 @@ def _check_method(source: str, config: ProblemConfig) -> None:
 def load_problem(path: str | Path) -> ProblemConfig:
     """Read and validate a problem file.
 
-    Example:
+    Examples:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
         >>> config.train.epochs  # doctest: +SKIP
     """

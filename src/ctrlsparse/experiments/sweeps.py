@@ -43,7 +43,7 @@ _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95% Student-t confidence interval (0 for one value).
 
-    Example:
+    Examples:
         >>> mean_ci([1.0, 2.0, 3.0])
         (2.0, 2.484...)
     """

@@ -44,7 +44,7 @@ def tune_penalty(
     Returns:
         ``{"target_density", "tolerance", "runs", "converged", "best", "history"}``.
 
-    Example:
+    Examples:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
         >>> result = tune_penalty(config, 0.3, "runs/tune")  # doctest: +SKIP
         >>> result["runs"], result["best"]["penalty"]  # doctest: +SKIP

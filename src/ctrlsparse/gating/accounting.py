@@ -59,7 +59,7 @@ class Accounting:
         model: a model after :func:`~ctrlsparse.sparsify`.
         order: layer names in the order to report them (default: registration order).
 
-    Example:
+    Examples:
         >>> import ctrlsparse as cs
         >>> net = cs.sparsify(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
         ...                   example_input=torch.zeros(1, 4))

@@ -66,7 +66,7 @@ class ARMGate(Gate):
         squash: ``"sigmoid"`` (default, Li & Ji's) or ``"hard_sigmoid"``.
         estimator: ``"arm"`` (two forward passes, lower variance) or ``"ar"`` (one pass).
 
-    Example:
+    Examples:
         >>> gate = ARMGate((4,), drop_rate=0.5)
         >>> z = gate()  # a sample in {0, 1}^4
         >>> bool(((z == 0) | (z == 1)).all())
@@ -174,7 +174,7 @@ class ARMGate(Gate):
 def antithetic(gates: Iterable[ARMGate]) -> Iterator[None]:
     """Within this block the ARM ``gates`` return their antithetic samples.
 
-    Example:
+    Examples:
         >>> gate = ARMGate((3,)); z = gate()
         >>> with antithetic([gate]):
         ...     z_anti = gate()

@@ -65,7 +65,7 @@ class PrunedMultiheadAttention(nn.Module):
         heads: the kept heads' indices in the original module (default ``0..num_heads-1``).
         source_heads: the original module's number of heads (default ``num_heads``).
 
-    Example:
+    Examples:
         >>> mha = nn.MultiheadAttention(8, 2, batch_first=True)
         >>> small = PrunedMultiheadAttention.from_multihead(mha, [1])
         >>> x = torch.ones(2, 3, 8)
@@ -116,7 +116,7 @@ class PrunedMultiheadAttention(nn.Module):
     def from_multihead(cls, module: nn.MultiheadAttention, heads: list[int]) -> PrunedMultiheadAttention:
         """The heads ``heads`` (indices, ascending) of ``module``, with its weights.
 
-        Example:
+        Examples:
             >>> mha = nn.MultiheadAttention(8, 4)
             >>> PrunedMultiheadAttention.from_multihead(mha, [0, 3]).q_proj
             Linear(in_features=8, out_features=4, bias=True)
@@ -224,7 +224,7 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def multihead_heads(module: nn.MultiheadAttention, name: str) -> Heads | str:
     """The heads of ``module`` (called ``name`` in its model), or why they stay dense.
 
-    Example:
+    Examples:
         >>> heads = multihead_heads(nn.MultiheadAttention(8, 2), "attn")
         >>> heads.num_heads, heads.head_dim, [(s.module, s.param, s.dim) for s in heads.sites]
         (2, 4, [('attn', 'in_proj_weight', 0), ('attn', 'in_proj_bias', 0)])
@@ -253,7 +253,7 @@ def purge_multihead(model: nn.Module, name: str, kept: list[int]) -> nn.Module:
     """Replace ``model``'s ``nn.MultiheadAttention`` ``name`` by a :class:`PrunedMultiheadAttention`
     with the ``kept`` heads; returns ``model`` (the replacement itself when ``name`` is "").
 
-    Example:
+    Examples:
         >>> net = nn.ModuleDict({"attn": nn.MultiheadAttention(8, 2)})
         >>> type(purge_multihead(net, "attn", [0]).attn).__name__
         'PrunedMultiheadAttention'

@@ -50,7 +50,7 @@ def dense_macs(model: nn.Module, example_input) -> dict[str, int]:
     Layers the forward pass does not reach count 0. Gates are ignored: these are the
     dense layer's MACs (the denominator of a MACs budget).
 
-    Example:
+    Examples:
         >>> dense_macs(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 4))
         {'0': 12, '2': 6}
     """
@@ -88,7 +88,7 @@ def count(model: nn.Module, example_input) -> tuple[Count, dict[str, Count]]:
     Returns:
         the model total and ``{layer name: Count}`` for the Linear/convolution layers.
 
-    Example:
+    Examples:
         >>> total, layers = count(model, torch.zeros(1, 1, 8, 8))  # doctest: +SKIP
         >>> total.macs_remaining / total.macs_dense  # doctest: +SKIP
     """
@@ -135,7 +135,7 @@ def macs_of(model: nn.Module, example_input) -> int:
     """MACs of the Linear and convolution operators of one forward on one example, from
     ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2).
 
-    Example:
+    Examples:
         >>> macs_of(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), torch.zeros(1, 4))
         18
     """

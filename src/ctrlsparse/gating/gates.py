@@ -33,7 +33,7 @@ class MaskGate(Gate):
     :class:`~ctrlsparse.training.GroupMagnitudePruning`) use it so their units, counting and
     purge are exactly those of the gated runs they are compared with.
 
-    Example:
+    Examples:
         >>> gate = MaskGate((3,))
         >>> gate.mask[1] = 0
         >>> gate().tolist()
@@ -81,7 +81,7 @@ GateFactory = Callable[..., Gate]
 def make_gate(gates: str | GateKind | GateFactory, shape: tuple[int, ...], drop_rate: float) -> Gate:
     """A gate tensor of kind ``gates`` (``"hard_concrete"``, ``"arm"`` or a factory).
 
-    Example:
+    Examples:
         >>> make_gate("arm", (3,), 0.5).prob_active().shape
         torch.Size([3])
     """

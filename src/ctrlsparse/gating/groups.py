@@ -93,7 +93,7 @@ class GateGroup(nn.Module):
             (``nn.MultiheadAttention``), replaced by its registered purge; None when purging
             cannot remove units (weight gates).
 
-    Example:
+    Examples:
         >>> import ctrlsparse as cs
         >>> net = cs.sparsify(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
         ...                   example_input=torch.zeros(1, 4))
@@ -180,7 +180,7 @@ class GateGroup(nn.Module):
 def gate_groups(model: nn.Module) -> list[GateGroup]:
     """The gate groups of a sparsified ``model``, in the order :func:`~ctrlsparse.sparsify` made them.
 
-    Example:
+    Examples:
         >>> gate_groups(nn.Linear(2, 2))
         []
     """

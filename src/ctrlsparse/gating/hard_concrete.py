@@ -41,7 +41,7 @@ class HardConcrete(Gate):
         temperature: :math:`\beta`.
         stretch: :math:`(\gamma, \zeta)` with :math:`\gamma < 0` and :math:`\zeta > 1`.
 
-    Example:
+    Examples:
         >>> gate = HardConcrete((4,), drop_rate=0.5)
         >>> z = gate()  # a sample in [0, 1]^4 with exact zeros and ones
         >>> gate.prob_active().shape

@@ -39,7 +39,7 @@ class PurgeError(CtrlsparseError, RuntimeError):
 class SelectInputs(nn.Module):
     """``layer(x.index_select(dim, index))``: a layer that reads only the kept input features.
 
-    Example:
+    Examples:
         >>> m = SelectInputs(torch.tensor([0, 2]), -1, nn.Linear(2, 1))
         >>> m(torch.ones(3, 4)).shape
         torch.Size([3, 1])
@@ -75,7 +75,7 @@ def purge(model: nn.Module, example_input) -> nn.Module:
         PurgeError: the purged outputs differ from the gated model's (an operation
             between a closed unit and its consumer maps 0 to a non-zero value).
 
-    Example:
+    Examples:
         >>> small = purge(model, x[:1])  # doctest: +SKIP
         >>> torch.allclose(small(x), model.eval()(x), atol=1e-5)  # doctest: +SKIP
         True

@@ -8,7 +8,7 @@ find their heads (``register_attention``); attention classes that pack their hea
 their own tensors (``nn.MultiheadAttention``) register how to slice and purge them
 (``register_packed_attention``).
 
-Example:
+Examples:
     >>> from torch import nn
     >>> layer_spec(nn.Linear(3, 2)).inputs
     (('weight', 1),)
@@ -51,7 +51,7 @@ _LAYERS: dict[type[nn.Module], LayerSpec] = {}
 def register_layer(layer_type: type[nn.Module], spec: LayerSpec) -> None:
     """Teach ctrlsparse which slices of ``layer_type``'s parameters form one unit.
 
-    Example:
+    Examples:
         >>> class MyLinear(nn.Linear):
         ...     pass
         >>> register_layer(MyLinear, LayerSpec(outputs=(("weight", 0), ("bias", 0)), inputs=(("weight", 1),)))
@@ -118,7 +118,7 @@ _ATTENTION: dict[str, AttentionSpec] = {}
 def register_attention(class_name: str, spec: AttentionSpec) -> None:
     """Register an attention class by its name (so the library need not import it).
 
-    Example:
+    Examples:
         >>> register_attention("MySelfAttention", AttentionSpec("q", "k", "v", "n_heads"))
     """
     _ATTENTION[class_name] = spec
@@ -182,7 +182,7 @@ _PACKED_ATTENTION: dict[type[nn.Module], PackedAttentionSpec] = {}
 def register_packed_attention(attention_type: type[nn.Module], spec: PackedAttentionSpec) -> None:
     """Teach ctrlsparse the heads of ``attention_type`` and what replaces it when heads are purged.
 
-    Example:
+    Examples:
         >>> class MyAttention(nn.MultiheadAttention):  # same forward, so the same heads
         ...     pass
         >>> register_packed_attention(MyAttention, packed_attention_spec(nn.MultiheadAttention(4, 2)))

@@ -79,9 +79,10 @@ def sparsify(
             ``"weight"``; see :class:`Structure`.
         example_input: one batch the model accepts (a tensor, a tuple or a dict of
             tensors), traced once to find the units.
-        include, exclude: names or glob patterns of *root* modules, the layer whose
+        include: names or glob patterns of *root* modules, the layer whose
             outputs (or inputs, for the model's inputs; or heads, for an attention
             module) the units are: ``include=["*.conv1"]``.
+        exclude: the same patterns, for root modules to leave ungated.
         drop_rate: initial drop probability of every gate (Louizos et al. use 0.5).
         gates: ``"hard_concrete"`` (Louizos et al., 2018), ``"arm"`` (Li & Ji, 2019), or a
             factory ``f(shape, drop_rate=...)``.
@@ -94,7 +95,7 @@ def sparsify(
     Returns:
         ``model`` itself.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
         >>> net = sparsify(net, example_input=torch.zeros(1, 64))
         >>> [(g.name, g.kind, g.num_units) for g in gate_groups(net)]
@@ -167,7 +168,7 @@ def _group(unit: Unit, gates, drop_rate: float, layers: dict[str, nn.Module], st
 def sparse_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The layers of ``model`` with sparsifiable parameters, as ``{module name: layer}``.
 
-    Example:
+    Examples:
         >>> net = sparsify(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)), "paper")
         >>> list(sparse_layers(net))
         ['0', '2']

@@ -107,7 +107,7 @@ def wide_resnet(
     ``dropout`` acts between the two convs of each block (Zagoruyko & Komodakis use 0.3;
     the constrained-sparsity reference uses none).
 
-    Example:
+    Examples:
         >>> net = wide_resnet(depth=10, widen_factor=1)
         >>> net(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
@@ -124,7 +124,7 @@ def resnet18(num_classes: int = 10) -> ResNet:
     A :class:`~ctrlsparse.models.resnet.ResNet`; its blocks are post-activation
     (conv-BN-ReLU-conv-BN, add, ReLU) with the stride on the first conv.
 
-    Example:
+    Examples:
         >>> net = resnet18()
         >>> net(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
@@ -148,7 +148,7 @@ def _check_image_shape(input_shape: Sequence[int], model: str) -> None:
 def build_wrn28_10(input_shape: Sequence[int], num_classes: int, dropout: float = 0.0) -> WideResNet:
     """WRN-28-10 for inputs of ``input_shape`` (3, H, W), H and W >= 8: a model-registry builder.
 
-    Example:
+    Examples:
         >>> build_wrn28_10((3, 32, 32), 100).fc.out_features
         100
     """
@@ -159,7 +159,7 @@ def build_wrn28_10(input_shape: Sequence[int], num_classes: int, dropout: float 
 def build_resnet18(input_shape: Sequence[int], num_classes: int) -> ResNet:
     """The CIFAR ResNet-18 for inputs of ``input_shape`` (3, H, W), H and W >= 8: a model-registry builder.
 
-    Example:
+    Examples:
         >>> build_resnet18((3, 32, 32), 100).fc.out_features
         100
     """

@@ -38,7 +38,7 @@ class ModelImportError(CtrlsparseError, ImportError):
 def register_model(name: str, builder: ModelBuilder) -> None:
     """Make ``builder(input_shape, num_classes, **kwargs)`` available as ``[model] name``.
 
-    Example:
+    Examples:
         >>> register_model("tiny", lambda input_shape, num_classes: nn.Linear(4, num_classes))
     """
     MODELS[name] = builder
@@ -47,7 +47,7 @@ def register_model(name: str, builder: ModelBuilder) -> None:
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a registered model by name for inputs of ``input_shape`` (C, H, W).
 
-    Example:
+    Examples:
         >>> build_model("lenet5", (1, 28, 28), 10).fc2.out_features
         10
     """
@@ -63,7 +63,7 @@ def import_factory(path: str) -> Callable[..., nn.Module]:
         ModelImportError: the path is malformed, the module does not import (with its
             error), or it has no such callable.
 
-    Example:
+    Examples:
         >>> import_factory("ctrlsparse.models.resnet:fashion_resnet").__name__
         'fashion_resnet'
     """

@@ -75,7 +75,7 @@ class ResNet(nn.Module):
 def fashion_resnet(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10) -> ResNet:
     """ResNet-8 for 28×28 inputs: widths 16-32-64, one block per stage (78k parameters).
 
-    Example:
+    Examples:
         >>> fashion_resnet()(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """

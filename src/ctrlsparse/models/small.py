@@ -15,7 +15,7 @@ from torch import nn
 def mlp(input_size: int = 784, hidden: Sequence[int] = (300, 100), num_classes: int = 10) -> nn.Sequential:
     """The MLP of Louizos et al. (2018), 784-300-100-10 by default; flattens its input.
 
-    Example:
+    Examples:
         >>> net = mlp(input_size=64)
         >>> [name for name, m in net.named_children() if isinstance(m, nn.Linear)]
         ['fc1', 'fc2', 'fc3']
@@ -34,7 +34,7 @@ def lenet5(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10) -> n
 
     ``800`` is 50 channels x 4 x 4 for 28x28 inputs; other input sizes change it.
 
-    Example:
+    Examples:
         >>> net = lenet5((1, 28, 28))
         >>> net.fc1.in_features
         800

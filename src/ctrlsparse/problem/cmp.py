@@ -42,7 +42,7 @@ def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
     Louizos et al. add :math:`\lambda_\text{count}\,\mathbb E\|z\|_0`; ctrlsparse adds
     :math:`\lambda\,\mathbb E\|z\|_0/|\theta|`, so :math:`\lambda=\lambda_\text{count}|\theta|`.
 
-    Example:
+    Examples:
         >>> # lambda = 0.1 / N with N = 60000 MNIST training images
         >>> penalty_from_per_parameter(0.1 / 60000, model)  # doctest: +SKIP
     """
@@ -80,7 +80,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             ``"macs:<layer>"``.
         macs_penalty: λ ≥ 0 of a penalized MACs term, in the same forms.
 
-    Example:
+    Examples:
         >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
         ...                           target_density={"fc1": 0.5, "fc2": 0.3})  # doctest: +SKIP
         >>> budget = SparsityProblem(model, F.cross_entropy, target_macs=0.4)  # doctest: +SKIP

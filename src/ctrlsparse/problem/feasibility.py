@@ -184,7 +184,7 @@ def _close_then_open(problem: SparsityProblem, open_: torch.Tensor, scores: torc
 def decide(problem: SparsityProblem, step: int = 0) -> Decision:
     """Decide every gate of ``problem`` (see the module's description); returns what changed.
 
-    Example:
+    Examples:
         >>> decision = decide(problem)  # doctest: +SKIP
         >>> problem.constraint_values(realized=True)  # every target constraint <= its ε  # doctest: +SKIP
     """

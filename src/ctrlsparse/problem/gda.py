@@ -66,7 +66,8 @@ class GDA:
             pushed to P(active) ~ 0 get no gradient from the loss to reopen (docs/core.md).
         dual_optimizer: ``"adam"`` (default: its step does not depend on the violation's
             scale), ``"sgd"`` (the paper's) or ``"nupi"`` (cooper's PI controller).
-        dual_kp, dual_ema_nu: nuPI's proportional gain and error smoothing.
+        dual_kp: nuPI's proportional gain.
+        dual_ema_nu: nuPI's smoothing of the error.
         alternating: update the primal variables first, then the multipliers on the
             violations at the new point (cooper's alternating optimizer).
         schedule: how each constraint's level moves to its target. None: a linear ramp
@@ -83,7 +84,7 @@ class GDA:
             group with weights get a group of their own (same settings, no weight decay:
             decaying log α would pull every gate towards P = 1/2).
 
-    Example:
+    Examples:
         >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-3))  # doctest: +SKIP
         >>> summary = fit(opt, loader, epochs=10)  # fit tells opt the run's length  # doctest: +SKIP
         >>> opt = GDA(problem, primal, total_steps=len(loader) * epochs)  # your own loop  # doctest: +SKIP
@@ -252,7 +253,7 @@ class GDA:
         and the feasibility decision. Tensors, numbers and strings only: a checkpoint holding
         it loads with ``torch.load(..., weights_only=True)``.
 
-        Example:
+        Examples:
             >>> state = trainer.state_dict()  # doctest: +SKIP
             >>> fresh = GDA(problem, primal); fresh.load_state_dict(state)  # doctest: +SKIP
         """

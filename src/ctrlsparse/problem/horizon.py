@@ -55,7 +55,7 @@ def plan(
 ) -> Horizon:
     """The :class:`Horizon` of a run; raises ``ValueError`` when the ramp and phase do not fit.
 
-    Example:
+    Examples:
         >>> h = plan(900, 30, None, 0.1)
         >>> h.ramp_steps, h.phase_start
         (300, 810)

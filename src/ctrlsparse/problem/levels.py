@@ -21,7 +21,7 @@ MACS = "macs"
 def macs_name(layer: str) -> str:
     """The constraint name of a MACs budget on ``layer`` (``"model"`` → ``"macs"``).
 
-    Example:
+    Examples:
         >>> macs_name("model"), macs_name("fc1")
         ('macs', 'macs:fc1')
     """
@@ -57,7 +57,7 @@ def _expand(value: Mapping[str, float], layer_names: list[str], argument: str) -
 def parse_levels(value: Levels, layer_names: list[str], argument: str) -> dict[str, float]:
     """Normalise a target/penalty specification to ``{constraint name: value}``.
 
-    Example:
+    Examples:
         >>> parse_levels({"layer1.*": 0.5, "fc": 0.8}, ["layer1.conv1", "layer1.conv2", "fc"], "target")
         {'fc': 0.8, 'layer1.conv1': 0.5, 'layer1.conv2': 0.5}
     """

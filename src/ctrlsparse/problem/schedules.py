@@ -45,7 +45,7 @@ class TargetSchedule:
         fraction: length of the linear ramp as a fraction of the run's steps, in (0, 1]
             (used when ``epochs`` is None).
 
-    Example:
+    Examples:
         >>> s = TargetSchedule("linear", epochs=4)
         >>> [round(s.level(e, target=0.2, initial=1.0), 2) for e in range(6)]
         [1.0, 0.8, 0.6, 0.4, 0.2, 0.2]

@@ -32,7 +32,7 @@ def comparison(runs: Sequence[Run]) -> Figure:
     hit their targets; penalized runs are placed by their λ in a panel of their own,
     since λ says nothing in advance about the density it gives.
 
-    Example:
+    Examples:
         >>> fig = comparison([load_run("runs/a"), load_run("runs/b")])  # doctest: +SKIP
         >>> fig.savefig("comparison.png")  # doctest: +SKIP
     """
@@ -136,7 +136,7 @@ def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:
     Args:
         tail: if given, also zoom the density axis onto the last ``tail`` fraction of steps.
 
-    Example:
+    Examples:
         >>> traces([load_run("runs/sgd"), load_run("runs/nupi")]).savefig("traces.png")  # doctest: +SKIP
     """
     constraints = []
@@ -220,7 +220,7 @@ def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
     Args:
         settings: ``{setting label: finished runs (its seeds)}``, e.g. from a sweep.
 
-    Example:
+    Examples:
         >>> tradeoff({"MLP, ARM, ε=0.1": [load_run("runs/m/arm/seed0")]}).savefig("t.png")  # doctest: +SKIP
     """
     from ctrlsparse.experiments.sweeps import mean_ci  # reproduce imports the training stack

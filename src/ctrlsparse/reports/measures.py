@@ -41,7 +41,7 @@ def constraint_value(record: dict, name: str) -> float:
     """The constrained value of ``name`` in a step record: the model's or a layer's density,
     or a MACs fraction (``"macs"``, ``"macs:<layer>"``).
 
-    Example:
+    Examples:
         >>> constraint_value({"density": 0.4, "densities": {"fc1": 0.5}, "macs": {"macs": 0.3}}, "macs")
         0.3
     """
@@ -57,7 +57,7 @@ def constraint_dynamics(records: list[dict], name: str, tail: float = 0.2) -> Co
 
     The level at each record is density − violation, so target schedules are followed.
 
-    Example:
+    Examples:
         >>> constraint_dynamics(load_run("runs/a").metrics(), "model")  # doctest: +SKIP
     """
     if not records:

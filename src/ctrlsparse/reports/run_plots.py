@@ -28,7 +28,7 @@ from ctrlsparse.runs.store import RunFormatError, load_run, read_metrics  # noqa
 def layer_colors(names: Sequence[str]) -> dict[str, tuple]:
     """A colour per layer name (forward order), and black for the model.
 
-    Example:
+    Examples:
         >>> layer_colors(["fc1", "fc2"])["model"]
         (0.0, 0.0, 0.0, 1.0)
     """
@@ -95,7 +95,7 @@ def dynamics(
         smooth: EMA weight for the training loss (default: more for longer runs).
         log_multipliers: log-scale the multiplier axis.
 
-    Example:
+    Examples:
         >>> fig = dynamics("runs/demo/constrained-model")  # doctest: +SKIP
         >>> fig.savefig("dynamics.png")  # doctest: +SKIP
     """
@@ -223,7 +223,7 @@ def gates(run_dir: str | Path) -> Figure:
 
     Bimodal histograms — mass near 0 and near 1 — show gates that have decided.
 
-    Example:
+    Examples:
         >>> gates("runs/demo/constrained-model").savefig("gates.png")  # doctest: +SKIP
     """
     run_dir = Path(run_dir)

@@ -16,7 +16,7 @@ def _levels(levels: dict[str, float], symbol: str) -> str:
 def kept_fraction(counts: dict) -> float | None:
     """Realized (or, in runs written before MACs budgets, remaining) over dense counts.
 
-    Example:
+    Examples:
         >>> kept_fraction({"dense": 200, "expected": 90, "realized": 80})
         0.4
     """
@@ -32,7 +32,7 @@ def _percent(counts: dict) -> str:
 def realized_gaps(summary: RunSummary) -> dict[str, float]:
     """Realized value − ε of every target constraint of a run (densities and MACs budgets).
 
-    Example:
+    Examples:
         >>> s = RunSummary("hard_concrete", "constrained", {"model": 0.3}, {}, 0.3, {}, 0.2981)
         >>> realized_gaps(s)
         {'model': -0.0019}
@@ -58,7 +58,7 @@ def comparison_table(runs: Sequence[Run]) -> str:
     """A markdown table: one row per run with its setting, final densities, error, multipliers,
     and the number of full runs it took to get there (penalty searches count every probe).
 
-    Example:
+    Examples:
         >>> print(comparison_table([load_run("runs/demo/penalized")]))  # doctest: +SKIP
     """
     header = (
@@ -91,7 +91,7 @@ def comparison_table(runs: Sequence[Run]) -> str:
 def dynamics_table(runs: Sequence[Run]) -> str:
     """A markdown table of the dual-dynamics measures of every constraint of the constrained runs.
 
-    Example:
+    Examples:
         >>> print(dynamics_table([load_run("runs/demo/constrained-layer")]))  # doctest: +SKIP
     """
     lines = [

@@ -9,7 +9,7 @@ is kept as ``checkpoint.prev.pt``, so a garbled newest file falls back to it.
 Every value is a tensor, a number, a string or a container of them, so
 ``torch.load(..., weights_only=True)`` reads it: RNG states are stored as tensors.
 
-Example:
+Examples:
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
     ...     path = save_checkpoint(d, {"step": 3, "w": torch.ones(2)})

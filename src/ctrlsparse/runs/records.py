@@ -4,7 +4,7 @@ and :class:`StepRecord` (one line of ``metrics.jsonl``).
 Both are plain dataclasses of Python numbers, so tests build fake runs from them and
 reports read them without torch.
 
-Example:
+Examples:
     >>> step = GDAStep(loss=0.5, density=0.4, densities={"fc1": 0.4}, multipliers={"model": 0.1},
     ...                violations={"model": 0.1}, levels={"model": 0.3})
     >>> record = StepRecord.of(step, step_count=10, epoch=1)
@@ -105,11 +105,15 @@ class RunSummary:
         macs: ``{"dense", "expected", "realized", ...}`` MACs for one example.
         feasibility: what the feasibility phase decided, or None.
         settings: the horizon settings GDA chose (total steps, ramp, dual optimizer, ...).
-        macs_targets, macs_penalties: budgets per MACs constraint.
-        steps, train_seconds, world_size: how the run went.
-        tuning_runs, tuning_target: set on the run ``tune-penalty`` picked.
+        macs_targets: ε per MACs constraint.
+        macs_penalties: λ per penalized MACs term.
+        steps: steps trained.
+        train_seconds: wall-clock training time (excluded from bit-identity checks).
+        world_size: processes the run trained in.
+        tuning_runs: on the run ``tune-penalty`` picked, the number of full runs it took.
+        tuning_target: on that run, the density the search aimed at.
 
-    Example:
+    Examples:
         >>> s = RunSummary(method="hard_concrete", mode="constrained", targets={"model": 0.3},
         ...                penalties={}, density=0.3, densities={"fc1": 0.3}, realized_density=0.29)
         >>> RunSummary.from_dict(s.to_dict()) == s

@@ -148,7 +148,7 @@ def problem_of(run: Run) -> str:
 def label_runs(runs: list[Run]) -> list[Run]:
     """Give runs whose directory names collide (``a/seed0``, ``b/seed0``) the label ``a/seed0``.
 
-    Example:
+    Examples:
         >>> [r.name for r in label_runs([load_run("sgd/seed0"), load_run("nupi/seed0")])]  # doctest: +SKIP
         ['sgd/seed0', 'nupi/seed0']
     """
@@ -162,7 +162,7 @@ def label_runs(runs: list[Run]) -> list[Run]:
 def load_run(run_dir: str | Path) -> Run:
     """Read ``config.json`` and ``summary.json`` of a run directory.
 
-    Example:
+    Examples:
         >>> run = load_run("runs/demo/penalized")  # doctest: +SKIP
         >>> run.summary.density  # doctest: +SKIP
     """

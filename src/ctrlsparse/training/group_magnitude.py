@@ -67,7 +67,7 @@ class GroupMagnitudePruning:
         optimizer: trains the weights before and after pruning.
         prune_epoch: the number of dense epochs; needs ``steps_per_epoch`` (``fit`` sets it).
 
-    Example:
+    Examples:
         >>> model = cs.sparsify(net, example_input=x, gates="mask")  # doctest: +SKIP
         >>> trainer = GroupMagnitudePruning(model, F.cross_entropy, 0.3,
         ...                                 torch.optim.SGD(model.parameters(), lr=0.1), prune_epoch=4)

@@ -34,7 +34,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def plain_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The ``nn.Linear`` / ``nn.Conv2d`` layers of ``model`` whose weights are sparsified, by name.
 
-    Example:
+    Examples:
         >>> list(plain_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))))
         ['0', '2']
     """
@@ -138,7 +138,7 @@ class L1RDA(_WeightSparsity):
         penalty: λ, a number for every layer or ``{layer name: λ}`` (unlisted layers get 0).
         gamma: RDA's :math:`\gamma` (the first step is ``grad / gamma``).
 
-    Example:
+    Examples:
         >>> trainer = L1RDA(model, F.cross_entropy, penalty=1e-4, gamma=1.0)  # doctest: +SKIP
         >>> summary = fit(trainer, train_batches, epochs=10)  # doctest: +SKIP
     """
@@ -199,7 +199,7 @@ class MagnitudePruning(_WeightSparsity):
         prune_epoch: the number of dense epochs; needs ``steps_per_epoch`` (``fit`` sets it).
         structure: ``"weight"`` or ``"neuron"``.
 
-    Example:
+    Examples:
         >>> trainer = MagnitudePruning(model, F.cross_entropy, 0.1, torch.optim.Adam(model.parameters()),
         ...                            prune_epoch=8)  # doctest: +SKIP
         >>> summary = fit(trainer, train_batches, epochs=10)  # 8 dense, 2 fine-tuning  # doctest: +SKIP

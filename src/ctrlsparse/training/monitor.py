@@ -65,7 +65,7 @@ class TensorBoard:
     Raises:
         ImportError: naming the extra to install, when the ``tensorboard`` package is missing.
 
-    Example:
+    Examples:
         >>> board = TensorBoard("runs/tb")  # doctest: +SKIP
         >>> board.write(record); board.close()  # doctest: +SKIP
     """

@@ -38,7 +38,7 @@ class RDA(torch.optim.Optimizer):
     The state of a parameter is its initial value :math:`w_0`, the gradient sum and
     the step count ``t`` (parameters without a gradient in a step are not counted).
 
-    Example:
+    Examples:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.1]))
         >>> opt = RDA([w], gamma=1.0, penalty=0.5)
         >>> w.grad = torch.tensor([0.2, 0.0]); opt.step()

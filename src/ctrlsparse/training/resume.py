@@ -49,7 +49,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: dict | None, given: dict | None) -> list[str]:
     """``"section.key: saved → given"`` for every setting that differs.
 
-    Example:
+    Examples:
         >>> config_differences({"train": {"seed": 0}}, {"train": {"seed": 1}})
         ['train.seed: 0 → 1']
     """

@@ -35,7 +35,7 @@ def evaluate(
     ``output_fn`` maps the model's output to logits; by default the output itself, its
     ``.logits`` (Hugging Face ``ModelOutput``) or its first element.
 
-    Example:
+    Examples:
         >>> error = evaluate(model, Batches(x_test, y_test, 512))  # doctest: +SKIP
         >>> error = evaluate(bert, batches, output_fn=lambda out: out.logits)  # doctest: +SKIP
     """
@@ -146,7 +146,7 @@ def fit(
     Returns:
         the summary (see :func:`summarize`).
 
-    Example:
+    Examples:
         >>> summary = fit(GDA(problem), Batches(x, y, 128, shuffle=True), epochs=10,
         ...               test_batches=Batches(x_test, y_test, 512), run_dir="runs/mine")  # doctest: +SKIP
         >>> summary = fit(opt, batches, epochs=10, run_dir="runs/mine", resume=True)  # doctest: +SKIP

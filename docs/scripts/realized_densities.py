@@ -3,7 +3,7 @@
 ``ctrlsparse reproduce SWEEP --table-only`` tabulates the model-wise numbers; this adds
 what purging removes layer by layer (``realized_densities`` in each ``summary.json``).
 
-    .venv-dev/bin/python examples/realized_densities.py problems/sweeps/structure_fashion_resnet.toml \
+    .venv-dev/bin/python docs/scripts/realized_densities.py problems/sweeps/structure_fashion_resnet.toml \
         runs/structure-resnet
 """
 

@@ -1,6 +1,6 @@
 """Purged inference speed against the FLOP ideal (docs/structure.md).
 
-    .venv-dev/bin/python examples/purge_speed.py --models fashion_resnet,hf_resnet,bert --threads 2
+    .venv-dev/bin/python docs/scripts/purge_speed.py --models fashion_resnet,hf_resnet,bert --threads 2
 
 For each model, with random weights (no download):
 

@@ -2,7 +2,7 @@
 
 Reproduces the table in docs/core.md that chose problems/digits_mlp.toml's settings:
 
-    .venv/bin/python examples/digits_dual_sweep.py --out runs/dual-sweep
+    .venv/bin/python docs/scripts/digits_dual_sweep.py --out runs/dual-sweep
 
 Each setting trains the model-wise (ε = 0.3) and per-layer (fc1 0.3, fc2 0.5, fc3 0.8)
 problems for 300 epochs and prints the final violation (density − ε) per constraint.

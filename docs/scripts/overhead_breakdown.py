@@ -1,6 +1,6 @@
 """Where a gated MLP training step spends its time beyond the dense step (docs/performance.md).
 
-    .venv/bin/python examples/overhead_breakdown.py --threads 2
+    .venv/bin/python docs/scripts/overhead_breakdown.py --threads 2
 
 Times, in one process with alternating repetitions, the dense MLP 784-300-100 step and
 three gated variants: the gated layers alone (task loss only), plus the expected-density
