@@ -15,8 +15,8 @@ import ast
 import dataclasses
 import inspect
 import os
-
-from mkdocs.structure.files import File
+import re
+from pathlib import Path
 
 MODULES = {
     "ctrlsparse.gating.gates": "Gates",
@@ -150,6 +150,28 @@ PAGES = {"reference/api.md": api_page, "reference/cli.md": cli_page, "reference/
 
 
 def on_files(files, config):
+    from mkdocs.structure.files import File
+
     for path, make in PAGES.items():
         files.append(File.generated(config, path, content=make()))
     return files
+
+
+def missing_from_site(site: Path) -> list[str]:
+    """Public names and CLI subcommands that the built site does not show."""
+    import ctrlsparse
+    from ctrlsparse.cli import build_parser
+
+    api = (site / "reference" / "api" / "index.html").read_text()
+    cli = (site / "reference" / "cli" / "index.html").read_text()
+    missing = [f"API: {name}" for name in ctrlsparse.__all__ if not re.search(rf"\b{name}\b", api)]
+    for command, _ in _subcommands(build_parser(), "ctrlsparse"):
+        if f"<code>{command}</code>" not in cli:
+            missing.append(f"CLI: {command}")
+    return missing
+
+
+def on_post_build(config):
+    missing = missing_from_site(Path(config["site_dir"]))
+    if missing:
+        raise RuntimeError(f"the built site lacks: {', '.join(missing)}")
