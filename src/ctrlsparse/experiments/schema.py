@@ -143,7 +143,13 @@ class TrainConfig:
 
 @dataclass
 class ProblemConfig:
-    """A parsed problem file. ``to_dict()`` is what a run records in ``config.json``."""
+    """A parsed problem file. ``to_dict()`` is what a run records in ``config.json``.
+
+    Examples:
+        >>> config = ProblemConfig(name="toy", train=TrainConfig(epochs=3))
+        >>> config.to_dict()["train"]["epochs"], config.model.structure
+        (3, 'neuron')
+    """
 
     name: str
     description: str = ""

@@ -27,6 +27,14 @@ class Structure(Choice):
       conv output channel, each owning its own layer's slice only (the counting behind
       the papers' MLP and LeNet-5 numbers).
     - ``"weight"``: one gate per weight.
+
+    Examples:
+        >>> Structure.parse("paper") is Structure.PAPER
+        True
+        >>> Structure.parse("neurons")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown structure 'neurons'; valid structures: 'neuron', 'paper', 'weight'
     """
 
     NEURON = "neuron"

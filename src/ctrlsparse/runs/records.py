@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, field, fields
 
 @dataclass
 class GDAStep:
-    """What one training step saw and did.
+    """What one training step saw and did (what :meth:`GDA.step <ctrlsparse.GDA.step>` returns).
+
+    Examples:
+        >>> step = GDAStep(loss=0.5, density=0.4, densities={"fc1": 0.4}, multipliers={"model": 0.1},
+        ...                violations={"model": 0.1})
+        >>> step.violations["model"] > 0  # above its level: the multiplier will grow
+        True
 
     Attributes:
         loss: task loss on the minibatch (without the gated L2 term).

@@ -79,6 +79,11 @@ def read_metrics(path: str | Path) -> list[dict]:
 
     Raises:
         RunFormatError: naming the file and line of a garbled or incomplete record.
+
+    Examples:
+        >>> records = read_metrics("runs/demo/constrained-model")  # doctest: +SKIP
+        >>> [r["multipliers"]["model"] for r in records][-1]  # doctest: +SKIP
+        0.045
     """
     path = Path(path)
     if path.is_dir():
