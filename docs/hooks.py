@@ -30,7 +30,6 @@ _OPTIONS = ["    options:", "      heading_level: 3", ""]
 
 def api_page() -> str:
     import ctrlsparse
-    from ctrlsparse._removed import RemovedError  # noqa: F401 - documented below
 
     lines = [
         "# Python API",
