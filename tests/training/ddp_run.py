@@ -8,6 +8,7 @@ rank raises at its K-th loss evaluation), ``resume``, ``perturb-gate`` / ``pertu
 (rank 1 alone changes one value at its 5th step).
 """
 
+import gc
 import json
 import os
 import socket
@@ -60,11 +61,21 @@ def build(rank, mode):
 
 
 def worker(rank, world, port, out, mode):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    result = run(rank, world, out, mode)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
+    # Every model, DDP wrapper and traceback is gone by now. Leave together: a rank that tears
+    # down gloo while the other still talks to it aborts ("terminate called ...", SIGABRT).
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run(rank, world, out, mode):
     from ctrlsparse import fit
     from ctrlsparse.training import distributed
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(100 + rank)  # the gate noise differs per rank (seed + rank)
     result = {"ok": True}
     try:
@@ -90,8 +101,7 @@ def worker(rank, world, port, out, mode):
             # "fit" into a used directory: rank 0 refuses, and every rank must stop
     except BaseException as error:  # noqa: BLE001 - reported to the test
         result = {"error": f"{type(error).__name__}: {error}"}
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps(result))
-    dist.destroy_process_group()
+    return result
 
 
 if __name__ == "__main__":

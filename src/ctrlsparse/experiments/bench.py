@@ -1,14 +1,15 @@
-"""Benchmarks a user can run on their own problem: gated vs dense training step time, and
-purged vs dense inference time.
+"""Benchmarks a user can run on their own problem: gated vs dense training step time and
+peak memory, and purged vs dense inference time against the FLOP ideal.
 
-Both models are timed in one process, alternating repetitions (gated, dense, gated,
-...), so drifts of the machine hit both alike; the result is the ratio of medians and
-its spread over repetitions. Benchmarks, not tests: nothing here asserts a time.
+The models are timed in one process, alternating repetitions (gated, dense, dense,
+gated, ...), so drifts of the machine hit both alike; the result is the median of the
+per-repetition ratios, with min and max. Benchmarks, not tests: nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -17,21 +18,35 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from ctrlsparse.experiments.build import build_model_of, gated_model, load_data, rebuild_run
+from ctrlsparse.experiments.build import build_model_of, gated_model, load_data, output_fn_of, rebuild_run
 from ctrlsparse.experiments.config import ProblemConfig
 from ctrlsparse.gating import gate_groups, purge
+from ctrlsparse.modelio import call_model, head
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.gda import GDA
 from ctrlsparse.problem.schedules import TargetSchedule
 
 
+def spread(values: list[float]) -> str:
+    """``median (min–max)`` of ``values`` with three decimals."""
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
 @dataclass
 class Timing:
-    """Per-step seconds of each repetition, and the ratio gated / dense."""
+    """Per-step seconds of each repetition, and the ratio gated / dense.
+
+    ``peak_bytes`` (gated, dense): the most memory a step allocated on top of what was
+    already resident (:func:`peak_memory`); ``ideal``: dense FLOPs / kept FLOPs, the
+    speed-up a purged model could reach.
+    """
 
     gated: list[float]
     dense: list[float]
+    peak_bytes: tuple[int, int] | None = None
+    ideal: float | None = None
 
     @property
     def ratios(self) -> list[float]:
@@ -40,11 +55,18 @@ class Timing:
     def report(self, label: str = "gated / dense") -> str:
         ratios = self.ratios
         gated_ms, dense_ms = 1e3 * statistics.median(self.gated), 1e3 * statistics.median(self.dense)
-        return (
+        text = (
             f"{label}: median ratio {statistics.median(ratios):.3f} "
             f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} repetitions); "
             f"median step {gated_ms:.2f} ms vs {dense_ms:.2f} ms"
         )
+        if self.peak_bytes is not None:
+            gated_mb, dense_mb = (b / 2**20 for b in self.peak_bytes)
+            text += f"; peak memory {gated_mb:.1f} MiB vs {dense_mb:.1f} MiB ({gated_mb / dense_mb:.2f}x)"
+        if self.ideal is not None:
+            measured = statistics.median(1 / r for r in ratios)
+            text += f"; speed-up {measured:.2f}x of an ideal {self.ideal:.2f}x (dense FLOPs / kept FLOPs)"
+        return text
 
 
 def _time(step: Callable[[], None], steps: int) -> float:
@@ -54,26 +76,125 @@ def _time(step: Callable[[], None], steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def alternate_many(
+    functions: dict[str, Callable[[], None]], steps: int, repetitions: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``steps`` calls per repetition; the order of the
+    functions rotates from one repetition to the next (after one warm-up round).
+
+    Examples:
+        >>> seconds = alternate_many({"a": lambda: None, "b": lambda: None}, steps=3, repetitions=4)
+        >>> [len(v) for v in seconds.values()]
+        [4, 4]
+    """
+    for _ in range(max(1, steps // 10)):  # warm-up: allocator, Adam state, caches
+        for function in functions.values():
+            function()
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
+    names = list(functions)
+    for r in range(repetitions):
+        turn = names[r % len(names) :] + names[: r % len(names)]
+        for name in turn:
+            seconds[name].append(_time(functions[name], steps))
+    return seconds
+
+
 def alternate(gated: Callable[[], None], dense: Callable[[], None], steps: int, repetitions: int) -> Timing:
     """Time ``steps`` calls of each function per repetition, alternating which goes first."""
-    for _ in range(max(1, steps // 10)):  # warm-up: allocator, Adam state, caches
-        gated()
-        dense()
-    timing = Timing([], [])
-    for r in range(repetitions):
-        if r % 2 == 0:
-            timing.gated.append(_time(gated, steps))
-            timing.dense.append(_time(dense, steps))
-        else:
-            timing.dense.append(_time(dense, steps))
-            timing.gated.append(_time(gated, steps))
-    return timing
+    seconds = alternate_many({"gated": gated, "dense": dense}, steps, repetitions)
+    return Timing(seconds["gated"], seconds["dense"])
+
+
+def peak_memory(step: Callable[[], None]) -> int:
+    """Bytes one call of ``step`` allocates at its peak, beyond what was already allocated.
+
+    On CUDA from the allocator's peak statistic; on CPU from ``torch.profiler`` with
+    ``profile_memory=True``: each operator's own allocations and frees (its memory
+    usage less its children's), in the order the operators started, summed as they run.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
+        step()
+    changes = []
+    for event in profiler.events():
+        own = event.cpu_memory_usage - sum(child.cpu_memory_usage for child in event.cpu_children)
+        if own:
+            changes.append((event.time_range.start, own))
+    changes.sort(key=lambda change: change[0])
+    return max(itertools.accumulate((own for _, own in changes), initial=0))
+
+
+def flops(model: torch.nn.Module, *inputs) -> int:
+    """FLOPs of one eval forward of ``model`` (``torch.utils.flop_counter``)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*inputs)
+    return counter.get_total_flops()
 
 
 def _primal(config: ProblemConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if config.optim.primal == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.optim.primal_lr)
     return torch.optim.SGD(model.parameters(), lr=config.optim.primal_lr, momentum=0.9)
+
+
+def overhead_steps(
+    config: ProblemConfig,
+    total_steps: int,
+    target_density: float | None = None,
+    open_fraction: float | None = None,
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The gated training step and the dense one that :func:`overhead` times, on one
+    minibatch of the problem's training data: ``(gated_step, dense_step)``.
+
+    ``total_steps`` is the length of training the gated step's :class:`GDA` is told.
+    """
+    torch.manual_seed(config.train.seed)
+    data = load_data(config)
+    dense, example = build_model_of(config, data)
+    gated = gated_model(config, copy.deepcopy(dense), example)
+    output_fn = output_fn_of(config)
+    if target_density is not None:
+        levels = {"target_density": target_density}
+    else:
+        levels = {"target_density": config.sparsity.target_density, "penalty": config.sparsity.penalty}
+    if open_fraction is not None:
+        with torch.no_grad():
+            for group in gate_groups(gated):
+                is_open = torch.rand(group.gate.parameter.shape) < open_fraction
+                group.gate.parameter.copy_(torch.where(is_open, 10.0, -10.0))
+
+    def loss_fn(output, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output_fn(output), targets)
+
+    problem = SparsityProblem(gated, loss_fn, **levels)
+    gda = GDA(
+        problem,
+        _primal(config, gated),
+        dual_lr=config.optim.dual_lr,
+        dual_restarts=config.optim.dual_restarts,
+        dual_optimizer=config.optim.dual_optimizer,
+        # A ramp and a feasibility phase would change the gates while they are timed.
+        schedule=TargetSchedule("fixed"),
+        total_steps=total_steps,
+        feasibility=False,
+    )
+    dense_opt = _primal(config, dense)
+    x, y = head(data.train[0], config.train.batch_size), data.train[1][: config.train.batch_size]
+
+    def dense_step() -> None:
+        dense_opt.zero_grad(set_to_none=True)
+        loss_fn(call_model(dense, x), y).backward()
+        dense_opt.step()
+
+    return (lambda: gda.step(x, y)), dense_step
 
 
 def overhead(
@@ -84,55 +205,29 @@ def overhead(
     open_fraction: float | None = None,
 ) -> Timing:
     """Gated training step (forward, expected densities, backward, primal and dual update)
-    against the same dense model's step with the same primal optimizer, on the problem's data.
+    against the same dense model's step with the same primal optimizer, on the problem's
+    data, and the peak memory of each step.
 
-    ``target_density`` (model-wise) replaces the problem file's sparsity setting. The
-    gates start at the problem's drop rate (the early-training cost) unless
-    ``open_fraction`` is given: then that fraction of each layer's gates, chosen at
-    random, is opened (log α = 10) and the rest closed (log α = −10), as in a model
-    trained to that density, whose closed groups conditional computation skips.
+    Any problem file works: registered models and data, models named by import path
+    (``[model] factory``), synthetic data. ``target_density`` (model-wise) replaces the
+    problem file's sparsity setting. The gates start at the problem's drop rate (the
+    early-training cost) unless ``open_fraction`` is given: then that fraction of each
+    layer's gates, chosen at random, is opened (log α = 10) and the rest closed
+    (log α = −10), as in a model trained to that density.
 
     Examples:
         >>> print(overhead(load_problem("problems/fashion_mlp.toml")).report())  # doctest: +SKIP
     """
-    torch.manual_seed(config.train.seed)
-    data = load_data(config)
-    dense, example = build_model_of(config, data)
-    gated = gated_model(config, copy.deepcopy(dense), example)
-    if target_density is not None:
-        levels = {"target_density": target_density}
-    else:
-        levels = {"target_density": config.sparsity.target_density, "penalty": config.sparsity.penalty}
-    if open_fraction is not None:
-        with torch.no_grad():
-            for group in gate_groups(gated):
-                is_open = torch.rand(group.gate.parameter.shape) < open_fraction
-                group.gate.parameter.copy_(torch.where(is_open, 10.0, -10.0))
-    problem = SparsityProblem(gated, F.cross_entropy, **levels)
-    gda = GDA(
-        problem,
-        _primal(config, gated),
-        dual_lr=config.optim.dual_lr,
-        dual_restarts=config.optim.dual_restarts,
-        dual_optimizer=config.optim.dual_optimizer,
-        # A ramp and a feasibility phase would change the gates while they are timed.
-        schedule=TargetSchedule("fixed"),
-        total_steps=(steps + 1) * (repetitions + 1),
-        feasibility=False,
-    )
-    dense_opt = _primal(config, dense)
-    x, y = data.train[0][: config.train.batch_size], data.train[1][: config.train.batch_size]
-
-    def dense_step() -> None:
-        dense_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(dense(x), y).backward()
-        dense_opt.step()
-
-    return alternate(lambda: gda.step(x, y), dense_step, steps, repetitions)
+    total = (steps + 1) * (repetitions + 2)  # warm-up, repetitions, the memory profile
+    gated_step, dense_step = overhead_steps(config, total, target_density, open_fraction)
+    timing = alternate(gated_step, dense_step, steps, repetitions)
+    timing.peak_bytes = (peak_memory(gated_step), peak_memory(dense_step))
+    return timing
 
 
 def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, repetitions: int = 7) -> Timing:
-    """Eval-mode forward time of the purged model of a run against the dense model (same batch).
+    """Eval-mode forward time of the purged model of a run against the dense model (same
+    batch), and the ideal speed-up: dense FLOPs / the purged model's FLOPs.
 
     Also checks that the purged model's outputs equal the gated model's on that batch.
 
@@ -155,4 +250,6 @@ def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, rep
 
         return run
 
-    return alternate(forward(small), forward(dense), steps, repetitions)
+    timing = alternate(forward(small), forward(dense), steps, repetitions)
+    timing.ideal = flops(dense, x) / max(flops(small, x), 1)
+    return timing

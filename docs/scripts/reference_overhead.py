@@ -1,0 +1,107 @@
+"""ctrlsparse's gated step against the reference implementation's, in one process
+(docs/performance.md).
+
+    git --git-dir=/work/.mirror/gallego-posada+constrained_sparsity/repo archive HEAD | tar -x -C /tmp/reference
+    .venv-dev/bin/python docs/scripts/reference_overhead.py /tmp/reference --model lenet5 --threads 2
+
+REFERENCE is a checkout of gallego-posada/constrained_sparsity (Gallego-Posada et al.,
+2022). Its code is imported from there and is never copied into ctrlsparse: its
+``sparse/models.py`` and ``sparse/l0_layers.py`` are loaded without running the package
+``__init__`` files, which need torchvision, wandb and an older cooper.
+
+Three training steps on the same minibatch of Fashion-MNIST (batch 128), Adam (lr 7e-4)
+on every parameter:
+
+- dense: ctrlsparse's plain model (MLP 784-300-100 or LeNet-5-Caffe 20-50-800-500) and
+  cross-entropy, the step ``ctrlsparse bench overhead`` compares with;
+- reference: its ``L0MLP`` / ``L0LeNet5`` with ``sparsity_type="structured"`` (one gate
+  per input neuron of the linear layers and per output channel of the convolutions, the
+  structure of problems/fashion_*.toml), the Lagrangian ``loss + λ (E[L0 density] − ε)``
+  from its ``regularization()``, backward, Adam, one SGD dual step on λ (projected onto
+  λ ≥ 0), and its ``clamp_parameters()``;
+- ctrlsparse: ``GDA.step`` on problems/fashion_mlp.toml or fashion_lenet5.toml (the
+  paper's settings: SGD dual step, dual restarts), built by ``overhead_steps``.
+
+The three alternate in one process (the order rotates every repetition); the script
+prints, for the reference and for ctrlsparse, the median ratio to the dense step over
+the repetitions, with min and max, and the median milliseconds per step.
+"""
+
+import argparse
+import importlib
+import statistics
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ctrlsparse.experiments.bench import alternate_many, overhead_steps, spread
+from ctrlsparse.experiments.config import load_problem
+
+PROBLEMS = Path(__file__).parents[2] / "problems"
+TARGET = {"mlp": 0.33, "lenet5": 0.1}
+
+
+def load_reference(root: Path) -> types.ModuleType:
+    """The reference's ``sparse.models``, imported from ``root`` without its package ``__init__`` files."""
+    for name in ("utils", "sparse"):
+        if not (root / name).is_dir():
+            raise SystemExit(f"{root} is not a checkout of gallego-posada/constrained_sparsity (no {name}/)")
+        package = types.ModuleType(name)
+        package.__path__ = [str(root / name)]
+        sys.modules[name] = package
+    sys.modules["utils"].basic_utils = importlib.import_module("utils.basic_utils")
+    return importlib.import_module("sparse.models")
+
+
+def reference_step(models: types.ModuleType, name: str, x: torch.Tensor, y: torch.Tensor):
+    if name == "mlp":
+        model = models.L0MLP(784, 10, sparsity_type="structured", layer_dims=(300, 100))
+    else:
+        model = models.L0LeNet5(10, sparsity_type="structured", input_shape=(1, 28, 28))
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=7e-4)
+    multiplier, dual_lr, target = torch.zeros(()), 1e-4, TARGET[name]
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        violation = model.regularization().l0_model - target
+        (loss + multiplier * violation).backward()
+        optimizer.step()
+        multiplier.add_(dual_lr * violation.detach()).clamp_(min=0)  # one SGD ascent step
+        for layer in model.layers_dict["l0"]:
+            layer.clamp_parameters()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reference", type=Path, help="checkout of gallego-posada/constrained_sparsity")
+    parser.add_argument("--model", choices=["mlp", "lenet5"], default="lenet5")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repetitions", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    models = load_reference(args.reference.resolve())
+    config = load_problem(PROBLEMS / f"fashion_{args.model}.toml")
+    ours, dense = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1))
+    from ctrlsparse.experiments.build import load_data
+
+    data = load_data(config)
+    x, y = data.train[0][: config.train.batch_size], data.train[1][: config.train.batch_size]
+    reference = reference_step(models, args.model, x, y)
+    seconds = alternate_many({"dense": dense, "reference": reference, "ctrlsparse": ours}, args.steps, args.repetitions)
+    print(f"{args.model}, batch {len(x)}, {torch.get_num_threads()} threads, {args.repetitions} repetitions")
+    for name in ("reference", "ctrlsparse"):
+        ratios = [a / b for a, b in zip(seconds[name], seconds["dense"])]
+        print(f"  {name:<11} / dense: {spread(ratios)}; {1e3 * statistics.median(seconds[name]):.2f} ms per step")
+    print(f"  dense: {1e3 * statistics.median(seconds['dense']):.2f} ms per step")
+
+
+if __name__ == "__main__":
+    main()
