@@ -24,7 +24,8 @@ on every parameter:
 
 The three alternate in one process (the order rotates every repetition); the script
 prints, for the reference and for ctrlsparse, the median ratio to the dense step over
-the repetitions, with min and max, and the median milliseconds per step.
+the repetitions, with min and max, the median milliseconds per step, and the ratio
+ctrlsparse / reference per repetition.
 """
 
 import argparse
@@ -101,6 +102,8 @@ def main() -> None:
         ratios = [a / b for a, b in zip(seconds[name], seconds["dense"])]
         print(f"  {name:<11} / dense: {spread(ratios)}; {1e3 * statistics.median(seconds[name]):.2f} ms per step")
     print(f"  dense: {1e3 * statistics.median(seconds['dense']):.2f} ms per step")
+    head_to_head = [a / b for a, b in zip(seconds["ctrlsparse"], seconds["reference"])]
+    print(f"  ctrlsparse / reference: {spread(head_to_head)}")
 
 
 if __name__ == "__main__":

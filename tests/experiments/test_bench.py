@@ -1,8 +1,11 @@
 import statistics
 from pathlib import Path
 
+import pytest
+import torch
+
 from ctrlsparse.cli import main
-from ctrlsparse.experiments.bench import Timing, alternate, overhead
+from ctrlsparse.experiments.bench import Timing, alternate, alternate_many, overhead, peak_memory
 from ctrlsparse.experiments.config import load_problem
 
 DIGITS = Path(__file__).parents[2] / "problems" / "digits_mlp.toml"
@@ -12,7 +15,7 @@ def test_alternate_runs_both_and_reports_ratio_per_repetition():
     calls = []
     timing = alternate(lambda: calls.append("g"), lambda: calls.append("d"), steps=10, repetitions=4)
     assert len(timing.gated) == len(timing.dense) == 4
-    assert calls.count("g") == calls.count("d") == 1 + 40  # one warm-up call each
+    assert calls.count("g") == calls.count("d") == 3 + 40  # three warm-up calls each
     assert calls[-20:] == ["d"] * 10 + ["g"] * 10  # the order alternates between repetitions
 
 
@@ -37,10 +40,58 @@ def test_bench_purge_on_a_finished_run(tmp_path, capsys):
         == 0
     )
     assert main(["bench", "purge", str(run), "--steps", "2", "--repetitions", "2", "--batch-size", "32"]) == 0
-    assert "purged / dense: median ratio" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "purged / dense: median ratio" in out and "(dense FLOPs / kept FLOPs)" in out
+    ideal = float(out.split("of an ideal ")[1].split("x")[0])
+    assert ideal >= 1.0  # purging never adds FLOPs
 
 
 def test_overhead_with_mostly_closed_gates(capsys):
     args = ["bench", "overhead", str(DIGITS), "--steps", "2", "--repetitions", "2", "--open-fraction", "0.1"]
     assert main(args) == 0
     assert "0.1 of the gates open" in capsys.readouterr().out
+
+
+def test_alternate_many_rotates_the_order_every_repetition():
+    calls = []
+    functions = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    seconds = alternate_many(functions, steps=1, repetitions=3)
+    assert {name: len(v) for name, v in seconds.items()} == {"a": 3, "b": 3, "c": 3}
+    assert calls == list("abc") * 3 + list("abc") + list("bca") + list("cab")  # warm-up, then rotated
+
+
+def test_peak_memory_sees_what_a_step_allocates():
+    def step():
+        big = torch.ones(1_000_000)  # 4 MB, alive until the sum below
+        big.sum()
+
+    assert 4_000_000 <= peak_memory(step) < 8_000_000
+    assert peak_memory(lambda: None) == 0
+
+
+def test_overhead_reports_peak_memory_and_takes_models_by_import_path(tmp_path):
+    problem = tmp_path / "bert.toml"
+    problem.write_text(
+        'name = "tiny_bert"\n'
+        '[data]\nname = "synthetic"\nshape = [16]\nvocab_size = 50\nnum_classes = 2\ntrain_size = 8\ntest_size = 4\n'
+        '[model]\nfactory = "ctrlsparse.models.hf:bert_classifier"\noutput = "logits"\n'
+        "kwargs = { hidden_size = 16, num_hidden_layers = 1, num_attention_heads = 2, intermediate_size = 32,"
+        " vocab_size = 50, num_labels = 2 }\n"
+        "[sparsity]\ntarget_density = 0.5\n[train]\nbatch_size = 4\n"
+    )
+    timing = overhead(load_problem(problem), steps=1, repetitions=2)
+    assert len(timing.ratios) == 2 and all(b > 0 for b in timing.peak_bytes)
+    assert "peak memory" in timing.report() and "MiB" in timing.report()
+
+
+def test_compile_that_fails_falls_back_to_eager_steps_with_a_warning(monkeypatch):
+    def broken(model):
+        def call(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="torch.compile failed .*no C\\+\\+ compiler.*eager"):
+        timing = overhead(load_problem(DIGITS), steps=1, repetitions=2, compile=True)
+    assert len(timing.ratios) == 2

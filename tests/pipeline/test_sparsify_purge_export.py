@@ -123,3 +123,19 @@ def test_an_attention_with_every_head_closed_keeps_one_whole_head():
         assert layer.attention.self.query.out_features == 8  # one head of 32 / 4
     gated_out, purged_out = logits(call_model(model, x)), logits(call_model(small, x))
     assert ((purged_out - gated_out).abs().max() / gated_out.abs().max()) <= 1e-5
+
+
+def test_a_channel_with_one_open_column_after_a_flatten_is_kept():
+    """LeNet-5 with the paper's gates: a conv channel feeds 16 columns of fc1 through the
+    flatten. A channel whose only open fc1 column is not its first must stay, and one whose
+    16 columns are all closed must go."""
+    torch.manual_seed(0)
+    net = cs.sparsify(cs.lenet5(), "paper")
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        gate = net.fc1.input_gate.gate.log_alpha
+        gate.fill_(-10.0)
+        gate[16 * torch.arange(25) + 7] = 10.0  # channels 0-24: column 7 of 16 open; 25-49: none
+    small = cs.purge(net.eval(), x)
+    assert small.conv2.out_channels == 25 and small.fc1.in_features == 25 * 16
+    assert torch.allclose(small(x), net(x), atol=1e-5)

@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
     ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
     ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ov.add_argument("--compile", action="store_true", help="torch.compile both models' forward passes")
     ov.set_defaults(func=cmd_bench_overhead)
     pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
     pu.add_argument("run", help="run directory")

@@ -177,8 +177,11 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
         repetitions=args.repetitions,
         target_density=args.target_density,
         open_fraction=args.open_fraction,
+        compile=args.compile,
     )
     setting = f"batch {config.train.batch_size}, {torch.get_num_threads()} threads"
+    if args.compile:
+        setting += ", torch.compile"
     if args.open_fraction is not None:
         setting += f", {args.open_fraction:g} of the gates open"
     print(f"{config.name} ({setting}): {timing.report()}")

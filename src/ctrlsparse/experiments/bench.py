@@ -12,6 +12,7 @@ import copy
 import itertools
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,14 +81,14 @@ def alternate_many(
     functions: dict[str, Callable[[], None]], steps: int, repetitions: int
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, ``steps`` calls per repetition; the order of the
-    functions rotates from one repetition to the next (after one warm-up round).
+    functions rotates from one repetition to the next (after three or more warm-up rounds).
 
     Examples:
         >>> seconds = alternate_many({"a": lambda: None, "b": lambda: None}, steps=3, repetitions=4)
         >>> [len(v) for v in seconds.values()]
         [4, 4]
     """
-    for _ in range(max(1, steps // 10)):  # warm-up: allocator, Adam state, caches
+    for _ in range(max(3, steps // 10)):  # warm-up: allocator, Adam state, caches
         for function in functions.values():
             function()
     seconds: dict[str, list[float]] = {name: [] for name in functions}
@@ -150,11 +151,15 @@ def overhead_steps(
     total_steps: int,
     target_density: float | None = None,
     open_fraction: float | None = None,
+    compile: bool = False,
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """The gated training step and the dense one that :func:`overhead` times, on one
     minibatch of the problem's training data: ``(gated_step, dense_step)``.
 
     ``total_steps`` is the length of training the gated step's :class:`GDA` is told.
+    ``compile``: both models' forward passes go through ``torch.compile`` (the gate
+    sampling included, since the model's pre-hook draws the gates); where compilation
+    fails, a warning says why and both steps run eagerly.
     """
     torch.manual_seed(config.train.seed)
     data = load_data(config)
@@ -189,12 +194,26 @@ def overhead_steps(
     dense_opt = _primal(config, dense)
     x, y = head(data.train[0], config.train.batch_size), data.train[1][: config.train.batch_size]
 
+    dense_forward = dense
+
     def dense_step() -> None:
         dense_opt.zero_grad(set_to_none=True)
-        loss_fn(call_model(dense, x), y).backward()
+        loss_fn(call_model(dense_forward, x), y).backward()
         dense_opt.step()
 
-    return (lambda: gda.step(x, y)), dense_step
+    def gated_step() -> None:
+        gda.step(x, y)
+
+    if compile:
+        dense_forward, problem.forward_model = torch.compile(dense), torch.compile(gated)
+        try:
+            gated_step()
+            dense_step()
+        except Exception as error:  # noqa: BLE001 - any compiler failure: fall back, say why
+            reason = f"{type(error).__name__}: {error}"
+            warnings.warn(f"torch.compile failed ({reason}); timing eager steps", stacklevel=2)
+            dense_forward, problem.forward_model = dense, None
+    return gated_step, dense_step
 
 
 def overhead(
@@ -203,6 +222,7 @@ def overhead(
     repetitions: int = 5,
     target_density: float | None = None,
     open_fraction: float | None = None,
+    compile: bool = False,
 ) -> Timing:
     """Gated training step (forward, expected densities, backward, primal and dual update)
     against the same dense model's step with the same primal optimizer, on the problem's
@@ -213,13 +233,14 @@ def overhead(
     problem file's sparsity setting. The gates start at the problem's drop rate (the
     early-training cost) unless ``open_fraction`` is given: then that fraction of each
     layer's gates, chosen at random, is opened (log α = 10) and the rest closed
-    (log α = −10), as in a model trained to that density.
+    (log α = −10), as in a model trained to that density. ``compile`` times both steps
+    with ``torch.compile``'d forward passes (:func:`overhead_steps`).
 
     Examples:
         >>> print(overhead(load_problem("problems/fashion_mlp.toml")).report())  # doctest: +SKIP
     """
-    total = (steps + 1) * (repetitions + 2)  # warm-up, repetitions, the memory profile
-    gated_step, dense_step = overhead_steps(config, total, target_density, open_fraction)
+    total = (steps + 3) * (repetitions + 2)  # warm-up, repetitions, the memory profile
+    gated_step, dense_step = overhead_steps(config, total, target_density, open_fraction, compile)
     timing = alternate(gated_step, dense_step, steps, repetitions)
     timing.peak_bytes = (peak_memory(gated_step), peak_memory(dense_step))
     return timing

@@ -144,25 +144,37 @@ def purge(model: nn.Module, example_input) -> nn.Module:
 
 
 def _producer_channels(model, graph, module_name: str, closed: set[int]) -> tuple[str, list[int]] | None:
-    """For closed input features produced by a layer: that layer and its channels whose every
-    column is closed; None when the features are the model's inputs."""
+    """For closed input features produced by a layer: that layer and its channels none of
+    whose columns is open; None when the features are the model's inputs."""
     module = model.get_submodule(module_name)
     pruner = graph.get_pruner_of_module(module)
-    coupled = graph.get_pruning_group(
-        module, pruner.prune_in_channels, list(range(pruner.get_in_channels(module)))
-    )
+    width = pruner.get_in_channels(module)
+    producer = _producer_item(model, graph, module, pruner, list(range(width)))
+    if producer is None:
+        return None
+    name, item = producer
+    channels = sorted(set(item.idxs))
+    open_columns = [c for c in range(width) if c not in closed]
+    if open_columns:
+        # A channel feeds several columns through a flatten or reshape, and the dependency
+        # graph lists each channel once, with one of its columns: so ask which channels
+        # the open columns use, rather than which columns each channel has.
+        used = set(_producer_item(model, graph, module, pruner, open_columns)[1].idxs)
+        channels = [c for c in channels if c not in used]
+    return name, channels
+
+
+def _producer_item(model, graph, module, pruner, columns: list[int]):
+    """(name, dependency item) of the layer whose output channels ``columns`` of ``module`` read."""
     names = {m: n for n, m in model.named_modules()}
-    for item in coupled:
-        producer = item.dep.target.module
+    for item in graph.get_pruning_group(module, pruner.prune_in_channels, columns):
+        target = item.dep.target.module
         if (
-            isinstance(producer, nn.Module)
-            and producer in names
+            isinstance(target, nn.Module)
+            and target in names
             and graph.is_out_channel_pruning_fn(item.dep.handler)
         ):
-            columns: dict[int, set[int]] = {}
-            for channel, column in zip(item.idxs, item.root_idxs):
-                columns.setdefault(channel, set()).add(column)
-            return names[producer], [c for c, cols in columns.items() if cols <= closed]
+            return names[target], item
     return None
 
 
