@@ -321,3 +321,19 @@ def test_run_with_tensorboard_writes_event_files_into_the_run_directory(tmp_path
     args = ["run", DIGITS, "--target-density", "0.3", "--epochs", "1", "--out", str(out), "--quiet"]
     assert main([*args, "--tensorboard"]) == 0
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_run_compile_records_it_and_compiles_the_forward(tmp_path, monkeypatch):
+    import torch
+
+    compiled = []
+
+    def eager_backend(model, _compile=torch.compile):
+        compiled.append(model)
+        return _compile(model, backend="eager")  # dynamo's tracing, without the slow C++ backend
+
+    monkeypatch.setattr(torch, "compile", eager_backend)
+    out = tmp_path / "run"
+    assert main(["run", DIGITS, "--epochs", "1", "--compile", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["compile"] is True
+    assert len(compiled) == 1 and read_summary(out).test_error < 0.9

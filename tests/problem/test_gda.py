@@ -228,3 +228,39 @@ def test_arm_estimator_term_survives_weight_decay():
     (total,) = torch.autograd.grad(state.loss, phi)
     (decay_only,) = torch.autograd.grad(0.5 * 1e-2 * problem.accounting.expected_l2(), phi)
     assert not torch.allclose(total, decay_only)  # the ARM estimate is in the objective too
+
+
+def _compiled(compile, steps=6):
+    torch.manual_seed(0)
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.4)
+    gda = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-2), dual_lr=0.5, compile=compile, **PAPER)
+    records = [_train(gda, 1, seed=s) for s in range(steps)]
+    return records, model.state_dict(), problem
+
+
+def test_a_compiled_forward_trains_like_the_eager_one(monkeypatch):
+    eager, eager_state, _ = _compiled(False)
+    # Dynamo's tracing (parametrizations, the sampling pre-hook) without the slow C++ backend.
+    monkeypatch.setattr(torch, "compile", lambda model, _compile=torch.compile: _compile(model, backend="eager"))
+    compiled, compiled_state, problem = _compiled(True)
+    assert type(problem.forward_model).__name__ == "OptimizedModule"
+    assert [r.loss for r in compiled] == pytest.approx([r.loss for r in eager], rel=1e-5)
+    assert all(torch.allclose(compiled_state[k], eager_state[k], atol=1e-6) for k in eager_state)
+
+
+def test_a_compiler_that_fails_leaves_gda_eager_with_a_warning(monkeypatch):
+    eager, eager_state, _ = _compiled(False)
+
+    def broken(model):
+        def call(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler\); GDA goes on"):
+        compiled, compiled_state, problem = _compiled(True)
+    assert problem.forward_model is None  # back to the model itself, from the first step on
+    assert [r.loss for r in compiled] == [r.loss for r in eager]
+    assert all(torch.equal(compiled_state[k], eager_state[k]) for k in eager_state)

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")
     run.add_argument("--seed", type=int, help="override the problem file's seed")
     run.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the model's forward (GDA)"
+    )
+    run.add_argument(
         "--dual-lr", type=float, help="dual learning rate (default: 40 / steps for Adam ascent, 1e-4 for SGD)"
     )
     run.add_argument(

@@ -55,6 +55,7 @@ _RUN_OVERRIDES = {
     "epochs": ("train", "epochs"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
+    "compile": ("train", "compile"),
     "dual_lr": ("optim", "dual_lr"),
     "dual_restarts": ("optim", "dual_restarts"),
     "dual_optimizer": ("optim", "dual_optimizer"),

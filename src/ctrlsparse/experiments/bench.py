@@ -157,9 +157,9 @@ def overhead_steps(
     minibatch of the problem's training data: ``(gated_step, dense_step)``.
 
     ``total_steps`` is the length of training the gated step's :class:`GDA` is told.
-    ``compile``: both models' forward passes go through ``torch.compile`` (the gate
-    sampling included, since the model's pre-hook draws the gates); where compilation
-    fails, a warning says why and both steps run eagerly.
+    ``compile``: both models' forward passes go through ``torch.compile`` (the gated
+    one by ``GDA(..., compile=True)``, gate sampling included); where compilation fails,
+    a warning says why and that step runs eagerly.
     """
     torch.manual_seed(config.train.seed)
     data = load_data(config)
@@ -190,6 +190,7 @@ def overhead_steps(
         schedule=TargetSchedule("fixed"),
         total_steps=total_steps,
         feasibility=False,
+        compile=compile,
     )
     dense_opt = _primal(config, dense)
     x, y = head(data.train[0], config.train.batch_size), data.train[1][: config.train.batch_size]
@@ -205,14 +206,13 @@ def overhead_steps(
         gda.step(x, y)
 
     if compile:
-        dense_forward, problem.forward_model = torch.compile(dense), torch.compile(gated)
+        dense_forward = torch.compile(dense)
         try:
-            gated_step()
             dense_step()
         except Exception as error:  # noqa: BLE001 - any compiler failure: fall back, say why
             reason = f"{type(error).__name__}: {error}"
-            warnings.warn(f"torch.compile failed ({reason}); timing eager steps", stacklevel=2)
-            dense_forward, problem.forward_model = dense, None
+            warnings.warn(f"torch.compile failed ({reason}); timing eager dense steps", stacklevel=2)
+            dense_forward = dense
     return gated_step, dense_step
 
 

@@ -220,6 +220,7 @@ def _gda(config: ProblemConfig, model: nn.Module, loss_fn, example: torch.Tensor
         total_steps=total_steps,
         feasibility=config.sparsity.feasibility,
         gate_lr=optim.gate_lr,
+        compile=config.train.compile,
     )
 
 

@@ -136,6 +136,8 @@ class TrainConfig:
     seed: int = _field(0, (int,))
     log_every: int = _field(1, (int,))
     device: str = _field("cpu", (str,))
+    compile: bool = _field(False, (bool,))
+    """Run the model's forward through ``torch.compile`` (``GDA(..., compile=True)``)."""
     world_size: int = _field(1, (int,))
     """Processes the run trains in: set by ``ctrlsparse run`` under torchrun and recorded in
     ``config.json`` (a resumed run must use as many). ``batch_size`` is the global batch."""

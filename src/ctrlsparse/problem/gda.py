@@ -14,6 +14,8 @@ from the initial density to ε (see :mod:`ctrlsparse.problem.schedules`).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ctrlsparse.problem.cmp import SparsityProblem
@@ -83,6 +85,9 @@ class GDA:
             ``GATE_TRAVEL / total_steps`` where that is smaller. Gates that share a parameter
             group with weights get a group of their own (same settings, no weight decay:
             decaying log α would pull every gate towards P = 1/2).
+        compile: run the model's forward, gate sampling included, through
+            ``torch.compile`` (docs/performance.md). Where the first compiled step fails,
+            a warning says why and GDA goes on eagerly.
 
     Examples:
         >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-3))  # doctest: +SKIP
@@ -107,6 +112,7 @@ class GDA:
         total_steps: int | None = None,
         feasibility: float | bool = DEFAULT_FEASIBILITY,
         gate_lr: float | None = None,
+        compile: bool = False,
     ) -> None:
         if dual_lr is not None and not dual_lr > 0:
             raise ValueError(f"dual_lr must be positive, got {dual_lr!r}")
@@ -153,6 +159,7 @@ class GDA:
         self._ramp_steps = 0
         self._phase_start: int | None = None
         self._ready = False
+        self._compile = compile  # until the first step compiles the forward
         if total_steps is not None:
             self.begin(total_steps, steps_per_epoch)
 
@@ -192,6 +199,18 @@ class GDA:
     def step(self, inputs, targets: torch.Tensor) -> GDAStep:
         """One primal descent and dual ascent step on a minibatch (a primal step alone in
         the feasibility phase, whose first step decides the gates)."""
+        if self._compile:
+            self._compile, eager = False, self.problem.forward_model
+            self.problem.forward_model = torch.compile(eager or self.problem.model)
+            try:  # compilation happens in this step's forward and backward, before any update
+                return self._step(inputs, targets)
+            except Exception as error:  # noqa: BLE001 - any compiler failure; a real error recurs below
+                self.problem.forward_model = eager
+                reason = f"{type(error).__name__}: {error}"
+                warnings.warn(f"torch.compile failed ({reason}); GDA goes on eagerly", stacklevel=2)
+        return self._step(inputs, targets)
+
+    def _step(self, inputs, targets: torch.Tensor) -> GDAStep:
         if not self._ready:
             self.begin(None)
         if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
@@ -236,9 +255,12 @@ class GDA:
             problem.levels[name] = eps
         self.decision = decide(problem, self.steps)
         forward = problem.forward_model
-        if isinstance(forward, torch.nn.parallel.DistributedDataParallel):
+        ddp = getattr(forward, "_orig_mod", forward)  # under torch.compile too
+        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
             # The decided gates stopped learning: DDP must stop waiting for their gradients.
-            problem.forward_model = type(forward)(self.model, device_ids=forward.device_ids)
+            problem.forward_model = type(ddp)(self.model, device_ids=ddp.device_ids)
+            if ddp is not forward:
+                problem.forward_model = torch.compile(problem.forward_model)
         return self.decision
 
     def finish(self) -> bool:
