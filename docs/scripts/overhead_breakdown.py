@@ -1,71 +1,75 @@
-"""Where a gated MLP training step spends its time beyond the dense step (docs/performance.md).
+"""Where a gated training step's time goes beyond the dense step, in stages (docs/performance.md).
 
-    .venv/bin/python docs/scripts/overhead_breakdown.py --threads 2
+    .venv-dev/bin/python docs/scripts/overhead_breakdown.py problems/fashion_resnet.toml --threads 2
 
-Times, in one process with alternating repetitions, the dense MLP 784-300-100 step and
-three gated variants: the gated layers alone (task loss only), plus the expected-density
-penalty term, and the full GDA step. Prints each median relative to dense.
+Times four steps of the problem file's model in one process, on one minibatch, with
+the same Adam (the order rotates every repetition; ``alternate_many``):
+
+1. dense: the plain model, cross-entropy;
+2. gated model: the sparsified model (gates drawn, weights scaled), the same loss;
+3. + expected density: plus 0.1 × the differentiable expected density (eq. 12);
+4. GDA step: ``GDA.step`` as ``ctrlsparse bench overhead`` builds it (Lagrangian, dual
+   step, clamp, the logging transfer).
+
+Prints each stage's median ratio to the dense step over the repetitions, with min and max.
 """
 
 import argparse
 import copy
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
-import ctrlsparse as cs
+from ctrlsparse import SparsityProblem
+from ctrlsparse.experiments.bench import alternate_many, overhead_steps, spread
+from ctrlsparse.experiments.build import build_model_of, gated_model, load_data, output_fn_of
+from ctrlsparse.experiments.config import load_problem
+from ctrlsparse.modelio import call_model, head
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("problem")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repetitions", type=int, default=9)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
-    dense = cs.mlp(784)
+    config = load_problem(args.problem)
+    torch.manual_seed(config.train.seed)
+    data = load_data(config)
+    dense, example = build_model_of(config, data)
+    gated = gated_model(config, copy.deepcopy(dense), example)
+    with_density = gated_model(config, copy.deepcopy(dense), example)
+    density = SparsityProblem(with_density, lambda out, y: out, penalty=0.1).accounting
+    output_fn = output_fn_of(config)
+    x, y = head(data.train[0], config.train.batch_size), data.train[1][: config.train.batch_size]
 
-    def plain_step(model, loss):
-        opt = torch.optim.Adam(model.parameters(), lr=7e-4)
+    def plain(model, extra=None):
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.primal_lr)
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss(model).backward()
-            opt.step()
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(output_fn(call_model(model, x)), y)
+            if extra is not None:
+                loss = loss + 0.1 * extra()
+            loss.backward()
+            optimizer.step()
 
         return step
 
-    layers_only = cs.sparsify(copy.deepcopy(dense), "paper")
-    with_density = cs.sparsify(copy.deepcopy(dense), "paper")
-    density_problem = cs.SparsityProblem(with_density, F.cross_entropy, penalty=0.1)
-    full = cs.sparsify(copy.deepcopy(dense), "paper")
-    gda = cs.GDA(cs.SparsityProblem(full, F.cross_entropy, target_density=0.33))
+    gda_step, _ = overhead_steps(config, (args.steps + 3) * (args.repetitions + 1))
     steps = {
-        "dense": plain_step(dense, lambda m: F.cross_entropy(m(x), y)),
-        "gated layers, task loss only": plain_step(layers_only, lambda m: F.cross_entropy(m(x), y)),
-        "+ expected-density term": plain_step(
-            with_density, lambda m: F.cross_entropy(m(x), y) + 0.1 * density_problem.expected_densities()[0]
-        ),
-        "full GDA step": lambda: gda.step(x, y),
+        "dense": plain(dense),
+        "gated model": plain(gated),
+        "+ expected density": plain(with_density, lambda: density.densities()[0]),
+        "GDA step": gda_step,
     }
-    times = {name: [] for name in steps}
-    for step in steps.values():
-        for _ in range(10):
-            step()
-    for _ in range(args.repetitions):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            times[name].append((time.perf_counter() - start) / args.steps)
-    dense_median = statistics.median(times["dense"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:32s} {1e3 * median:6.2f} ms  {median / dense_median:.2f}x dense")
+    seconds = alternate_many(steps, args.steps, args.repetitions)
+    print(f"{config.name}, batch {len(y)}, {torch.get_num_threads()} threads, {args.repetitions} repetitions")
+    for name, values in seconds.items():
+        ratios = [a / b for a, b in zip(values, seconds["dense"])]
+        print(f"  {name:<20} {1e3 * statistics.median(values):8.2f} ms   / dense {spread(ratios)}")
 
 
 if __name__ == "__main__":
