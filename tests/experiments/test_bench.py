@@ -73,7 +73,8 @@ def test_overhead_reports_peak_memory_and_takes_models_by_import_path(tmp_path):
     problem = tmp_path / "bert.toml"
     problem.write_text(
         'name = "tiny_bert"\n'
-        '[data]\nname = "synthetic"\nshape = [16]\nvocab_size = 50\nnum_classes = 2\ntrain_size = 8\ntest_size = 4\n'
+        '[data]\nname = "synthetic"\nshape = [16]\nvocab_size = 50\nnum_classes = 2\n'
+        "train_size = 8\ntest_size = 4\n"
         '[model]\nfactory = "ctrlsparse.models.hf:bert_classifier"\noutput = "logits"\n'
         "kwargs = { hidden_size = 16, num_hidden_layers = 1, num_attention_heads = 2, intermediate_size = 32,"
         " vocab_size = 50, num_labels = 2 }\n"

@@ -242,7 +242,9 @@ def _compiled(compile, steps=6):
 def test_a_compiled_forward_trains_like_the_eager_one(monkeypatch):
     eager, eager_state, _ = _compiled(False)
     # Dynamo's tracing (parametrizations, the sampling pre-hook) without the slow C++ backend.
-    monkeypatch.setattr(torch, "compile", lambda model, _compile=torch.compile: _compile(model, backend="eager"))
+    eager_backend = torch.compile
+
+    monkeypatch.setattr(torch, "compile", lambda model: eager_backend(model, backend="eager"))
     compiled, compiled_state, problem = _compiled(True)
     assert type(problem.forward_model).__name__ == "OptimizedModule"
     assert [r.loss for r in compiled] == pytest.approx([r.loss for r in eager], rel=1e-5)
@@ -259,8 +261,18 @@ def test_a_compiler_that_fails_leaves_gda_eager_with_a_warning(monkeypatch):
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
-    with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler\); GDA goes on"):
+    message = r"torch.compile failed \(RuntimeError: no C\+\+ compiler\); GDA goes on eagerly"
+    with pytest.warns(UserWarning, match=message):
         compiled, compiled_state, problem = _compiled(True)
     assert problem.forward_model is None  # back to the model itself, from the first step on
     assert [r.loss for r in compiled] == [r.loss for r in eager]
     assert all(torch.equal(compiled_state[k], eager_state[k]) for k in eager_state)
+
+
+def test_without_the_runs_length_the_warning_names_the_callers_line():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+    problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
+    gda = GDA(problem, torch.optim.Adam(model.parameters()))
+    with pytest.warns(UserWarning, match="does not know the length of training") as record:
+        gda.step(*_toy(8))
+    assert record[0].filename == __file__

@@ -199,6 +199,8 @@ class GDA:
     def step(self, inputs, targets: torch.Tensor) -> GDAStep:
         """One primal descent and dual ascent step on a minibatch (a primal step alone in
         the feasibility phase, whose first step decides the gates)."""
+        if not self._ready:
+            self.begin(None)  # warns: the run's length is unknown
         if self._compile:
             self._compile, eager = False, self.problem.forward_model
             self.problem.forward_model = torch.compile(eager or self.problem.model)
@@ -211,8 +213,6 @@ class GDA:
         return self._step(inputs, targets)
 
     def _step(self, inputs, targets: torch.Tensor) -> GDAStep:
-        if not self._ready:
-            self.begin(None)
         if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
             self.decide()
         if self.decision is None:
