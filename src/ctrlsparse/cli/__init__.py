@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
     ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ov.add_argument("--compile", action="store_true", help="torch.compile both models' forward passes")
+    ov.add_argument(
+        "--skip-below", type=float, help="the gated step skips units with P(z != 0) below this (e.g. 1e-3)"
+    )
     ov.set_defaults(func=cmd_bench_overhead)
     pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
     pu.add_argument("run", help="run directory")

@@ -179,10 +179,13 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
         target_density=args.target_density,
         open_fraction=args.open_fraction,
         compile=args.compile,
+        skip_below=args.skip_below,
     )
     setting = f"batch {config.train.batch_size}, {torch.get_num_threads()} threads"
     if args.compile:
         setting += ", torch.compile"
+    if args.skip_below is not None:
+        setting += f", skipping units below P = {args.skip_below:g}"
     if args.open_fraction is not None:
         setting += f", {args.open_fraction:g} of the gates open"
     print(f"{config.name} ({setting}): {timing.report()}")

@@ -152,6 +152,7 @@ def overhead_steps(
     target_density: float | None = None,
     open_fraction: float | None = None,
     compile: bool = False,
+    skip_below: float | None = None,
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """The gated training step and the dense one that :func:`overhead` times, on one
     minibatch of the problem's training data: ``(gated_step, dense_step)``.
@@ -159,7 +160,8 @@ def overhead_steps(
     ``total_steps`` is the length of training the gated step's :class:`GDA` is told.
     ``compile``: both models' forward passes go through ``torch.compile`` (the gated
     one by ``GDA(..., compile=True)``, gate sampling included); where compilation fails,
-    a warning says why and that step runs eagerly.
+    a warning says why and that step runs eagerly. ``skip_below``: the gated step skips
+    units with P(z != 0) below it (``GDA(..., skip_below=...)``).
     """
     torch.manual_seed(config.train.seed)
     data = load_data(config)
@@ -191,6 +193,7 @@ def overhead_steps(
         total_steps=total_steps,
         feasibility=False,
         compile=compile,
+        skip_below=skip_below,
     )
     dense_opt = _primal(config, dense)
     x, y = head(data.train[0], config.train.batch_size), data.train[1][: config.train.batch_size]
@@ -223,6 +226,7 @@ def overhead(
     target_density: float | None = None,
     open_fraction: float | None = None,
     compile: bool = False,
+    skip_below: float | None = None,
 ) -> Timing:
     """Gated training step (forward, expected densities, backward, primal and dual update)
     against the same dense model's step with the same primal optimizer, on the problem's
@@ -234,13 +238,14 @@ def overhead(
     early-training cost) unless ``open_fraction`` is given: then that fraction of each
     layer's gates, chosen at random, is opened (log α = 10) and the rest closed
     (log α = −10), as in a model trained to that density. ``compile`` times both steps
-    with ``torch.compile``'d forward passes (:func:`overhead_steps`).
+    with ``torch.compile``'d forward passes, ``skip_below`` lets the gated step skip
+    units whose P(z != 0) is below it (:func:`overhead_steps`).
 
     Examples:
         >>> print(overhead(load_problem("problems/fashion_mlp.toml")).report())  # doctest: +SKIP
     """
     total = (steps + 3) * (repetitions + 2)  # warm-up, repetitions, the memory profile
-    gated_step, dense_step = overhead_steps(config, total, target_density, open_fraction, compile)
+    gated_step, dense_step = overhead_steps(config, total, target_density, open_fraction, compile, skip_below)
     timing = alternate(gated_step, dense_step, steps, repetitions)
     timing.peak_bytes = (peak_memory(gated_step), peak_memory(dense_step))
     return timing

@@ -114,6 +114,8 @@ class GateGroup(nn.Module):
         self.slices = slices
         self.prune = prune
         self._z: torch.Tensor | None = None
+        # 1 for a live unit, 0 for one forced closed while layers skip it (gating/skipping.py).
+        self.live: torch.Tensor | None = None
         # The gate values fixed by decide_() (None while the gates are stochastic).
         self.register_buffer("decided", None)
 
@@ -123,8 +125,9 @@ class GateGroup(nn.Module):
 
     def resample(self) -> torch.Tensor:
         """Draw this forward's gates: a sample in training mode, eq. 13 in eval mode; the
-        fixed values once :meth:`decide_` has been called."""
-        self._z = self.decided if self.decided is not None else self.gate()
+        fixed values once :meth:`decide_` has been called; 0 for units a layer skips."""
+        z = self.decided if self.decided is not None else self.gate()
+        self._z = z if self.live is None else z * self.live
         return self._z
 
     def prob_active(self) -> torch.Tensor:

@@ -18,6 +18,7 @@ import warnings
 
 import torch
 
+from ctrlsparse.gating import skipping
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.dual import (
     CheckedAlternatingOptimizer,
@@ -88,6 +89,10 @@ class GDA:
         compile: run the model's forward, gate sampling included, through
             ``torch.compile`` (docs/performance.md). Where the first compiled step fails,
             a warning says why and GDA goes on eagerly.
+        skip_below: opt-in conditional computation (:mod:`ctrlsparse.gating.skipping`):
+            every ``skip_every`` steps, units with P(z != 0) below this value are closed
+            exactly and their Linear/Conv2d layers skip them until the next decision.
+        skip_every: steps between two skip decisions (one host transfer each).
 
     Examples:
         >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-3))  # doctest: +SKIP
@@ -113,6 +118,8 @@ class GDA:
         feasibility: float | bool = DEFAULT_FEASIBILITY,
         gate_lr: float | None = None,
         compile: bool = False,
+        skip_below: float | None = None,
+        skip_every: int = 50,
     ) -> None:
         if dual_lr is not None and not dual_lr > 0:
             raise ValueError(f"dual_lr must be positive, got {dual_lr!r}")
@@ -160,6 +167,11 @@ class GDA:
         self._phase_start: int | None = None
         self._ready = False
         self._compile = compile  # until the first step compiles the forward
+        if skip_below is not None and not 0.0 < skip_below < 1.0:
+            raise ValueError(f"skip_below must lie in (0, 1), got {skip_below!r}")
+        if not (isinstance(skip_every, int) and skip_every >= 1):
+            raise ValueError(f"skip_every must be an integer >= 1, got {skip_every!r}")
+        self.skip_below, self.skip_every = skip_below, skip_every
         if total_steps is not None:
             self.begin(total_steps, steps_per_epoch)
 
@@ -213,6 +225,8 @@ class GDA:
         return self._step(inputs, targets)
 
     def _step(self, inputs, targets: torch.Tensor) -> GDAStep:
+        if self.skip_below is not None and self.steps % self.skip_every == 0:
+            skipping.refresh(self.model, self.skip_below)
         if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
             self.decide()
         if self.decision is None:
@@ -292,6 +306,7 @@ class GDA:
             "dual_frozen": problem.dual_frozen,
             "schedule": None if self.schedule is None else self.schedule.state_dict(),
             "decision": None if self.decision is None else self.decision.to_dict(),
+            "skip_live": skipping.live_masks(self.model) if self.skip_below is not None else [],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -319,6 +334,8 @@ class GDA:
         if state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
+        if state.get("skip_live"):
+            skipping.load_live_masks(self.model, state["skip_live"])
 
     def summary(self) -> RunSummary:
         """Final densities and multipliers, as ``summary.json`` records them."""

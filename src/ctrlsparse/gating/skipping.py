@@ -1,0 +1,161 @@
+"""Conditional computation: gated ``nn.Linear`` / ``nn.Conv2d`` layers compute only their
+live units (opt-in, ``GDA(..., skip_below=...)``).
+
+A unit is *dead* when P(z != 0) (eq. 12) is below a threshold. :func:`refresh` decides
+it from the gate parameters, with one host transfer, every so many steps (never per
+layer per step). Until the next refresh a dead unit's gate is exactly 0 in every sample,
+and the layers whose weight it gates skip it:
+
+- an ``"input"`` group on a Linear's columns: ``linear(x[..., live], W[:, live], b)``;
+- an ``"output"`` group on a Linear's or Conv2d's rows and bias: the live rows only, and
+  zeros scattered into the dead outputs' places.
+
+For the gates drawn, outputs and gradients equal the unskipped layer's: a zero gate
+scales its weight slice to 0 there, so the skipped products are products with zeros.
+What changes is the estimator: a dead unit would otherwise be open in a sample with
+probability below the threshold (at log α = -10, 2.2e-4). In eval mode a dead unit's
+test-time gate (eq. 13) is 0 anyway, so there nothing changes.
+
+Only groups whose gate multiplies the layer's own weight along that dimension, position
+i being unit i, take part; every other group (BatchNorm sites, heads, residual channels
+shared by several layers, weight gates) computes as before.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ctrlsparse.gating.groups import GateGroup, GateScale, gate_groups
+
+SKIP_ATTRIBUTE = "_ctrlsparse_skip"
+"""Attribute of a layer holding its live indices: ``{"in": index, "out": index}``."""
+
+
+def _skippable(model: nn.Module, group: GateGroup) -> tuple[nn.Module, str] | None:
+    """(layer, "in" | "out") when ``group`` gates one Linear/Conv2d weight, position i = unit i."""
+    if group.kind not in ("input", "output"):
+        return None
+    sites = []
+    for module in model.modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for param, chain in module.parametrizations.items():
+            for scale in chain:
+                if isinstance(scale, GateScale) and scale.group is group:
+                    sites.append((module, param, scale))
+    weights = [(m, s) for m, p, s in sites if p == "weight"]
+    if len(weights) != 1 or any(s.mapping is not None for _, _, s in sites):
+        return None
+    module, scale = weights[0]
+    if group.kind == "input" and isinstance(module, nn.Linear) and scale.dim == 1:
+        return module, "in"
+    if group.kind == "output" and isinstance(module, nn.Linear | nn.Conv2d) and scale.dim == 0:
+        return module, "out"
+    return None
+
+
+def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Linear's or Conv2d's forward over its live inputs and outputs only."""
+    live = getattr(self, SKIP_ATTRIBUTE)
+    weight, bias = self.weight, self.bias
+    rows, columns = live.get("out"), live.get("in")
+    if rows is not None:
+        weight = weight.index_select(0, rows)
+        bias = bias.index_select(0, rows) if bias is not None else None
+    if isinstance(self, nn.Linear):
+        if columns is not None:
+            x, weight = x.index_select(-1, columns), weight.index_select(1, columns)
+        out = F.linear(x, weight, bias)
+        dim = -1
+    else:
+        out = self._conv_forward(x, weight, bias)
+        dim = 1
+    if rows is None:
+        return out
+    shape = list(out.shape)
+    shape[dim] = self.weight.shape[0]
+    return out.new_zeros(shape).index_copy(dim % out.dim(), rows, out)
+
+
+def refresh(model: nn.Module, below: float) -> int:
+    """Decide the dead units of every skippable group (P(z != 0) < ``below``), force their
+    gates to 0 and let their layers skip them; returns the number of dead units.
+
+    One host transfer for the whole model. A layer whose units are all live computes as
+    usual (the plain forward, nothing sliced).
+
+    Examples:
+        >>> import ctrlsparse as cs
+        >>> net = cs.sparsify(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)), "paper")
+        >>> with torch.no_grad():
+        ...     net[0].input_gate.gate.log_alpha[:3] = -10.0
+        >>> refresh(net, below=1e-3)
+        3
+    """
+    if not 0.0 < below < 1.0:
+        raise ValueError(f"skip_below must lie in (0, 1), got {below!r}")
+    found = [(group, _skippable(model, group)) for group in gate_groups(model)]
+    found = [(group, where) for group, where in found if where is not None]
+    if not found:
+        return 0
+    with torch.no_grad():
+        masks = [group.prob_active().flatten() >= below for group, _ in found]
+        flags = torch.cat(masks).tolist()  # the refresh's one host transfer
+    start, dead = 0, 0
+    for (group, where), mask in zip(found, masks):
+        here = flags[start : start + len(mask)]
+        start += len(mask)
+        dead += here.count(False)
+        _apply(group, where, mask, here)
+    return dead
+
+
+def live_masks(model: nn.Module) -> list[torch.Tensor]:
+    """Each gate group's live mask (an empty tensor where nothing is skipped): what a
+    checkpoint keeps so that a resumed run skips what the interrupted one skipped."""
+    return [g.live.detach().clone() if g.live is not None else torch.empty(0) for g in gate_groups(model)]
+
+
+def load_live_masks(model: nn.Module, masks: list[torch.Tensor]) -> None:
+    """Skip again what :func:`live_masks` recorded."""
+    for group, mask in zip(gate_groups(model), masks):
+        where = _skippable(model, group)
+        if where is not None:
+            mask = mask.to(group.gate.parameter.device).flatten() > 0 if mask.numel() else None
+            here = mask.tolist() if mask is not None else [True] * group.num_units
+            _apply(group, where, mask, here)
+
+
+def _apply(group: GateGroup, where: tuple[nn.Module, str], mask, flags: list[bool]) -> None:
+    module, side = where
+    plan = dict(getattr(module, SKIP_ATTRIBUTE, {}))
+    if all(flags):
+        group.live = None
+        plan.pop(side, None)
+    else:
+        group.live = mask.to(group.gate.parameter.dtype).reshape(group.gate.parameter.shape)
+        plan[side] = torch.tensor([i for i, f in enumerate(flags) if f], device=mask.device)
+    _install(module, plan)
+
+
+def _install(module: nn.Module, plan: dict[str, torch.Tensor]) -> None:
+    if plan:
+        setattr(module, SKIP_ATTRIBUTE, plan)
+        module.forward = types.MethodType(_forward, module)
+    elif hasattr(module, SKIP_ATTRIBUTE):
+        delattr(module, SKIP_ATTRIBUTE)
+        del module.forward  # back to the class's forward
+
+
+def stop(model: nn.Module) -> None:
+    """Every layer computes all its units again, and no gate is forced to 0."""
+    for group in gate_groups(model):
+        group.live = None
+    for module in model.modules():
+        if hasattr(module, SKIP_ATTRIBUTE):
+            _install(module, {})
