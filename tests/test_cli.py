@@ -337,3 +337,12 @@ def test_run_compile_records_it_and_compiles_the_forward(tmp_path, monkeypatch):
     assert main(["run", DIGITS, "--epochs", "1", "--compile", "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "config.json").read_text())["train"]["compile"] is True
     assert len(compiled) == 1 and read_summary(out).test_error < 0.9
+
+
+def test_run_skip_below_reaches_gda_and_a_bad_value_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", DIGITS, "--epochs", "1", "--target-density", "0.3", "--out", str(out), "--quiet"]
+    assert main([*args, "--skip-below", "1e-3"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["skip_below"] == 1e-3
+    assert main([*args, "--skip-below", "2", "--overwrite"]) != 0
+    assert "skip_below must lie in (0, 1), got 2.0" in capsys.readouterr().err

@@ -45,12 +45,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--open-fraction", type=float)
+    parser.add_argument("--skip-below", type=float, help="the gated step skips units below this P(z != 0)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--python", action="store_true", help="also cProfile the gated step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_problem(args.problem)
-    gated_step, dense_step = overhead_steps(config, 20 * args.steps, open_fraction=args.open_fraction)
+    gated_step, dense_step = overhead_steps(
+        config, 20 * args.steps, open_fraction=args.open_fraction, skip_below=args.skip_below
+    )
     gated, gated_wall = profile(gated_step, args.steps)
     dense, dense_wall = profile(dense_step, args.steps)
     rows = sorted(set(gated) | set(dense), key=lambda k: dense.get(k, 0) - gated.get(k, 0))

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true", default=None, help="torch.compile the model's forward (GDA)"
     )
     run.add_argument(
+        "--skip-below", type=float, help="Linear/Conv2d layers skip units with P(z != 0) below this (GDA)"
+    )
+    run.add_argument(
         "--dual-lr", type=float, help="dual learning rate (default: 40 / steps for Adam ascent, 1e-4 for SGD)"
     )
     run.add_argument(

@@ -56,6 +56,7 @@ _RUN_OVERRIDES = {
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "compile": ("train", "compile"),
+    "skip_below": ("train", "skip_below"),
     "dual_lr": ("optim", "dual_lr"),
     "dual_restarts": ("optim", "dual_restarts"),
     "dual_optimizer": ("optim", "dual_optimizer"),

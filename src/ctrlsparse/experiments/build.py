@@ -221,6 +221,7 @@ def _gda(config: ProblemConfig, model: nn.Module, loss_fn, example: torch.Tensor
         feasibility=config.sparsity.feasibility,
         gate_lr=optim.gate_lr,
         compile=config.train.compile,
+        skip_below=config.train.skip_below,
     )
 
 

@@ -138,6 +138,8 @@ class TrainConfig:
     device: str = _field("cpu", (str,))
     compile: bool = _field(False, (bool,))
     """Run the model's forward through ``torch.compile`` (``GDA(..., compile=True)``)."""
+    skip_below: float | None = _field(None, NUMBER)
+    """Skip units with P(z != 0) below this in Linear/Conv2d layers (``GDA(..., skip_below=...)``)."""
     world_size: int = _field(1, (int,))
     """Processes the run trains in: set by ``ctrlsparse run`` under torchrun and recorded in
     ``config.json`` (a resumed run must use as many). ``batch_size`` is the global batch."""
