@@ -100,3 +100,13 @@ def test_a_threshold_outside_the_unit_interval_is_refused(bad):
     net = cs.sparsify(cs.mlp(input_size=4, hidden=(3,), num_classes=2), "paper")
     with pytest.raises(ValueError, match=f"skip_below must lie in \\(0, 1\\), got {bad}"):
         cs.GDA(cs.SparsityProblem(net, F.cross_entropy, target_density=0.5), skip_below=bad)
+
+
+def test_a_model_that_skipped_purges_and_exports():
+    net, x = CASES["lenet5"]()
+    skipping.refresh(net, below=1e-3)
+    net.eval()
+    small = cs.purge(net, x)
+    assert not any(hasattr(m, skipping.SKIP_ATTRIBUTE) for m in small.modules())
+    assert small.conv1.out_channels == 13 and torch.allclose(small(x), net(x), atol=1e-5)
+    torch.export.export(small, (x,))

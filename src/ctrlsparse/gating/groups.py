@@ -34,6 +34,8 @@ GROUPS_ATTRIBUTE = "_ctrlsparse_gate_groups"
 """Attribute of a sparsified model listing its gate groups (a plain list, copied by deepcopy)."""
 EXAMPLE_ATTRIBUTE = "_ctrlsparse_example_input"
 """Attribute of a sparsified model holding one example of the input it was sparsified with."""
+SKIP_ATTRIBUTE = "_ctrlsparse_skip"
+"""Attribute of a layer that skips dead units: its live indices, ``{"in": index, "out": index}``."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,11 @@ def bake(model: nn.Module) -> None:
     groups = gate_groups(model)
     for group in groups:
         group.eval()
+        group.live = None
         group._z = group.deterministic()
+    for module in model.modules():  # layers skipping dead units (gating/skipping.py) compute in full
+        if vars(module).pop(SKIP_ATTRIBUTE, None) is not None:
+            del module.forward
     for module in list(model.modules()):
         if parametrize.is_parametrized(module):
             values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}

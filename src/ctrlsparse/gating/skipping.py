@@ -30,10 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ctrlsparse.gating.groups import GateGroup, GateScale, gate_groups
-
-SKIP_ATTRIBUTE = "_ctrlsparse_skip"
-"""Attribute of a layer holding its live indices: ``{"in": index, "out": index}``."""
+from ctrlsparse.gating.groups import SKIP_ATTRIBUTE, GateGroup, GateScale, gate_groups
 
 
 def _skippable(model: nn.Module, group: GateGroup) -> tuple[nn.Module, str] | None:
