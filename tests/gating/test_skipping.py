@@ -8,15 +8,16 @@ import torch.nn.functional as F
 
 import ctrlsparse as cs
 from ctrlsparse.gating import skipping
+from ctrlsparse.models import fashion_resnet
 
 
 def _mlp():
     return cs.mlp(input_size=20, hidden=(16, 12), num_classes=3)
 
 
-def _half_dead(build, x):
+def _half_dead(build, x, structure="paper"):
     torch.manual_seed(0)
-    net = cs.sparsify(build(), "paper")
+    net = cs.sparsify(build(), structure, example_input=x)
     with torch.no_grad():
         for group in cs.gate_groups(net):
             group.gate.parameter.fill_(3.0)
@@ -29,7 +30,10 @@ CASES = {
         lambda: cs.mlp(input_size=20, hidden=(16, 12), num_classes=3), torch.randn(8, 20)
     ),
     "lenet5": lambda: _half_dead(cs.lenet5, torch.randn(4, 1, 28, 28)),
+    # Every conv feeds a gated BatchNorm (block channels, residual stream): producers skip.
+    "resnet": lambda: _half_dead(fashion_resnet, torch.randn(4, 1, 28, 28), "neuron"),
 }
+SKIPPING = {"mlp": 3, "lenet5": 4, "resnet": 9}  # layers that skip: every gated Linear/Conv2d
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -39,7 +43,7 @@ def test_skipping_gives_the_outputs_and_gradients_of_the_full_layers(case):
     dead = skipping.refresh(net, below=1e-3)
     assert dead == sum(int((g.prob_active() < 1e-3).sum()) for g in cs.gate_groups(full)) > 0
     skipped = [m for m in net.modules() if hasattr(m, skipping.SKIP_ATTRIBUTE)]
-    assert len(skipped) == (3 if case == "mlp" else 4)  # every gated Linear/Conv2d
+    assert len(skipped) == SKIPPING[case]
     outputs = []
     for model in (net, full):
         torch.manual_seed(1)  # the same gate samples in both

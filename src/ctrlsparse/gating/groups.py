@@ -115,6 +115,8 @@ class GateGroup(nn.Module):
         self.name, self.kind, self.gate = name, kind, gate
         self.slices = slices
         self.prune = prune
+        # Producers that may skip a closed unit's outputs: only a gated normalisation reads them.
+        self.silent: tuple[str, ...] = ()
         self._z: torch.Tensor | None = None
         # 1 for a live unit, 0 for one forced closed while layers skip it (gating/skipping.py).
         self.live: torch.Tensor | None = None

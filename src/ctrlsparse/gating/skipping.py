@@ -8,17 +8,20 @@ and the layers whose weight it gates skip it:
 
 - an ``"input"`` group on a Linear's columns: ``linear(x[..., live], W[:, live], b)``;
 - an ``"output"`` group on a Linear's or Conv2d's rows and bias: the live rows only, and
-  zeros scattered into the dead outputs' places.
+  zeros scattered into the dead outputs' places;
+- the same for a producer whose every output goes into a normalisation the group gates
+  (a conv before its BatchNorm, every conv feeding a residual stream through its BN): the
+  gated BN multiplies a dead channel by 0 whatever the conv computed.
 
-For the gates drawn, outputs and gradients equal the unskipped layer's: a zero gate
-scales its weight slice to 0 there, so the skipped products are products with zeros.
-What changes is the estimator: a dead unit would otherwise be open in a sample with
-probability below the threshold (at log α = -10, 2.2e-4). In eval mode a dead unit's
-test-time gate (eq. 13) is 0 anyway, so there nothing changes.
+For the gates drawn, outputs and gradients equal the unskipped layers': the skipped
+products are products with zeros, or outputs a zero gate erases. BatchNorm's running
+statistics of a dead channel see zeros instead of the conv's outputs (eq. 13 closes the
+channel at test time, so no output depends on them). What changes is the estimator: a
+dead unit would otherwise be open in a sample with probability below the threshold (at
+log α = -10, 2.2e-4). In eval mode a dead unit's test-time gate is 0 anyway.
 
-Only groups whose gate multiplies the layer's own weight along that dimension, position
-i being unit i, take part; every other group (BatchNorm sites, heads, residual channels
-shared by several layers, weight gates) computes as before.
+Position i must be unit i; other groups (heads, weight gates, units mapped through a
+concat) compute as before.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from torch.nn.utils import parametrize
 from ctrlsparse.gating.groups import SKIP_ATTRIBUTE, GateGroup, GateScale, gate_groups
 
 
-def _skippable(model: nn.Module, group: GateGroup) -> tuple[nn.Module, str] | None:
-    """(layer, "in" | "out") when ``group`` gates one Linear/Conv2d weight, position i = unit i."""
+def _skippable(model: nn.Module, group: GateGroup) -> list[tuple[nn.Module, str]]:
+    """The (layer, "in" | "out") pairs that may skip ``group``'s dead units: the Linear or
+    Conv2d whose own weight the group gates (position i being unit i), and the producers
+    whose every output goes into a gated normalisation (``group.silent``), which then sees
+    zeros where it would have multiplied the outputs by 0."""
     if group.kind not in ("input", "output"):
-        return None
+        return []
     sites = []
     for module in model.modules():
         if not parametrize.is_parametrized(module):
@@ -45,15 +51,27 @@ def _skippable(model: nn.Module, group: GateGroup) -> tuple[nn.Module, str] | No
             for scale in chain:
                 if isinstance(scale, GateScale) and scale.group is group:
                     sites.append((module, param, scale))
+    if any(s.mapping is not None for _, _, s in sites):
+        return []
+    found = []
     weights = [(m, s) for m, p, s in sites if p == "weight"]
-    if len(weights) != 1 or any(s.mapping is not None for _, _, s in sites):
-        return None
-    module, scale = weights[0]
-    if group.kind == "input" and isinstance(module, nn.Linear) and scale.dim == 1:
-        return module, "in"
-    if group.kind == "output" and isinstance(module, nn.Linear | nn.Conv2d) and scale.dim == 0:
-        return module, "out"
-    return None
+    if len(weights) == 1:
+        module, scale = weights[0]
+        if group.kind == "input" and isinstance(module, nn.Linear) and scale.dim == 1:
+            found.append((module, "in"))
+        if group.kind == "output" and isinstance(module, nn.Linear | nn.Conv2d) and scale.dim == 0:
+            found.append((module, "out"))
+    for name in group.silent:
+        module = model.get_submodule(name)
+        rows = [s for s in group.slices if s.module == name and s.param == "weight" and s.dim == 0]
+        if isinstance(module, nn.Linear | nn.Conv2d) and len(rows) == 1 and _identity(rows[0], module):
+            found.append((module, "out"))
+    return found
+
+
+def _identity(rows, module: nn.Module) -> bool:
+    every = torch.arange(module.weight.shape[0])
+    return torch.equal(rows.positions.cpu(), every) and torch.equal(rows.units.cpu(), every)
 
 
 def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +115,7 @@ def refresh(model: nn.Module, below: float) -> int:
     if not 0.0 < below < 1.0:
         raise ValueError(f"skip_below must lie in (0, 1), got {below!r}")
     found = [(group, _skippable(model, group)) for group in gate_groups(model)]
-    found = [(group, where) for group, where in found if where is not None]
+    found = [(group, where) for group, where in found if where]
     if not found:
         return 0
     with torch.no_grad():
@@ -122,22 +140,22 @@ def load_live_masks(model: nn.Module, masks: list[torch.Tensor]) -> None:
     """Skip again what :func:`live_masks` recorded."""
     for group, mask in zip(gate_groups(model), masks):
         where = _skippable(model, group)
-        if where is not None:
+        if where:
             mask = mask.to(group.gate.parameter.device).flatten() > 0 if mask.numel() else None
             here = mask.tolist() if mask is not None else [True] * group.num_units
             _apply(group, where, mask, here)
 
 
-def _apply(group: GateGroup, where: tuple[nn.Module, str], mask, flags: list[bool]) -> None:
-    module, side = where
-    plan = dict(getattr(module, SKIP_ATTRIBUTE, {}))
-    if all(flags):
-        group.live = None
-        plan.pop(side, None)
-    else:
-        group.live = mask.to(group.gate.parameter.dtype).reshape(group.gate.parameter.shape)
-        plan[side] = torch.tensor([i for i, f in enumerate(flags) if f], device=mask.device)
-    _install(module, plan)
+def _apply(group: GateGroup, where: list[tuple[nn.Module, str]], mask, flags: list[bool]) -> None:
+    parameter = group.gate.parameter
+    group.live = None if all(flags) else mask.to(parameter.dtype).reshape(parameter.shape)
+    for module, side in where:
+        plan = dict(getattr(module, SKIP_ATTRIBUTE, {}))
+        if all(flags):
+            plan.pop(side, None)
+        else:
+            plan[side] = torch.tensor([i for i, f in enumerate(flags) if f], device=mask.device)
+        _install(module, plan)
 
 
 def _install(module: nn.Module, plan: dict[str, torch.Tensor]) -> None:

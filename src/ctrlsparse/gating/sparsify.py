@@ -170,7 +170,9 @@ def sparsify(
 def _group(unit: Unit, gates, drop_rate: float, layers: dict[str, nn.Module], structure) -> GateGroup:
     weight_gates = structure is Structure.WEIGHT
     shape = tuple(layers[unit.name].weight.shape) if weight_gates else (unit.num_units,)
-    return GateGroup(unit.name, unit.kind, make_gate(gates, shape, drop_rate), unit.slices, unit.prune)
+    group = GateGroup(unit.name, unit.kind, make_gate(gates, shape, drop_rate), unit.slices, unit.prune)
+    group.silent = unit.silent
+    return group
 
 
 def sparse_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -52,6 +52,9 @@ class Unit:
     slices: list[Slice]
     sites: list[Slice]
     prune: tuple[str, str, int] | None
+    silent: tuple[str, ...] = ()
+    """Producers whose every output goes straight into a normalisation (a site): no one
+    sees a closed unit's channels there, so they may skip computing them."""
 
 
 @dataclass
@@ -172,6 +175,17 @@ def _sites(dg: tp.DependencyGraph, names: dict, group, slices: list[Slice]) -> l
     return [s for s in slices if s.module in scaled - normalized and s.dim == 0]
 
 
+def _silent(dg: tp.DependencyGraph, names: dict, group) -> tuple[str, ...]:
+    """The group's producers whose every output node is a per-channel normalisation."""
+    silent = []
+    for item in group:
+        module, outputs = item.dep.target.module, item.dep.target.outputs
+        produces = isinstance(module, nn.Module) and is_layer(module) and _is_out(dg, item.dep.handler)
+        if produces and outputs and all(isinstance(node.module, NORMALIZATION) for node in outputs):
+            silent.append(names[module])
+    return tuple(dict.fromkeys(silent))
+
+
 def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None) -> Found:
     """Every prunable unit of ``model``: hidden neurons/channels, residual channels, heads, inputs.
 
@@ -237,9 +251,9 @@ def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None)
             found.dense[names[module]] = f"its units reach {', '.join(sorted(unknown))}"
             continue
         sites = _sites(dg, names, group, slices)
-        found.units.append(
-            Unit(names[module], "output", len(group[0].idxs), slices, sites, (names[module], "out", 1))
-        )
+        prune = (names[module], "out", 1)
+        silent = _silent(dg, names, group)
+        found.units.append(Unit(names[module], "output", len(group[0].idxs), slices, sites, prune, silent))
     found.units[:0] = _input_units(model, dg, names, inputs)
     return found
 
