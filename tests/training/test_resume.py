@@ -56,14 +56,19 @@ def test_a_sigkilled_run_resumes_bit_identical(uninterrupted, tmp_path, mode):
     _same_run(out, uninterrupted)
 
 
-def _toy(seed=0, loss_fn=F.cross_entropy, dual_optimizer="adam", schedule=None):
+def _toy(seed=0, loss_fn=F.cross_entropy, dual_optimizer="adam", schedule=None, skip_below=None):
     torch.manual_seed(seed)
     x = torch.randn(64, 6, generator=torch.Generator().manual_seed(1))
     y = (x[:, :3].sum(1) > 0).long()
     model = sparsify(mlp(input_size=6, hidden=(10,), num_classes=2), "paper")
     problem = SparsityProblem(model, loss_fn, target_density={"fc1": 0.5, "fc2": 0.7})
+    if skip_below is not None:  # a third of the units dead from the start: layers skip them
+        with torch.no_grad():
+            for group in problem.groups:
+                group.gate.parameter[::3] = -30.0
     gda = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-2), dual_optimizer=dual_optimizer,
-              dual_kp=1.0 if dual_optimizer == "nupi" else 0.0, schedule=schedule)  # fmt: skip
+              dual_kp=1.0 if dual_optimizer == "nupi" else 0.0, schedule=schedule,
+              skip_below=skip_below, skip_every=4)  # fmt: skip
     batches = Batches(x, y, 16, shuffle=True, generator=torch.Generator().manual_seed(2))
     return gda, batches
 
@@ -85,16 +90,17 @@ def _stopping_loss(at: int):
 
 
 @pytest.mark.parametrize(
-    ("dual_optimizer", "schedule"),
+    ("dual_optimizer", "schedule", "skip"),
     [
-        ("adam", None),
-        ("sgd", TargetSchedule("fixed")),
-        ("nupi", TargetSchedule("geometric", factor=0.8)),
-        ("adam", TargetSchedule("dynamic", factor=0.8)),
+        ("adam", None, None),
+        ("sgd", TargetSchedule("fixed"), None),
+        ("nupi", TargetSchedule("geometric", factor=0.8), None),
+        ("adam", TargetSchedule("dynamic", factor=0.8), None),
+        ("adam", None, 1e-3),  # the checkpoint (step 9) keeps the skip decision of step 8
     ],
 )
-def test_resume_in_process_is_bit_identical_for_every_dual_option(tmp_path, dual_optimizer, schedule):
-    kwargs = {"dual_optimizer": dual_optimizer, "schedule": schedule}
+def test_resume_in_process_is_bit_identical_for_every_dual_option(tmp_path, dual_optimizer, schedule, skip):
+    kwargs = {"dual_optimizer": dual_optimizer, "schedule": schedule, "skip_below": skip}
     gda, batches = _toy(**kwargs)
     common = {"progress": False, "checkpoint_every": 3}
     fit(gda, batches, 4, run_dir=tmp_path / "full", test_batches=batches, **common)
