@@ -114,3 +114,59 @@ def test_a_model_that_skipped_purges_and_exports():
     assert not any(hasattr(m, skipping.SKIP_ATTRIBUTE) for m in small.modules())
     assert small.conv1.out_channels == 13 and torch.allclose(small(x), net(x), atol=1e-5)
     torch.export.export(small, (x,))
+
+
+def test_a_layer_whose_units_all_died_still_computes_exactly():
+    torch.manual_seed(0)
+    net = cs.sparsify(cs.lenet5(), "paper")
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        net.conv2.output_gate.gate.log_alpha.fill_(-30.0)  # every conv2 channel dead
+        net.fc2.input_gate.gate.log_alpha.fill_(-30.0)  # every fc2 input dead
+    full = copy.deepcopy(net)
+    skipping.refresh(net, below=1e-3)
+    torch.manual_seed(1)
+    out = net(x)
+    torch.manual_seed(1)
+    assert torch.allclose(out, full(x), atol=1e-6)
+
+
+def test_grouped_convs_and_unaffine_norms_are_left_alone():
+    grouped = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, groups=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                                  torch.nn.Linear(8 * 4 * 4, 3))  # fmt: skip
+    nn = torch.nn
+    plain_bn = torch.nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8, affine=False), nn.ReLU(),
+                                   nn.Conv2d(8, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                   torch.nn.Flatten(), torch.nn.Linear(4 * 2 * 2, 3))  # fmt: skip
+    for net, x in ((grouped, torch.randn(2, 4, 6, 6)), (plain_bn, torch.randn(2, 3, 6, 6))):
+        cs.sparsify(net, "neuron" if net is plain_bn else "paper", example_input=x)
+        with torch.no_grad():
+            for group in cs.gate_groups(net):
+                group.gate.parameter[::2] = -30.0
+        full = copy.deepcopy(net)
+        skipping.refresh(net, below=1e-3)
+        if net is grouped:
+            assert not hasattr(net[0], skipping.SKIP_ATTRIBUTE)  # a grouped conv's rows read input slices
+        else:  # the first conv's only reader normalises without a gate: it must compute every channel
+            assert not hasattr(net[0], skipping.SKIP_ATTRIBUTE)
+        torch.manual_seed(1)
+        out = net(x)
+        torch.manual_seed(1)
+        assert torch.allclose(out, full(x), atol=1e-5)
+
+
+def test_eval_mode_computes_every_unit_whatever_the_threshold():
+    net, x = CASES["mlp"]()
+    with torch.no_grad():
+        for group in cs.gate_groups(net):
+            group.gate.parameter.fill_(-2.0)  # P(z != 0) = 0.40 < 0.5, but eq. 13 keeps it open
+    full = copy.deepcopy(net).eval()
+    skipping.refresh(net, below=0.5)
+    assert torch.equal(net.eval()(x), full(x))
+
+
+def test_a_model_that_skips_moves_to_another_dtype():
+    net, x = CASES["lenet5"]()
+    skipping.refresh(net, below=1e-3)
+    net.double()
+    assert net(x.double()).dtype == torch.float64

@@ -262,8 +262,9 @@ def test_a_compiler_that_fails_leaves_gda_eager_with_a_warning(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken)
     message = r"torch.compile failed \(RuntimeError: no C\+\+ compiler\); GDA goes on eagerly"
-    with pytest.warns(UserWarning, match=message):
+    with pytest.warns(UserWarning, match=message) as record:
         compiled, compiled_state, problem = _compiled(True)
+    assert record[0].filename.endswith("test_gda.py")  # where the step was called (via _train)
     assert problem.forward_model is None  # back to the model itself, from the first step on
     assert [r.loss for r in compiled] == [r.loss for r in eager]
     assert all(torch.equal(compiled_state[k], eager_state[k]) for k in eager_state)

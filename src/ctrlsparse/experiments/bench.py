@@ -63,7 +63,8 @@ class Timing:
         )
         if self.peak_bytes is not None:
             gated_mb, dense_mb = (b / 2**20 for b in self.peak_bytes)
-            text += f"; peak memory {gated_mb:.1f} MiB vs {dense_mb:.1f} MiB ({gated_mb / dense_mb:.2f}x)"
+            text += f"; peak memory {gated_mb:.1f} MiB vs {dense_mb:.1f} MiB"
+            text += f" ({gated_mb / dense_mb:.2f}x)" if dense_mb > 0 else ""
         if self.ideal is not None:
             measured = statistics.median(1 / r for r in ratios)
             text += f"; speed-up {measured:.2f}x of an ideal {self.ideal:.2f}x (dense FLOPs / kept FLOPs)"
@@ -214,7 +215,7 @@ def overhead_steps(
             dense_step()
         except Exception as error:  # noqa: BLE001 - any compiler failure: fall back, say why
             reason = f"{type(error).__name__}: {error}"
-            warnings.warn(f"torch.compile failed ({reason}); timing eager dense steps", stacklevel=2)
+            warnings.warn(f"torch.compile failed ({reason}); timing eager dense steps", stacklevel=3)
             dense_forward = dense
     return gated_step, dense_step
 

@@ -131,7 +131,7 @@ class GateGroup(nn.Module):
         """Draw this forward's gates: a sample in training mode, eq. 13 in eval mode; the
         fixed values once :meth:`decide_` has been called; 0 for units a layer skips."""
         z = self.decided if self.decided is not None else self.gate()
-        self._z = z if self.live is None else z * self.live
+        self._z = z if self.live is None or not self.training else z * self.live.to(z)
         return self._z
 
     def prob_active(self) -> torch.Tensor:

@@ -15,10 +15,12 @@ and the layers whose weight it gates skip it:
 
 For the gates drawn, outputs and gradients equal the unskipped layers': the skipped
 products are products with zeros, or outputs a zero gate erases. BatchNorm's running
-statistics of a dead channel see zeros instead of the conv's outputs (eq. 13 closes the
-channel at test time, so no output depends on them). What changes is the estimator: a
+statistics of a dead channel see zeros instead of the conv's outputs (its gate scales
+that channel by 0 in training; at test time, eq. 13 closes a unit this far below the
+threshold unless the threshold is above about 0.3). What changes is the estimator: a
 dead unit would otherwise be open in a sample with probability below the threshold (at
-log α = -10, 2.2e-4). In eval mode a dead unit's test-time gate is 0 anyway.
+log α = -10, 2.2e-4). Eval mode computes every unit and forces no gate, so test-time
+outputs never depend on the threshold.
 
 Position i must be unit i; other groups (heads, weight gates, units mapped through a
 concat) compute as before.
@@ -59,14 +61,19 @@ def _skippable(model: nn.Module, group: GateGroup) -> list[tuple[nn.Module, str]
         module, scale = weights[0]
         if group.kind == "input" and isinstance(module, nn.Linear) and scale.dim == 1:
             found.append((module, "in"))
-        if group.kind == "output" and isinstance(module, nn.Linear | nn.Conv2d) and scale.dim == 0:
+        if group.kind == "output" and _plain(module) and scale.dim == 0:
             found.append((module, "out"))
     for name in group.silent:
         module = model.get_submodule(name)
         rows = [s for s in group.slices if s.module == name and s.param == "weight" and s.dim == 0]
-        if isinstance(module, nn.Linear | nn.Conv2d) and len(rows) == 1 and _identity(rows[0], module):
+        if _plain(module) and len(rows) == 1 and _identity(rows[0], module):
             found.append((module, "out"))
     return found
+
+
+def _plain(module: nn.Module) -> bool:
+    """A Linear, or a Conv2d without groups (a grouped conv's rows read slices of the input)."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
 
 
 def _identity(rows, module: nn.Module) -> bool:
@@ -75,10 +82,15 @@ def _identity(rows, module: nn.Module) -> bool:
 
 
 def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A Linear's or Conv2d's forward over its live inputs and outputs only."""
+    """A Linear's or Conv2d's forward over its live inputs and outputs only (in training
+    mode: eval mode computes every unit, so its outputs never depend on the threshold)."""
+    if not self.training:
+        return type(self).forward(self, x)
     live = getattr(self, SKIP_ATTRIBUTE)
     weight, bias = self.weight, self.bias
     rows, columns = live.get("out"), live.get("in")
+    rows = rows.to(weight.device) if rows is not None else None
+    columns = columns.to(weight.device) if columns is not None else None
     if rows is not None:
         weight = weight.index_select(0, rows)
         bias = bias.index_select(0, rows) if bias is not None else None
@@ -89,7 +101,7 @@ def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         dim = -1
     else:
         out = self._conv_forward(x, weight, bias)
-        dim = 1
+        dim = out.dim() - 3  # channels: 1 for a batch, 0 for one unbatched image
     if rows is None:
         return out
     shape = list(out.shape)
@@ -138,7 +150,10 @@ def live_masks(model: nn.Module) -> list[torch.Tensor]:
 
 def load_live_masks(model: nn.Module, masks: list[torch.Tensor]) -> None:
     """Skip again what :func:`live_masks` recorded."""
-    for group, mask in zip(gate_groups(model), masks):
+    groups = gate_groups(model)
+    if len(masks) != len(groups):
+        raise ValueError(f"the saved skip decision has {len(masks)} gate groups, this model {len(groups)}")
+    for group, mask in zip(groups, masks):
         where = _skippable(model, group)
         if where:
             mask = mask.to(group.gate.parameter.device).flatten() > 0 if mask.numel() else None
@@ -153,8 +168,9 @@ def _apply(group: GateGroup, where: list[tuple[nn.Module, str]], mask, flags: li
         plan = dict(getattr(module, SKIP_ATTRIBUTE, {}))
         if all(flags):
             plan.pop(side, None)
-        else:
-            plan[side] = torch.tensor([i for i, f in enumerate(flags) if f], device=mask.device)
+        else:  # a layer keeps one unit even when all are dead: its gate is 0, so it adds 0
+            live = [i for i, f in enumerate(flags) if f] or [0]
+            plan[side] = torch.tensor(live, dtype=torch.long, device=mask.device)
         _install(module, plan)
 
 

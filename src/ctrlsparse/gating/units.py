@@ -175,13 +175,14 @@ def _sites(dg: tp.DependencyGraph, names: dict, group, slices: list[Slice]) -> l
     return [s for s in slices if s.module in scaled - normalized and s.dim == 0]
 
 
-def _silent(dg: tp.DependencyGraph, names: dict, group) -> tuple[str, ...]:
-    """The group's producers whose every output node is a per-channel normalisation."""
+def _silent(dg: tp.DependencyGraph, names: dict, group, sites: list[Slice]) -> tuple[str, ...]:
+    """The group's producers whose every output node is a normalisation the group gates."""
+    gated = {s.module for s in sites}
     silent = []
     for item in group:
         module, outputs = item.dep.target.module, item.dep.target.outputs
         produces = isinstance(module, nn.Module) and is_layer(module) and _is_out(dg, item.dep.handler)
-        if produces and outputs and all(isinstance(node.module, NORMALIZATION) for node in outputs):
+        if produces and outputs and all(names.get(node.module) in gated for node in outputs):
             silent.append(names[module])
     return tuple(dict.fromkeys(silent))
 
@@ -252,7 +253,7 @@ def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None)
             continue
         sites = _sites(dg, names, group, slices)
         prune = (names[module], "out", 1)
-        silent = _silent(dg, names, group)
+        silent = _silent(dg, names, group, sites)
         found.units.append(Unit(names[module], "output", len(group[0].idxs), slices, sites, prune, silent))
     found.units[:0] = _input_units(model, dg, names, inputs)
     return found

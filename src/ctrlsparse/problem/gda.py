@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+from cooper.optim import RollOut
 
 from ctrlsparse.gating import skipping
 from ctrlsparse.problem.cmp import SparsityProblem
@@ -213,18 +214,6 @@ class GDA:
         the feasibility phase, whose first step decides the gates)."""
         if not self._ready:
             self.begin(None)  # warns: the run's length is unknown
-        if self._compile:
-            self._compile, eager = False, self.problem.forward_model
-            self.problem.forward_model = torch.compile(eager or self.problem.model)
-            try:  # compilation happens in this step's forward and backward, before any update
-                return self._step(inputs, targets)
-            except Exception as error:  # noqa: BLE001 - any compiler failure; a real error recurs below
-                self.problem.forward_model = eager
-                reason = f"{type(error).__name__}: {error}"
-                warnings.warn(f"torch.compile failed ({reason}); GDA goes on eagerly", stacklevel=2)
-        return self._step(inputs, targets)
-
-    def _step(self, inputs, targets: torch.Tensor) -> GDAStep:
         if self.skip_below is not None and self.steps % self.skip_every == 0:
             skipping.refresh(self.model, self.skip_below)
         if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
@@ -237,9 +226,7 @@ class GDA:
         def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
             read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
 
-        rollout = self._cooper.roll(
-            compute_cmp_state_kwargs={"inputs": inputs, "targets": targets}, before_update=before_update
-        )
+        rollout = self._roll({"inputs": inputs, "targets": targets}, before_update, read)
         problem = self.problem
         with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
             for (low, high), params in self._clamp_groups.items():
@@ -256,6 +243,24 @@ class GDA:
                         constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
         self.steps += 1
         return read[0]
+
+    def _roll(self, kwargs: dict, before_update, read: list) -> RollOut:
+        """cooper's roll; the first one with ``compile`` goes through ``torch.compile``, and
+        again eagerly when that fails before the step read its numbers (before any update)."""
+        if not self._compile:
+            return self._cooper.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
+        problem = self.problem
+        self._compile, eager = False, problem.forward_model
+        problem.forward_model = torch.compile(eager or problem.model)
+        try:
+            return self._cooper.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
+        except Exception as error:
+            if read:  # the forward and backward ran: not the compiler's failure
+                raise
+            problem.forward_model = eager
+            reason = f"{type(error).__name__}: {error}"
+            warnings.warn(f"torch.compile failed ({reason}); GDA goes on eagerly", stacklevel=3)
+            return self._cooper.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
 
     def decide(self) -> Decision:
         """Start the feasibility phase now: decide the gates, hold every level at ε, freeze the
@@ -334,7 +339,7 @@ class GDA:
         if state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
-        if state.get("skip_live"):
+        if state.get("skip_live") and self.skip_below is not None:
             skipping.load_live_masks(self.model, state["skip_live"])
 
     def summary(self) -> RunSummary:
