@@ -109,6 +109,14 @@ def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.new_zeros(shape).index_copy(dim % out.dim(), rows, out)
 
 
+def check(below: float | None, every: int) -> None:
+    """Refuse a threshold outside (0, 1) or a refresh interval that is not a positive integer."""
+    if below is not None and not 0.0 < below < 1.0:
+        raise ValueError(f"skip_below must lie in (0, 1), got {below!r}")
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"skip_every must be an integer >= 1, got {every!r}")
+
+
 def refresh(model: nn.Module, below: float) -> int:
     """Decide the dead units of every skippable group (P(z != 0) < ``below``), force their
     gates to 0 and let their layers skip them; returns the number of dead units.
@@ -124,8 +132,7 @@ def refresh(model: nn.Module, below: float) -> int:
         >>> refresh(net, below=1e-3)
         3
     """
-    if not 0.0 < below < 1.0:
-        raise ValueError(f"skip_below must lie in (0, 1), got {below!r}")
+    check(below, 1)
     found = [(group, _skippable(model, group)) for group in gate_groups(model)]
     found = [(group, where) for group, where in found if where]
     if not found:

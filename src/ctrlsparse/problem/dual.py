@@ -3,6 +3,7 @@ update with one backward pass."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -83,3 +84,22 @@ class CheckedAlternatingOptimizer(AlternatingPrimalDualOptimizer):
         dual_store.backward()
         self.dual_step()
         return RollOut(cmp_state.loss, new_state, primal_store, dual_store)
+
+
+def roll(optimizer, problem, kwargs: dict, before_update: BeforeUpdate, read: list, compile: bool) -> RollOut:
+    """``optimizer.roll`` on ``problem``; with ``compile``, through a ``torch.compile``'d forward,
+    and again eagerly (with a warning) when that fails before ``before_update`` ran, that is
+    before any update: ``read`` is what ``before_update`` appends to."""
+    if not compile:
+        return optimizer.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
+    eager = problem.forward_model
+    problem.forward_model = torch.compile(eager or problem.model)
+    try:
+        return optimizer.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
+    except Exception as error:
+        if read:  # the forward and backward ran: not the compiler's failure
+            raise
+        problem.forward_model = eager
+        reason = f"{type(error).__name__}: {error}"
+        warnings.warn(f"torch.compile failed ({reason}); GDA goes on eagerly", stacklevel=3)
+        return optimizer.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)

@@ -14,10 +14,7 @@ from the initial density to ε (see :mod:`ctrlsparse.problem.schedules`).
 
 from __future__ import annotations
 
-import warnings
-
 import torch
-from cooper.optim import RollOut
 
 from ctrlsparse.gating import skipping
 from ctrlsparse.problem.cmp import SparsityProblem
@@ -25,6 +22,7 @@ from ctrlsparse.problem.dual import (
     CheckedAlternatingOptimizer,
     OneBackwardSimultaneousOptimizer,
     make_dual_optimizer,
+    roll,
 )
 from ctrlsparse.problem.feasibility import Decision, decide
 from ctrlsparse.problem.horizon import (
@@ -87,12 +85,10 @@ class GDA:
             ``GATE_TRAVEL / total_steps`` where that is smaller. Gates that share a parameter
             group with weights get a group of their own (same settings, no weight decay:
             decaying log α would pull every gate towards P = 1/2).
-        compile: run the model's forward, gate sampling included, through
-            ``torch.compile`` (docs/performance.md). Where the first compiled step fails,
-            a warning says why and GDA goes on eagerly.
+        compile: ``torch.compile`` the model's forward, gate sampling included; eager, with
+            a warning, where the first compiled step fails (docs/performance.md).
         skip_below: opt-in conditional computation (:mod:`ctrlsparse.gating.skipping`):
-            every ``skip_every`` steps, units with P(z != 0) below this value are closed
-            exactly and their Linear/Conv2d layers skip them until the next decision.
+            units with P(z != 0) below it are closed and their layers skip them.
         skip_every: steps between two skip decisions (one host transfer each).
 
     Examples:
@@ -141,10 +137,8 @@ class GDA:
                     f"the primal optimizer does not update the {group.kind} gates of {group.name!r}; "
                     "build it on model.parameters() after calling sparsify()"
                 )
-        self.problem = problem
-        self.primal_optimizer = primal_optimizer
-        self.dual_restarts = dual_restarts
-        self.dual_optimizer_name = dual_optimizer
+        self.problem, self.primal_optimizer = problem, primal_optimizer
+        self.dual_restarts, self.dual_optimizer_name = dual_restarts, dual_optimizer
         self.schedule = schedule
         self.steps_per_epoch = steps_per_epoch
         self.total_steps: int | None = None
@@ -167,12 +161,8 @@ class GDA:
         self._ramp_steps = 0
         self._phase_start: int | None = None
         self._ready = False
-        self._compile = compile  # until the first step compiles the forward
-        if skip_below is not None and not 0.0 < skip_below < 1.0:
-            raise ValueError(f"skip_below must lie in (0, 1), got {skip_below!r}")
-        if not (isinstance(skip_every, int) and skip_every >= 1):
-            raise ValueError(f"skip_every must be an integer >= 1, got {skip_every!r}")
-        self.skip_below, self.skip_every = skip_below, skip_every
+        skipping.check(skip_below, skip_every)
+        self._compile, self.skip_below, self.skip_every = compile, skip_below, skip_every
         if total_steps is not None:
             self.begin(total_steps, steps_per_epoch)
 
@@ -213,7 +203,7 @@ class GDA:
         """One primal descent and dual ascent step on a minibatch (a primal step alone in
         the feasibility phase, whose first step decides the gates)."""
         if not self._ready:
-            self.begin(None)  # warns: the run's length is unknown
+            self.begin(None)  # warns: the run's length is unknown (here, for the caller's line)
         if self.skip_below is not None and self.steps % self.skip_every == 0:
             skipping.refresh(self.model, self.skip_below)
         if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
@@ -226,7 +216,8 @@ class GDA:
         def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
             read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
 
-        rollout = self._roll({"inputs": inputs, "targets": targets}, before_update, read)
+        kwargs, compile_first, self._compile = {"inputs": inputs, "targets": targets}, self._compile, False
+        rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first)
         problem = self.problem
         with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
             for (low, high), params in self._clamp_groups.items():
@@ -243,24 +234,6 @@ class GDA:
                         constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
         self.steps += 1
         return read[0]
-
-    def _roll(self, kwargs: dict, before_update, read: list) -> RollOut:
-        """cooper's roll; the first one with ``compile`` goes through ``torch.compile``, and
-        again eagerly when that fails before the step read its numbers (before any update)."""
-        if not self._compile:
-            return self._cooper.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
-        problem = self.problem
-        self._compile, eager = False, problem.forward_model
-        problem.forward_model = torch.compile(eager or problem.model)
-        try:
-            return self._cooper.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
-        except Exception as error:
-            if read:  # the forward and backward ran: not the compiler's failure
-                raise
-            problem.forward_model = eager
-            reason = f"{type(error).__name__}: {error}"
-            warnings.warn(f"torch.compile failed ({reason}); GDA goes on eagerly", stacklevel=3)
-            return self._cooper.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
 
     def decide(self) -> Decision:
         """Start the feasibility phase now: decide the gates, hold every level at ε, freeze the
