@@ -91,6 +91,18 @@ def test_cli_reproduce_table_only(tmp_path, capsys):
     assert "| MLP, λ | 1 |" in capsys.readouterr().out
 
 
+def test_cli_reproduce_runs_only_the_settings_asked_for(tmp_path, capsys):
+    path = _sweep_file(tmp_path)
+    out = str(tmp_path / "o")
+    assert main(["reproduce", str(path), "--out", out, "--seeds", "0", "--settings", "λ"]) == 0
+    assert (tmp_path / "o" / "mlp" / "seed0").is_dir() and not (tmp_path / "o" / "mlp-0-5").exists()
+    table = capsys.readouterr().out
+    assert "| MLP, λ | 1 |" in table and "MLP, ε=0.5" not in table
+    assert main(["reproduce", str(path), "--settings", "ResNet"]) == 2
+    message = "no setting of sweep 'tiny' matches ResNet; its settings: 'MLP, ε=0.5'; 'MLP, λ'"
+    assert message in capsys.readouterr().err
+
+
 def test_dynamics_table_of_a_sweep(tmp_path):
     from ctrlsparse.experiments.sweeps import sweep_dynamics_table
 

@@ -180,3 +180,24 @@ def test_jointly_unreachable_coupled_targets_are_refused():
     with pytest.raises(ValueError, match=r"cannot all be reached together.*'2' \(ε = 0.9.*shares units with"):
         cs.SparsityProblem(net, F.cross_entropy, target_density={"0": 0.2, "2": 0.9, "4": 0.2})
     cs.SparsityProblem(net, F.cross_entropy, target_density={"0": 0.5, "2": 0.3, "4": 0.6})  # reachable
+
+
+def test_the_phase_trades_units_between_coupled_layers_to_land_within_a_units_share():
+    # A residual stage couples its layers: the stage's channels are the block's second-conv
+    # outputs, the shortcut's outputs and the next stage's inputs. Opening unit by unit, or
+    # rounding each group's open fraction on its own, leaves a layer more than a unit's share
+    # below its ε here; trading units between the coupled groups lands every constraint.
+    from ctrlsparse.models.resnet import ResNet
+    from ctrlsparse.problem.feasibility import select_units
+
+    torch.manual_seed(0)
+    model = ResNet(widths=(4, 8, 8), blocks=(1, 1, 1))
+    net = cs.sparsify(model, "neuron", example_input=torch.zeros(2, 1, 8, 8))
+    targets = {"layer1.*": 0.5, "layer2.*": 0.4, "layer3.*": 0.3}
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density=targets)
+    every = torch.ones(sum(g.num_units for g in problem.groups))
+    scores = torch.rand(len(every), generator=torch.Generator().manual_seed(0))
+    values = problem.target_values_at(select_units(problem, every, scores))
+    for name, eps in problem.targets_all.items():
+        assert float(values[name]) <= eps + 1e-9
+        assert eps - float(values[name]) <= problem.unit_share(name) + 1e-9, name

@@ -147,6 +147,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     if args.seeds:
         sweep.seeds = [int(s) for s in args.seeds.split(",")]
+    if args.settings:
+        sweep.select([p.strip() for p in args.settings.split(",") if p.strip()])
     out = Path(args.out or f"runs/reproduce-{sweep.name}")
     if not args.table_only:
         run_sweep(sweep, out, jobs=args.jobs)

@@ -87,6 +87,20 @@ class Sweep:
         data["train"]["seed"] = seed
         return parse_problem(data, f"{setting.problem} (with the overrides of sweep {self.name!r})")
 
+    def select(self, patterns: list[str]) -> None:
+        """Keep only the settings whose label contains one of ``patterns`` (case-insensitive).
+
+        Examples:
+            >>> sweep = load_sweep("problems/sweeps/control.toml")  # doctest: +SKIP
+            >>> sweep.select(["ResNet"])  # rerun or tabulate the ResNet rows alone  # doctest: +SKIP
+        """
+        kept = [s for s in self.settings if any(p.lower() in s.label.lower() for p in patterns)]
+        if not kept:
+            labels = "; ".join(repr(s.label) for s in self.settings)
+            asked = ", ".join(patterns)
+            raise ValueError(f"no setting of sweep {self.name!r} matches {asked}; its settings: {labels}")
+        self.settings = kept
+
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file.

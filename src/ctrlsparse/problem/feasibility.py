@@ -117,18 +117,86 @@ def select_units(problem: SparsityProblem, open_: torch.Tensor, scores: torch.Te
     groups' open fractions are first moved jointly onto the targets, then rounded to units.
     """
     chosen = _close_then_open(problem, open_, scores)
-    values = problem.target_values_at(chosen)
-    short = [
-        n for n, e in problem.targets_all.items() if e - float(values[n]) > max(0.005, problem.unit_share(n))
-    ]
-    if short:
+    grain = {n: max(0.005, problem.unit_share(n)) for n in problem.targets_all}
+    shortfall = _shortfall(problem, grain)
+    if max(shortfall(chosen)) > 1.0:  # some constraint is more than a unit's share below its ε
         start = _top_units(problem, _fractions_on_target(problem, chosen), scores)
         repaired = _close_then_open(problem, start, scores)
-        repaired_values = problem.target_values_at(repaired)
-        worst = max(e - float(values[n]) for n, e in problem.targets_all.items())
-        if max(e - float(repaired_values[n]) for n, e in problem.targets_all.items()) < worst:
+        if shortfall(repaired) < shortfall(chosen):
             chosen = repaired
+        chosen = _search_counts(problem, chosen, scores, shortfall)
     return chosen
+
+
+def _shortfall(problem: SparsityProblem, grain: dict[str, float]):
+    """``shortfall(open_)``: how far below its ε each target constraint sits, in units of
+    ``grain`` (its landing granularity), largest first, so that tuples compare worst-first;
+    ``(inf,)`` where a constraint is above its ε."""
+
+    def shortfall(open_: torch.Tensor) -> tuple[float, ...]:
+        values = problem.target_values_at(open_)
+        gaps = [problem.targets_all[n] - float(values[n]) for n in grain]
+        if min(gaps) < -1e-9:
+            return (float("inf"),)
+        return tuple(sorted((round(g / grain[n], 9) for g, n in zip(gaps, grain)), reverse=True))
+
+    return shortfall
+
+
+def _search_counts(
+    problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor, shortfall, rounds: int = 200
+) -> torch.Tensor:
+    """Local search over the groups' open counts (each group opening its most likely units):
+    move one group by ±1 unit, or two groups that count in a common constraint by ±1 each,
+    while that lowers the shortfalls worst-first and keeps every constraint at or below ε.
+
+    Rounding each group's open fraction on its own cannot trade between coupled layers
+    (one fewer residual channel lets a block's inner layer keep two more); this finds such
+    trades. Per-layer targets on coupled units often have no joint landing within one unit's
+    share of every ε: the search then ends at the smallest worst shortfall it reaches.
+    """
+    groups, starts = problem.groups, problem.accounting.offsets
+    orders = [
+        torch.argsort(scores[a : a + g.num_units], descending=True, stable=True) + a
+        for a, g in zip(starts, groups)
+    ]
+    counts = [int(open_[a : a + g.num_units].sum()) for a, g in zip(starts, groups)]
+
+    def state(counts: list[int]) -> torch.Tensor:
+        trial = torch.zeros_like(open_)
+        for order, count in zip(orders, counts):
+            trial[order[:count]] = 1.0
+        return trial
+
+    best = shortfall(state(counts))
+    if best > shortfall(open_):  # the units are not interchangeable within a group: keep the state
+        return open_
+    members = [set(u.tolist()) for n, u in problem.constraint_units().items()]
+    group_units = [set(o.tolist()) for o in orders]
+    moves = [((i, d),) for i in range(len(groups)) for d in (-1, 1)]
+    if len(groups) <= 32:  # pairs of groups that share a constraint: O(groups²) trials a round
+        coupled = [
+            (i, j)
+            for i in range(len(groups))
+            for j in range(i + 1, len(groups))
+            if any(group_units[i] & m and group_units[j] & m for m in members)
+        ]
+        moves += [((i, a), (j, b)) for i, j in coupled for a in (-1, 1) for b in (-1, 1)]
+    for _ in range(rounds):
+        improved = None
+        for move in moves:
+            trial = list(counts)
+            for i, d in move:
+                trial[i] += d
+            if any(not 0 <= c <= g.num_units for c, g in zip(trial, groups)):
+                continue
+            value = shortfall(state(trial))
+            if value < best:
+                best, improved = value, trial
+        if improved is None:
+            break
+        counts = improved
+    return state(counts)
 
 
 def _close_then_open(problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
