@@ -11,7 +11,11 @@ feasible by construction:
 2. while a constraint's realized value is above ε, close the least likely open units
    that count in it (the shortest such prefix, found by bisection);
 3. for each constraint below ε, open the most likely closed units that count in it, as
-   many as fit without pushing any constraint above ε;
+   many as fit without pushing any constraint above ε; where coupled layers still leave a
+   constraint more than a unit's share short, move the groups' open fractions jointly
+   onto the targets, then search the groups' open counts for trades between coupled
+   groups (one fewer shared channel, two more of a block's own) that bring the worst
+   shortfall, in units of each constraint's one-unit share, down;
 4. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
    open ones at their test-time value (1 for a unit this phase opened).
 
