@@ -22,7 +22,11 @@ on every parameter:
 - ctrlsparse: ``GDA.step`` on problems/fashion_mlp.toml or fashion_lenet5.toml (the
   paper's settings: SGD dual step, dual restarts), built by ``overhead_steps``.
 
-The three alternate in one process (the order rotates every repetition); the script
+``--compile`` adds a fourth step: ctrlsparse's ``GDA(..., compile=True)`` (the gated
+forward, gate sampling included, through ``torch.compile``; the dense and reference steps
+stay eager, as a user of the reference would run it).
+
+The steps alternate in one process (the order rotates every repetition); the script
 prints, for the reference and for ctrlsparse, the median ratio to the dense step over
 the repetitions, with min and max, the median milliseconds per step, and the ratio
 ctrlsparse / reference per repetition.
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--compile", action="store_true", help="also time ctrlsparse's compiled step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = load_reference(args.reference.resolve())
@@ -96,14 +101,18 @@ def main() -> None:
     data = load_data(config)
     x, y = data.train[0][: config.train.batch_size], data.train[1][: config.train.batch_size]
     reference = reference_step(models, args.model, x, y)
-    seconds = alternate_many({"dense": dense, "reference": reference, "ctrlsparse": ours}, args.steps, args.repetitions)
+    steps = {"dense": dense, "reference": reference, "ctrlsparse": ours}
+    if args.compile:
+        steps["compiled"] = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1), compile=True)[0]
+    seconds = alternate_many(steps, args.steps, args.repetitions)
     print(f"{args.model}, batch {len(x)}, {torch.get_num_threads()} threads, {args.repetitions} repetitions")
-    for name in ("reference", "ctrlsparse"):
+    for name in [n for n in steps if n != "dense"]:
         ratios = [a / b for a, b in zip(seconds[name], seconds["dense"])]
         print(f"  {name:<11} / dense: {spread(ratios)}; {1e3 * statistics.median(seconds[name]):.2f} ms per step")
     print(f"  dense: {1e3 * statistics.median(seconds['dense']):.2f} ms per step")
-    head_to_head = [a / b for a, b in zip(seconds["ctrlsparse"], seconds["reference"])]
-    print(f"  ctrlsparse / reference: {spread(head_to_head)}")
+    for name in [n for n in steps if n not in ("dense", "reference")]:
+        head_to_head = [a / b for a, b in zip(seconds[name], seconds["reference"])]
+        print(f"  {name} / reference: {spread(head_to_head)}")
 
 
 if __name__ == "__main__":

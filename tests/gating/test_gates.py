@@ -178,3 +178,39 @@ def test_make_gate_kinds_and_factories():
         ValueError, match="unknown gate kind 'relu'; valid gate kinds: 'hard_concrete', 'arm'"
     ):
         make_gate("relu", (3,), 0.5)
+
+
+def test_gates_drawn_together_follow_each_gates_own_log_alpha():
+    # HardConcrete.sample_all draws every gate tensor of a model in one pass (eq. 10-11).
+    gates = [HardConcrete((3,)), HardConcrete((2, 2))]
+    with torch.no_grad():
+        gates[0].log_alpha.copy_(torch.tensor([-3.0, 0.0, 3.0]))
+        gates[1].log_alpha.copy_(torch.tensor([[1.0, -1.0], [2.0, -2.0]]))
+    samples = [HardConcrete.sample_all(gates) for _ in range(20000)]
+    assert [s.shape for s in samples[0]] == [(3,), (2, 2)]
+    for k, gate in enumerate(gates):
+        frequency = (torch.stack([s[k] for s in samples]) > 0).float().mean(0)
+        assert torch.allclose(frequency, gate.prob_active().detach(), atol=0.015)
+    probabilities = HardConcrete.prob_active_all(gates)
+    assert torch.equal(probabilities, torch.cat([g.prob_active().flatten() for g in gates]))
+    sum(s.sum() for s in samples[0]).backward()
+    assert all(g.log_alpha.grad is not None and g.log_alpha.grad.abs().sum() > 0 for g in gates)
+
+
+def test_a_model_draws_its_groups_together_only_while_they_are_all_stochastic():
+    from ctrlsparse import sparsify
+    from ctrlsparse.gating.groups import fusable, gate_groups
+
+    net = sparsify(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)),
+                   example_input=torch.zeros(1, 4))  # fmt: skip
+    groups = gate_groups(net)
+    assert fusable(groups)
+    net(torch.zeros(1, 4))
+    assert all(g.current().shape == g.gate.parameter.shape for g in groups)
+    groups[0].decide_(torch.ones(4))
+    assert not fusable(groups)
+    net(torch.zeros(1, 4))
+    assert torch.equal(groups[0].current(), torch.ones(4))  # the decided group keeps its values
+    net.eval()
+    net(torch.zeros(1, 4))
+    assert torch.equal(groups[1].current(), groups[1].deterministic())  # eq. 13 in eval mode

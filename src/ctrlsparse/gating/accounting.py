@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ctrlsparse.gating.groups import GateGroup, gate_groups
+from ctrlsparse.gating.groups import GateGroup, fusable, gate_groups
 from ctrlsparse.gating.registry import is_layer
 
 
@@ -123,6 +123,7 @@ class Accounting:
             layers = [n for n in order if n in layers] + [n for n in layers if n not in order]
         self.layer_sizes = {n: sum(p.sparsifiable for p in self.params if p.layer == n) for n in layers}
         self.num_sparsifiable = sum(p.sparsifiable for p in self.params)
+        self._plan = _CountPlan(self.params, total, list(self.layer_sizes), device)
 
     @property
     def layers(self) -> list[str]:
@@ -144,6 +145,8 @@ class Accounting:
     def _vector(self, realized: bool) -> torch.Tensor:
         if realized:
             parts = [(g.deterministic() > 0).to(g.gate.parameter.dtype).flatten() for g in self.groups]
+        elif fusable(self.groups):
+            parts = [type(self.groups[0].gate).prob_active_all([g.gate for g in self.groups])]
         else:
             parts = [g.prob_active().flatten() for g in self.groups]
         return torch.cat([*parts, parts[0].new_ones(1)])
@@ -170,7 +173,16 @@ class Accounting:
         """Expected (or realized) active sparsifiable entries of each ``(layer, parameter)``;
         ``units`` replaces the gates' values (one value per unit, as :meth:`vector`)."""
         p = self._vector(realized) if units is None else torch.cat([units, units.new_ones(1)])
-        return {(q.layer, q.name): self._per_param(p, q) - q.ungated for q in self.params}
+        plan = self._plan
+        parts = []
+        if plan.factored:  # parameters whose gated dimensions factor: a few kernels for all of them
+            parts.append(plan.factored_counts(p))
+        parts += [self._per_param(p, self.params[i]).reshape(1) for i in plan.elementwise]
+        counts = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if plan.order is not None:
+            counts = counts.index_select(0, plan.order)
+        counts = counts - plan.ungated.to(counts)
+        return _Counts(((q.layer, q.name) for q in self.params), counts)
 
     def active(
         self, realized: bool = False, units: torch.Tensor | None = None
@@ -182,6 +194,10 @@ class Accounting:
         self, per_param: dict[tuple[str, str], torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The sum of :meth:`per_param`'s counts, and their sums per layer."""
+        if isinstance(per_param, _Counts):
+            counts = per_param.vector
+            per_layer = self._plan.layer_sums(counts)
+            return counts.sum(), dict(zip(self.layer_sizes, per_layer.unbind()))
         per_layer: dict[str, torch.Tensor] = {}
         for (layer, _), value in per_param.items():
             if layer in self.layer_sizes:
@@ -200,6 +216,10 @@ class Accounting:
         self, per_param: dict[tuple[str, str], torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Model and per-layer densities from :meth:`per_param`'s counts."""
+        if isinstance(per_param, _Counts):
+            counts = per_param.vector
+            per_layer = self._plan.layer_sums(counts) / self._plan.layer_sizes.to(counts)
+            return counts.sum() / self.num_sparsifiable, dict(zip(self.layer_sizes, per_layer.unbind()))
         total, per_layer = self._totals(per_param)
         return total / self.num_sparsifiable, {
             n: per_layer[n] / self.layer_sizes[n] for n in self.layer_sizes
@@ -219,3 +239,77 @@ class Accounting:
                 product = factor if product is None else product * factor
             total = total + (weight * product).sum()
         return total
+
+
+class _Counts(dict):
+    """:meth:`Accounting.per_param`'s counts by ``(layer, parameter)``, with the same counts as
+    one tensor (``vector``, in the accounting's parameter order) for the totals."""
+
+    def __init__(self, keys, vector: torch.Tensor) -> None:
+        super().__init__(zip(keys, vector.unbind()))
+        self.vector = vector
+
+
+class _CountPlan:
+    r"""Index tensors that count every parameter of the accounting in a few kernels.
+
+    For a parameter whose gated dimensions each carry one unit per position (channel,
+    neuron and head gates), the sum over its entries of the product of their gates'
+    values factors into the product, over those dimensions, of the sum of the gate
+    values along each (the formula of the module docstring). All those sums are one
+    gather and one ``index_add``; each parameter's product is one gather and ``prod``;
+    the per-layer totals one more ``index_add``. Parameters with an element-wise gate
+    (``dim=None``) are counted one by one (:meth:`Accounting._per_param`).
+    """
+
+    def __init__(self, params: list[_Param], sentinel: int, layers: list[str], device) -> None:
+        self.factored = [i for i, q in enumerate(params) if q.full is None]
+        self.elementwise = [i for i, q in enumerate(params) if q.full is not None]
+        computed = self.factored + self.elementwise
+        self.order = None
+        if computed != list(range(len(params))):
+            self.order = torch.as_tensor([computed.index(i) for i in range(len(params))], device=device)
+        positions, dims, sizes = [], [], []
+        for i in self.factored:
+            q = params[i]
+            size = q.gated.numel()
+            for dim, index in q.maps.items():
+                positions.append(index)
+                size //= q.gated.shape[dim]
+            dims.append(len(q.maps))
+            sizes.append(size)
+        # Row r of the sums is one (parameter, dimension) pair; the last row sums the constant 1.
+        count = sum(dims)
+        rows = [
+            torch.full((len(index),), r, dtype=torch.long, device=device) for r, index in enumerate(positions)
+        ]
+        positions.append(torch.full((1,), sentinel, dtype=torch.long, device=device))
+        rows.append(torch.full((1,), count, dtype=torch.long, device=device))
+        self.positions = torch.cat(positions)
+        self.rows = torch.cat(rows)
+        self.num_rows = count + 1
+        width = max(dims, default=1)
+        table, start = [], 0
+        for d in dims:  # each parameter's rows, padded with the constant row
+            table.append(list(range(start, start + d)) + [count] * (width - d))
+            start += d
+        self.table = torch.as_tensor(table, dtype=torch.long, device=device).reshape(len(dims), width)
+        self.sizes = torch.as_tensor(sizes, dtype=torch.float32, device=device)
+        self.ungated = torch.as_tensor([float(q.ungated) for q in params], device=device)
+        # Parameters outside the reported layers (BatchNorm entries, ...) go to a last bucket.
+        slot = {n: k for k, n in enumerate(layers)}
+        self.layer_of = torch.as_tensor([slot.get(q.layer, len(layers)) for q in params], device=device)
+        self.num_layers = len(layers)
+        self.layer_sizes = torch.as_tensor(
+            [float(sum(q.sparsifiable for q in params if q.layer == n)) for n in layers], device=device
+        )
+
+    def factored_counts(self, p: torch.Tensor) -> torch.Tensor:
+        """Σ over each factored parameter's entries of the product of their gates' values."""
+        sums = p.new_zeros(self.num_rows).index_add(0, self.rows, p.index_select(0, self.positions))
+        return sums[self.table].prod(dim=1) * self.sizes.to(p)
+
+    def layer_sums(self, counts: torch.Tensor) -> torch.Tensor:
+        """The counts summed per reported layer."""
+        sums = counts.new_zeros(self.num_layers + 1).index_add(0, self.layer_of, counts)
+        return sums[: self.num_layers]

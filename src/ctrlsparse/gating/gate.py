@@ -36,6 +36,11 @@ class Gate(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.sample() if self.training else self.deterministic()
 
+    def fusion_key(self) -> tuple | None:
+        """None, or a key shared by gates of one kind and settings that can sample together
+        (:meth:`~ctrlsparse.gating.hard_concrete.HardConcrete.sample_all`)."""
+        return None
+
     @torch.no_grad()
     def clamp_(self) -> None:
         """Keep :attr:`parameter` inside :attr:`parameter_range` (call after an optimizer step)."""

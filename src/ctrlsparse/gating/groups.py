@@ -127,10 +127,13 @@ class GateGroup(nn.Module):
     def num_units(self) -> int:
         return self.gate.parameter.numel()
 
-    def resample(self) -> torch.Tensor:
-        """Draw this forward's gates: a sample in training mode, eq. 13 in eval mode; the
-        fixed values once :meth:`decide_` has been called; 0 for units a layer skips."""
-        z = self.decided if self.decided is not None else self.gate()
+    def resample(self, sample: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw this forward's gates: a sample in training mode (``sample``, where the model's
+        groups drew theirs together), eq. 13 in eval mode; the fixed values once
+        :meth:`decide_` has been called; 0 for units a layer skips."""
+        if sample is None and self.decided is None:
+            sample = self.gate()
+        z = self.decided if self.decided is not None else sample
         self._z = z if self.live is None or not self.training else z * self.live.to(z)
         return self._z
 
@@ -194,8 +197,19 @@ def gate_groups(model: nn.Module) -> list[GateGroup]:
     return list(model.__dict__.get(GROUPS_ATTRIBUTE, []))
 
 
+def fusable(groups: list[GateGroup]) -> bool:
+    """True when every group has stochastic gates of one kind and settings, drawn together."""
+    keys = {g.gate.fusion_key() if g.decided is None else None for g in groups}
+    return len(groups) > 1 and len(keys) == 1 and None not in keys
+
+
 def _resample(model: nn.Module, args) -> None:
-    for group in model.__dict__[GROUPS_ATTRIBUTE]:
+    groups = model.__dict__[GROUPS_ATTRIBUTE]
+    if model.training and fusable(groups) and all(g.training for g in groups):
+        for group, sample in zip(groups, type(groups[0].gate).sample_all([g.gate for g in groups])):
+            group.resample(sample)
+        return
+    for group in groups:
         group.resample()
 
 

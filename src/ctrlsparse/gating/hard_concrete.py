@@ -86,10 +86,34 @@ class HardConcrete(Gate):
 
     def sample(self) -> torch.Tensor:
         """A reparameterized hard concrete sample, eq. 10–11."""
+        return self._sample(self.log_alpha)
+
+    def _sample(self, log_alpha: torch.Tensor) -> torch.Tensor:
         # logit(u) = log u - log(1 - u), with u clamped into [eps, 1 - eps]: one kernel.
-        noise = torch.logit(torch.rand_like(self.log_alpha), eps=_EPS)
-        s = torch.sigmoid((noise + self.log_alpha) / self.temperature)
+        noise = torch.logit(torch.rand_like(log_alpha), eps=_EPS)
+        s = torch.sigmoid((noise + log_alpha) / self.temperature)
         return torch.add(self.gamma, s, alpha=self.zeta - self.gamma).clamp_(0.0, 1.0)
+
+    def fusion_key(self) -> tuple:
+        """Gates with equal keys draw their samples and P(z != 0) together (:func:`fused`)."""
+        parameter = self.log_alpha
+        return (HardConcrete, self.temperature, self.gamma, self.zeta, parameter.dtype, parameter.device)
+
+    @staticmethod
+    def sample_all(gates: list[HardConcrete]) -> list[torch.Tensor]:
+        """One sample of each gate (eq. 10–11), drawn in one pass over their concatenated
+        ``log_alpha``: a few kernels for a whole model instead of a few per gate tensor.
+        The gates must share a :meth:`fusion_key`."""
+        flat = torch.cat([g.log_alpha.reshape(-1) for g in gates])
+        parts = gates[0]._sample(flat).split([g.log_alpha.numel() for g in gates])
+        return [part.view(g.log_alpha.shape) for part, g in zip(parts, gates)]
+
+    @staticmethod
+    def prob_active_all(gates: list[HardConcrete]) -> torch.Tensor:
+        """Every gate's P(z != 0) (eq. 12), flattened and concatenated in order, in one pass.
+        The gates must share a :meth:`fusion_key`."""
+        flat = torch.cat([g.log_alpha.reshape(-1) for g in gates])
+        return torch.sigmoid(flat - gates[0]._prob_shift)
 
     def deterministic(self) -> torch.Tensor:
         """The test-time gate, eq. 13."""

@@ -96,7 +96,12 @@ def give_gates_their_group(
     optimizer: torch.optim.Optimizer, gates: list[torch.Tensor], lr: float | None, floor: float
 ) -> None:
     """Move ``gates`` into parameter groups of their own at ``lr`` (default: the group's lr, at
-    least ``floor``), with the group's other settings and no weight decay."""
+    least ``floor``), with the group's other settings and no weight decay.
+
+    Where the group leaves ``foreach`` to torch's default (None: per-tensor loops on the
+    CPU), the gates' group sets it: a model has a few small gate tensors per layer, and one
+    ``torch._foreach`` call per operation updates all of them for the cost of one.
+    """
     gate_ids = {id(p) for p in gates}
     for group in list(optimizer.param_groups):
         own = [p for p in group["params"] if id(p) in gate_ids]
@@ -110,4 +115,6 @@ def give_gates_their_group(
         group["params"] = others
         settings = {k: v for k, v in group.items() if k != "params"}
         settings.update(lr=gate_lr, **({"weight_decay": 0.0} if "weight_decay" in group else {}))
+        if "foreach" in settings and settings["foreach"] is None and not settings.get("fused"):
+            settings["foreach"] = True
         optimizer.add_param_group({"params": own, **settings})
