@@ -76,6 +76,8 @@ class GateScale(nn.Module):
             return x * z
         if self.mapping is not None:
             z = torch.cat([z, z.new_ones(1)]).index_select(0, self.mapping)
+        if x.dim() == 1:  # a bias or a normalisation's affine entries: no view to make
+            return x * z
         shape = [1] * x.dim()
         shape[self.dim] = -1
         return x * z.view(shape)
