@@ -96,8 +96,7 @@ def give_gates_their_group(
     optimizer: torch.optim.Optimizer, gates: list[torch.Tensor], lr: float | None, floor: float
 ) -> None:
     """Move ``gates`` into parameter groups of their own at ``lr`` (default: the group's lr, at
-    least ``floor``), with the group's other settings and no weight decay. Gates whose group
-    already has that lr and no weight decay stay in it.
+    least ``floor``), with the group's other settings and no weight decay.
 
     Where the group leaves ``foreach`` to torch's default (None: per-tensor loops on the
     CPU), the gates' group sets it: a model has a few small gate tensors per layer, and one
@@ -113,8 +112,6 @@ def give_gates_their_group(
         if not others:
             group["lr"] = gate_lr
             continue
-        if gate_lr == group["lr"] and not group.get("weight_decay"):
-            continue  # the group's settings are the gates' already: one group updates faster
         group["params"] = others
         settings = {k: v for k, v in group.items() if k != "params"}
         settings.update(lr=gate_lr, **({"weight_decay": 0.0} if "weight_decay" in group else {}))
