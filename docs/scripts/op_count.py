@@ -30,20 +30,23 @@ class _Count(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def count_operators(step) -> collections.Counter:
+    """The operators one call of ``step`` dispatches, by name, after three calls that let the
+    optimizers create their state."""
+    for _ in range(3):
+        step()
+    with _Count() as mode:
+        step()
+    return mode.counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("problem")
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
     gated, dense = overhead_steps(load_problem(args.problem), 100)
-    for _ in range(3):  # past the optimizers' first steps, which create their state
-        gated()
-        dense()
-    counts = {}
-    for name, step in (("gated", gated), ("dense", dense)):
-        with _Count() as mode:
-            step()
-        counts[name] = mode.counts
+    counts = {"gated": count_operators(gated), "dense": count_operators(dense)}
     extra = counts["gated"] - counts["dense"]
     print(
         f"{args.problem}: {sum(counts['gated'].values())} operators per gated step, "

@@ -22,6 +22,9 @@ on every parameter:
 - ctrlsparse: ``GDA.step`` on problems/fashion_mlp.toml or fashion_lenet5.toml (the
   paper's settings: SGD dual step, dual restarts), built by ``overhead_steps``.
 
+``--count-ops`` also prints the ATen operators one step of each dispatches (as
+``op_count.py`` counts them).
+
 ``--compile`` adds a fourth step: ctrlsparse's ``GDA(..., compile=True)`` (the gated
 forward, gate sampling included, through ``torch.compile``; the dense and reference steps
 stay eager, as a user of the reference would run it).
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repetitions", type=int, default=7)
     parser.add_argument("--compile", action="store_true", help="also time ctrlsparse's compiled step")
+    parser.add_argument("--count-ops", action="store_true", help="also count each step's operators")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = load_reference(args.reference.resolve())
@@ -104,6 +108,11 @@ def main() -> None:
     steps = {"dense": dense, "reference": reference, "ctrlsparse": ours}
     if args.compile:
         steps["compiled"] = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1), compile=True)[0]
+    if args.count_ops:
+        from op_count import count_operators
+
+        for name in ("dense", "reference", "ctrlsparse"):
+            print(f"  {name}: {sum(count_operators(steps[name]).values())} operators per step")
     seconds = alternate_many(steps, args.steps, args.repetitions)
     print(f"{args.model}, batch {len(x)}, {torch.get_num_threads()} threads, {args.repetitions} repetitions")
     for name in [n for n in steps if n != "dense"]:

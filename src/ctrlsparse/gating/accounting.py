@@ -151,15 +151,9 @@ class Accounting:
             parts = [g.prob_active().flatten() for g in self.groups]
         return torch.cat([*parts, parts[0].new_ones(1)])
 
-    def _per_param(self, p: torch.Tensor, param: _Param) -> torch.Tensor:
-        """Σ over the parameter's entries of the product of their gates' values (ungated entries count 1)."""
-        if param.full is None:
-            total = p.new_ones(())
-            size = param.gated.numel()
-            for dim, index in param.maps.items():
-                total = total * p[index].sum()
-                size //= param.gated.shape[dim]
-            return total * size
+    def _elementwise(self, p: torch.Tensor, param: _Param) -> torch.Tensor:
+        """Σ over the entries of a parameter with an element-wise gate of the product of their
+        gates' values (the other parameters: :class:`_CountPlan`)."""
         product = p[param.full]
         for dim, index in param.maps.items():
             view = [1] * product.dim()
@@ -177,7 +171,7 @@ class Accounting:
         parts = []
         if plan.factored:  # parameters whose gated dimensions factor: a few kernels for all of them
             parts.append(plan.factored_counts(p))
-        parts += [self._per_param(p, self.params[i]).reshape(1) for i in plan.elementwise]
+        parts += [self._elementwise(p, self.params[i]).reshape(1) for i in plan.elementwise]
         counts = parts[0] if len(parts) == 1 else torch.cat(parts)
         if plan.order is not None:
             counts = counts.index_select(0, plan.order)
@@ -259,7 +253,7 @@ class _CountPlan:
     values along each (the formula of the module docstring). All those sums are one
     gather and one ``index_add``; each parameter's product is one gather and ``prod``;
     the per-layer totals one more ``index_add``. Parameters with an element-wise gate
-    (``dim=None``) are counted one by one (:meth:`Accounting._per_param`).
+    (``dim=None``) are counted one by one (:meth:`Accounting._elementwise`).
     """
 
     def __init__(self, params: list[_Param], sentinel: int, layers: list[str], device) -> None:

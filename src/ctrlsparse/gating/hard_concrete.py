@@ -95,7 +95,8 @@ class HardConcrete(Gate):
         return torch.add(self.gamma, s, alpha=self.zeta - self.gamma).clamp_(0.0, 1.0)
 
     def fusion_key(self) -> tuple:
-        """Gates with equal keys draw their samples and P(z != 0) together (:func:`fused`)."""
+        """Gates with equal keys draw their samples and P(z != 0) together
+        (:func:`~ctrlsparse.gating.groups.fusable`)."""
         parameter = self.log_alpha
         return (HardConcrete, self.temperature, self.gamma, self.zeta, parameter.dtype, parameter.device)
 
