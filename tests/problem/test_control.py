@@ -201,3 +201,19 @@ def test_the_phase_trades_units_between_coupled_layers_to_land_within_a_units_sh
     for name, eps in problem.targets_all.items():
         assert float(values[name]) <= eps + 1e-9
         assert eps - float(values[name]) <= problem.unit_share(name) + 1e-9, name
+
+
+def test_the_phase_warns_naming_a_constraint_coupling_holds_below_its_eps():
+    # Layer 2's outputs are layer 4's inputs: layer 4 at ε = 0.5 keeps at most half of them
+    # open, so layer 2 (24 -> 16) can reach at most 0.5 of its weights, 1.6 one-unit shares
+    # below its ε = 0.6. Its user asked for 0.6 and must hear that it got 0.5.
+    net = _net("neuron")
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density={"0": 0.3, "2": 0.6, "4": 0.5})
+    with pytest.warns(UserWarning, match=r"below their targets: '2' at 0\.5000 for ε = 0\.6 \(1\.60 one-unit"):
+        decision = decide(problem)
+    assert decision.realized_after["2"] == pytest.approx(0.5)
+    # A landing within one unit's share of every ε says nothing.
+    problem = cs.SparsityProblem(_net("neuron"), F.cross_entropy, target_density={"0": 0.5, "2": 0.35})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decide(problem)
