@@ -209,7 +209,8 @@ def test_the_phase_warns_naming_a_constraint_coupling_holds_below_its_eps():
     # below its ε = 0.6. Its user asked for 0.6 and must hear that it got 0.5.
     net = _net("neuron")
     problem = cs.SparsityProblem(net, F.cross_entropy, target_density={"0": 0.3, "2": 0.6, "4": 0.5})
-    with pytest.warns(UserWarning, match=r"below their targets: '2' at 0\.5000 for ε = 0\.6 \(1\.60 one-unit"):
+    expected = r"below their targets: '2' at 0\.5000 for ε = 0\.6 \(1\.60 one-unit"
+    with pytest.warns(UserWarning, match=expected):
         decision = decide(problem)
     assert decision.realized_after["2"] == pytest.approx(0.5)
     # A landing within one unit's share of every ε says nothing.

@@ -298,11 +298,13 @@ def _warn_short_landings(problem: SparsityProblem, realized: dict[str, float]) -
         share = problem.unit_share(name)
         gap = eps - realized[name]
         if gap > max(0.005, share) + 1e-9:
-            short.append(f"{name!r} at {realized[name]:.4f} for ε = {eps} ({gap / share:.2f} one-unit shares)")
+            shares = f"{gap / share:.2f} one-unit shares"
+            short.append(f"{name!r} at {realized[name]:.4f} for ε = {eps} ({shares})")
     if short:
         warnings.warn(
             "the feasibility phase could not land every constraint within one unit's share of its ε, "
             "because coupled layers share units; below their targets: " + "; ".join(short)
-            + ". Every constraint is still <= its ε. Loosen the coupled targets, or use one model-wise target",
+            + ". Every constraint is still <= its ε. Loosen the coupled targets, or use one "
+            "model-wise target",
             stacklevel=3,
         )
