@@ -25,7 +25,9 @@ REPS = 7
 
 def main(paths: list[str]) -> None:
     torch.set_num_threads(1)
-    print("| problem | parameters | checkpoint size (MB) | capture + write (ms) | load (ms) | one step (ms) |")
+    print(
+        "| problem | parameters | checkpoint size (MB) | capture + write (ms) | load (ms) | one step (ms) |"
+    )
     print("|---|---|---|---|---|---|")
     for path in paths:
         config = load_problem(path)
@@ -57,7 +59,9 @@ def main(paths: list[str]) -> None:
         def ms(values):
             return f"{1e3 * statistics.median(values):.1f} [{1e3 * min(values):.1f}, {1e3 * max(values):.1f}]"
 
-        print(f"| {config.name} | {params:,} | {size / 1e6:.2f} | {ms(writes)} | {ms(loads)} | {ms(steps[5:])} |")
+        print(
+            f"| {config.name} | {params:,} | {size / 1e6:.2f} | {ms(writes)} | {ms(loads)} | {ms(steps[5:])} |"
+        )
 
 
 if __name__ == "__main__":

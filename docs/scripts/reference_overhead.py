@@ -117,7 +117,9 @@ def main() -> None:
     print(f"{args.model}, batch {len(x)}, {torch.get_num_threads()} threads, {args.repetitions} repetitions")
     for name in [n for n in steps if n != "dense"]:
         ratios = [a / b for a, b in zip(seconds[name], seconds["dense"])]
-        print(f"  {name:<11} / dense: {spread(ratios)}; {1e3 * statistics.median(seconds[name]):.2f} ms per step")
+        print(
+            f"  {name:<11} / dense: {spread(ratios)}; {1e3 * statistics.median(seconds[name]):.2f} ms per step"
+        )
     print(f"  dense: {1e3 * statistics.median(seconds['dense']):.2f} ms per step")
     for name in [n for n in steps if n not in ("dense", "reference")]:
         head_to_head = [a / b for a, b in zip(seconds[name], seconds["reference"])]

@@ -303,7 +303,8 @@ def _warn_short_landings(problem: SparsityProblem, realized: dict[str, float]) -
     if short:
         warnings.warn(
             "the feasibility phase could not land every constraint within one unit's share of its ε, "
-            "because coupled layers share units; below their targets: " + "; ".join(short)
+            "because coupled layers share units; below their targets: "
+            + "; ".join(short)
             + ". Every constraint is still <= its ε. Loosen the coupled targets, or use one "
             "model-wise target",
             stacklevel=3,
