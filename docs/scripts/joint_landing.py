@@ -17,12 +17,13 @@ product formula at the start.
 import argparse
 import itertools
 import math
+import warnings
 
 import torch
 
 from ctrlsparse.experiments.build import build
 from ctrlsparse.experiments.config import load_problem
-from ctrlsparse.problem.feasibility import select_units
+from ctrlsparse.problem.feasibility import decide, select_units
 
 
 def main() -> None:
@@ -97,6 +98,11 @@ def main() -> None:
         counts = [int(chosen[a : a + s].sum()) for a, s in zip(problem.accounting.offsets, sizes)]
         ratio, gaps = worst(counts)
         print(f"  phase from start {seed}: {ratio:.3f} shares  counts {counts}")
+    with warnings.catch_warnings(record=True) as caught:  # what a run's user is told
+        warnings.simplefilter("always")
+        decide(problem)
+    for warning in caught:
+        print(f"the phase warns: {warning.message}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ gate tensor for a set of units (those of one root layer) and
   downstream can undo the gate: BatchNorm's affine ``weight`` and ``bias`` when
   normalisation follows (BN(z·a) = BN(a) in training mode would cancel a gate placed
   before it), else the producer's rows and bias, or the consumer's columns for the
-  model's inputs. Scaling weights costs O(parameters), not O(activations).
+  model's inputs. Scaling weights costs O(parameters), not O(activations); the one
+  exception is a plain ``nn.Linear``'s gated columns, whose gates scale the layer's input
+  instead in a forward where that is smaller (fewer input rows than the layer has
+  outputs: ``linear(x · z, W) = linear(x, W · z)``; :func:`_scale_inputs`).
 
 All sites of a group see the same sample: a forward pre-hook on the model draws one
 sample per group per forward (hard concrete eq. 10–11 in training mode, eq. 13 in eval
@@ -34,6 +37,9 @@ GROUPS_ATTRIBUTE = "_ctrlsparse_gate_groups"
 """Attribute of a sparsified model listing its gate groups (a plain list, copied by deepcopy)."""
 EXAMPLE_ATTRIBUTE = "_ctrlsparse_example_input"
 """Attribute of a sparsified model holding one example of the input it was sparsified with."""
+INPUT_SCALE_ATTRIBUTE = "_ctrlsparse_input_scale"
+"""Attribute of a Linear whose gated columns may scale its input: the scale's index in the
+weight's parametrizations (an int, so a deepcopy's hooks find the copy's own scale)."""
 SKIP_ATTRIBUTE = "_ctrlsparse_skip"
 """Attribute of a layer that skips dead units: its live indices, ``{"in": index, "out": index}``."""
 
@@ -65,17 +71,26 @@ class GateScale(nn.Module):
         self._group = (group,)  # a tuple: not a submodule, so its gate is not in this state_dict twice
         self.dim = dim
         self.register_buffer("mapping", mapping, persistent=False)
+        # True only inside a Linear's forward whose input this scale multiplies instead.
+        self.on_input = False
 
     @property
     def group(self) -> GateGroup:
         return self._group[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def along(self) -> torch.Tensor:
+        """This forward's gate value of each position along ``dim``."""
         z = self.group.current()
-        if self.dim is None:
-            return x * z
         if self.mapping is not None:
             z = torch.cat([z, z.new_ones(1)]).index_select(0, self.mapping)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.on_input:
+            return x
+        if self.dim is None:
+            return x * self.group.current()
+        z = self.along()
         if x.dim() == 1:  # a bias or a normalisation's affine entries: no view to make
             return x * z
         shape = [1] * x.dim()
@@ -235,9 +250,35 @@ def attach(model: nn.Module, groups: list[GateGroup], sites: list[tuple[GateGrou
             if not identity:
                 mapping = torch.full((size,), group.num_units, dtype=torch.long, device=param.device)
                 mapping[site.positions.to(param.device)] = site.units.to(param.device)
+        plain_linear = type(module) is nn.Linear
         parametrize.register_parametrization(module, site.param, GateScale(group, site.dim, mapping))
+        if plain_linear and site.param == "weight" and site.dim == 1:
+            index = len(module.parametrizations.weight) - 1
+            module.__dict__[INPUT_SCALE_ATTRIBUTE] = index
+            module.register_forward_pre_hook(_scale_inputs)
+            module.register_forward_hook(_unscale_inputs, always_call=True)
     model.__dict__[GROUPS_ATTRIBUTE] = list(groups)
     model.register_forward_pre_hook(_resample)
+
+
+def _scale_inputs(module: nn.Module, args):
+    """Forward pre-hook of a Linear whose columns a gate scales: multiply the input by the
+    gates instead of the weight when the input has fewer rows than the layer has outputs.
+
+    Both give the same outputs and gradients (up to rounding): ``(x · z) Wᵀ = x (W · z)ᵀ``.
+    The input path multiplies ``rows × in`` numbers forward and twice backward, the weight
+    path ``out × in`` (an MLP's first layer at batch 128: 100k against 235k)."""
+    (x, *rest) = args
+    if not isinstance(x, torch.Tensor) or x.numel() >= module.out_features * x.shape[-1]:
+        return None
+    scale = module.parametrizations.weight[module.__dict__[INPUT_SCALE_ATTRIBUTE]]
+    scale.on_input = True
+    return (x * scale.along().to(x.dtype), *rest)
+
+
+def _unscale_inputs(module: nn.Module, args, output):
+    """Forward hook (also after an error): the weight is gated again outside the forward."""
+    module.parametrizations.weight[module.__dict__[INPUT_SCALE_ATTRIBUTE]].on_input = False
 
 
 @torch.no_grad()
@@ -269,3 +310,12 @@ def bake(model: nn.Module) -> None:
     for key, hook in list(model._forward_pre_hooks.items()):
         if hook is _resample:
             del model._forward_pre_hooks[key]
+    for module in model.modules():
+        if vars(module).pop(INPUT_SCALE_ATTRIBUTE, None) is not None:
+            for hooks, hook in (
+                (module._forward_pre_hooks, _scale_inputs),
+                (module._forward_hooks, _unscale_inputs),
+            ):
+                for key in [k for k, h in hooks.items() if h is hook]:
+                    del hooks[key]
+                    module._forward_hooks_always_called.pop(key, None)
