@@ -22,6 +22,9 @@ on every parameter:
 - ctrlsparse: ``GDA.step`` on problems/fashion_mlp.toml or fashion_lenet5.toml (the
   paper's settings: SGD dual step, dual restarts), built by ``overhead_steps``.
 
+``--weight-scaling`` adds ctrlsparse's step with the input scaling of Linear layers off
+(every gate multiplies a weight, as before that change), to measure it in the same process.
+
 ``--count-ops`` also prints the ATen operators one step of each dispatches (as
 ``op_count.py`` counts them).
 
@@ -37,6 +40,7 @@ ctrlsparse / reference per repetition.
 
 import argparse
 import importlib
+import inspect
 import statistics
 import sys
 import types
@@ -86,6 +90,17 @@ def reference_step(models: types.ModuleType, name: str, x: torch.Tensor, y: torc
     return step
 
 
+def weights_only(gated_step):
+    """``gated_step`` with its Linear layers' input scaling off: every gate multiplies a weight."""
+    from ctrlsparse.gating.groups import _scale_inputs
+
+    model = inspect.getclosurevars(gated_step).nonlocals["gda"].model
+    for module in model.modules():
+        for key in [k for k, hook in module._forward_pre_hooks.items() if hook is _scale_inputs]:
+            del module._forward_pre_hooks[key]
+    return gated_step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reference", type=Path, help="checkout of gallego-posada/constrained_sparsity")
@@ -95,6 +110,11 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=7)
     parser.add_argument("--compile", action="store_true", help="also time ctrlsparse's compiled step")
     parser.add_argument("--count-ops", action="store_true", help="also count each step's operators")
+    parser.add_argument(
+        "--weight-scaling",
+        action="store_true",
+        help="also time ctrlsparse's step with every gate on the weights (no input scaling)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = load_reference(args.reference.resolve())
@@ -108,6 +128,10 @@ def main() -> None:
     steps = {"dense": dense, "reference": reference, "ctrlsparse": ours}
     if args.compile:
         steps["compiled"] = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1), compile=True)[0]
+    if args.weight_scaling:
+        steps["weights only"] = weights_only(
+            overhead_steps(config, (args.steps + 1) * (args.repetitions + 1))[0]
+        )
     if args.count_ops:
         from op_count import count_operators
 

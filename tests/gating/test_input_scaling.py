@@ -40,6 +40,16 @@ def _paths_taken(net):
     return taken
 
 
+def test_without_gradients_the_input_path_serves_every_small_batch():
+    net = _net().eval()
+    taken = _paths_taken(net)
+    x = torch.randn(4, 12)
+    with torch.no_grad():
+        out = net(x)
+    assert taken == {"0": True, "2": True, "4": False}
+    torch.testing.assert_close(out, _without_input_scaling(net)(x))
+
+
 def _step(net, x, y, seed):
     torch.manual_seed(seed)  # the same gate sample in both models
     net.zero_grad()
@@ -51,22 +61,27 @@ def _step(net, x, y, seed):
 @pytest.mark.parametrize("structure", ["paper", "neuron"])
 @pytest.mark.parametrize("batch", [4, 20, 40])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_input_scaling_gives_the_outputs_and_gradients_of_weight_scaling(structure, batch, mode):
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_input_scaling_gives_the_outputs_and_gradients_of_weight_scaling(structure, batch, mode, input_grad):
     net = _net(structure)
     oracle = _without_input_scaling(net)
     taken = _paths_taken(net)
     getattr(net, mode)(), getattr(oracle, mode)()
-    x = torch.randn(batch, 12, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(batch, 12, generator=torch.Generator().manual_seed(1)).requires_grad_(input_grad)
     y = torch.randint(0, 3, (batch,), generator=torch.Generator().manual_seed(2))
     out, grads = _step(net, x, y, seed=3)
+    x_grad, x.grad = x.grad, None
     expected_out, expected_grads = _step(oracle, x, y, seed=3)
     torch.testing.assert_close(out, expected_out)
     assert grads.keys() == expected_grads.keys() and any("log_alpha" in n for n in grads)
     for name in grads:
         torch.testing.assert_close(grads[name], expected_grads[name], msg=name)
-    # The input path where the batch has fewer rows than the layer has outputs (24, 16, 3).
+    # The input path where the batch has fewer rows than the layer has outputs (24, 16, 3)
+    # and the input's gradient is computed anyway (not the model's own input, unless asked).
     outputs = {"0": 24, "2": 16, "4": 3}
-    assert taken == {n: batch < outputs[n] for n in taken} and taken
+    assert taken == {n: batch < outputs[n] and (n != "0" or input_grad) for n in taken} and taken
+    if input_grad:
+        torch.testing.assert_close(x_grad, x.grad)  # the oracle's
     # Outside the forward the weight is gated again.
     assert not any(
         s.on_input for m in net.modules() if hasattr(m, "parametrizations") for s in m.parametrizations.weight
