@@ -20,7 +20,7 @@ from torch import nn
 
 import ctrlsparse as cs
 from ctrlsparse.experiments.bench import alternate_many, peak_memory, spread
-from ctrlsparse.gating.groups import _scale_inputs
+from ctrlsparse.gating.groups import remove_input_scaling
 
 
 def main() -> None:
@@ -37,9 +37,7 @@ def main() -> None:
     plain = nn.Sequential(nn.Linear(w, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 10))
     inputs = cs.sparsify(plain, "paper", example_input=torch.zeros(2, w))
     weights = copy.deepcopy(inputs)
-    for module in weights.modules():
-        for key in [k for k, hook in module._forward_pre_hooks.items() if hook is _scale_inputs]:
-            del module._forward_pre_hooks[key]
+    remove_input_scaling(weights)
     x, y = torch.randn(args.batch, w), torch.randint(0, 10, (args.batch,))
 
     def step_of(model):

@@ -92,12 +92,10 @@ def reference_step(models: types.ModuleType, name: str, x: torch.Tensor, y: torc
 
 def weights_only(gated_step):
     """``gated_step`` with its Linear layers' input scaling off: every gate multiplies a weight."""
-    from ctrlsparse.gating.groups import _scale_inputs
+    from ctrlsparse.gating.groups import remove_input_scaling
 
     model = inspect.getclosurevars(gated_step).nonlocals["gda"].model
-    for module in model.modules():
-        for key in [k for k, hook in module._forward_pre_hooks.items() if hook is _scale_inputs]:
-            del module._forward_pre_hooks[key]
+    remove_input_scaling(model)
     return gated_step
 
 

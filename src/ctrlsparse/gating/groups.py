@@ -39,8 +39,8 @@ GROUPS_ATTRIBUTE = "_ctrlsparse_gate_groups"
 EXAMPLE_ATTRIBUTE = "_ctrlsparse_example_input"
 """Attribute of a sparsified model holding one example of the input it was sparsified with."""
 INPUT_SCALE_ATTRIBUTE = "_ctrlsparse_input_scale"
-"""Attribute of a Linear whose gated columns may scale its input: the scale's index in the
-weight's parametrizations (an int, so a deepcopy's hooks find the copy's own scale)."""
+"""Attribute of a Linear whose gated columns may scale its input: that :class:`GateScale`
+(outside ``_modules``, so not registered twice; a deepcopy maps it to the copy's own)."""
 SKIP_ATTRIBUTE = "_ctrlsparse_skip"
 """Attribute of a layer that skips dead units: its live indices, ``{"in": index, "out": index}``."""
 
@@ -254,8 +254,7 @@ def attach(model: nn.Module, groups: list[GateGroup], sites: list[tuple[GateGrou
         plain_linear = type(module) is nn.Linear
         parametrize.register_parametrization(module, site.param, GateScale(group, site.dim, mapping))
         if plain_linear and site.param == "weight" and site.dim == 1:
-            index = len(module.parametrizations.weight) - 1
-            module.__dict__[INPUT_SCALE_ATTRIBUTE] = index
+            module.__dict__[INPUT_SCALE_ATTRIBUTE] = module.parametrizations.weight[-1]
             module.register_forward_pre_hook(_scale_inputs)
             module.register_forward_hook(_unscale_inputs, always_call=True)
     model.__dict__[GROUPS_ATTRIBUTE] = list(groups)
@@ -277,14 +276,29 @@ def _scale_inputs(module: nn.Module, args):
         return None
     if torch.is_grad_enabled() and not x.requires_grad:
         return None
-    scale = module.parametrizations.weight[module.__dict__[INPUT_SCALE_ATTRIBUTE]]
+    scale = module.__dict__[INPUT_SCALE_ATTRIBUTE]
     scale.on_input = True
     return (x * scale.along().to(x.dtype), *rest)
 
 
 def _unscale_inputs(module: nn.Module, args, output):
     """Forward hook (also after an error): the weight is gated again outside the forward."""
-    module.parametrizations.weight[module.__dict__[INPUT_SCALE_ATTRIBUTE]].on_input = False
+    module.__dict__[INPUT_SCALE_ATTRIBUTE].on_input = False
+
+
+def remove_input_scaling(model: nn.Module) -> None:
+    """Every gate on a Linear's columns multiplies the weight again, in every forward (what
+    :func:`bake` does before folding the gates; benchmarks use it to compare the two paths)."""
+    for module in model.modules():
+        if vars(module).pop(INPUT_SCALE_ATTRIBUTE, None) is None:
+            continue
+        for hooks, hook in (
+            (module._forward_pre_hooks, _scale_inputs),
+            (module._forward_hooks, _unscale_inputs),
+        ):
+            for key in [k for k, h in hooks.items() if h is hook]:
+                del hooks[key]
+                module._forward_hooks_always_called.pop(key, None)
 
 
 @torch.no_grad()
@@ -316,12 +330,4 @@ def bake(model: nn.Module) -> None:
     for key, hook in list(model._forward_pre_hooks.items()):
         if hook is _resample:
             del model._forward_pre_hooks[key]
-    for module in model.modules():
-        if vars(module).pop(INPUT_SCALE_ATTRIBUTE, None) is not None:
-            for hooks, hook in (
-                (module._forward_pre_hooks, _scale_inputs),
-                (module._forward_hooks, _unscale_inputs),
-            ):
-                for key in [k for k, h in hooks.items() if h is hook]:
-                    del hooks[key]
-                    module._forward_hooks_always_called.pop(key, None)
+    remove_input_scaling(model)
