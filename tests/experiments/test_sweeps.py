@@ -98,6 +98,13 @@ def test_cli_reproduce_runs_only_the_settings_asked_for(tmp_path, capsys):
     assert (tmp_path / "o" / "mlp" / "seed0").is_dir() and not (tmp_path / "o" / "mlp-0-5").exists()
     table = capsys.readouterr().out
     assert "| MLP, λ | 1 |" in table and "MLP, ε=0.5" not in table
+    # A label with a comma selects itself alone, not every label matching one of its parts.
+    assert (
+        main(["reproduce", str(path), "--out", out, "--seeds", "0", "--settings", "MLP, λ", "--table-only"])
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "| MLP, λ | 1 |" in table and "MLP, ε=0.5" not in table
     assert main(["reproduce", str(path), "--settings", "ResNet"]) == 2
     message = "no setting of sweep 'tiny' matches ResNet; its settings: 'MLP, ε=0.5'; 'MLP, λ'"
     assert message in capsys.readouterr().err

@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--out", help="directory of the run directories and table.md")
     repro.add_argument("--seeds", help="override the sweep's seeds, e.g. 0,1,2")
     repro.add_argument(
-        "--settings", help="only the settings whose label contains one of these, e.g. 'ResNet,LeNet'"
+        "--settings",
+        help="only the settings whose label contains this text, or one of these comma-separated "
+        "patterns, e.g. 'ResNet,LeNet'",
     )
     repro.add_argument("--jobs", type=int, default=1, help="runs in parallel (one thread each)")
     repro.add_argument("--table-only", action="store_true", help="only tabulate the finished runs")

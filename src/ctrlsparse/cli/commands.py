@@ -148,7 +148,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.seeds:
         sweep.seeds = [int(s) for s in args.seeds.split(",")]
     if args.settings:
-        sweep.select([p.strip() for p in args.settings.split(",") if p.strip()])
+        whole = args.settings.strip()
+        # Labels hold commas ("Fashion ResNet-8 20 epochs, paper, per-stage"): where a label
+        # contains the whole text, that is the setting asked for; otherwise commas separate patterns.
+        if any(whole.lower() in s.label.lower() for s in sweep.settings):
+            sweep.select([whole])
+        else:
+            sweep.select([p.strip() for p in whole.split(",") if p.strip()])
     out = Path(args.out or f"runs/reproduce-{sweep.name}")
     if not args.table_only:
         run_sweep(sweep, out, jobs=args.jobs)
