@@ -56,9 +56,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ctrlsparse import SparsityProblem
 from ctrlsparse.experiments.bench import alternate_many, overhead_steps, spread
 from ctrlsparse.experiments.config import load_problem
+from ctrlsparse.gating import Accounting
 
 PROBLEMS = Path(__file__).parents[2] / "problems"
 TARGET = {"mlp": 0.33, "lenet5": 0.1}
@@ -102,7 +102,7 @@ def hand_written_step(gated_step, x: torch.Tensor, y: torch.Tensor, target: floa
     """ctrlsparse's gated model and density, trained by a step written like the reference's."""
     problem = inspect.getclosurevars(gated_step).nonlocals["gda"].problem
     model = copy.deepcopy(problem.model)
-    accounting = SparsityProblem(model, F.cross_entropy, target_density=target).accounting
+    accounting = Accounting(model)
     gates = [group.gate.parameter for group in accounting.groups]
     ranges = [group.gate.parameter_range for group in accounting.groups]
     optimizer = torch.optim.Adam(model.parameters(), lr=7e-4)
