@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrlsparse import SparsityProblem, mlp, penalty_from_per_parameter, sparsify
+from ctrlsparse.problem.cmp import CONSTRAINED, PENALIZED
 from ctrlsparse.problem.levels import MODEL
 
 
@@ -17,7 +18,7 @@ def _model():
 def test_is_a_cooper_cmp_with_one_constraint_per_target():
     problem = SparsityProblem(_model(), F.cross_entropy, target_density={"fc1": 0.5, "fc2": 0.3})
     assert isinstance(problem, cooper.ConstrainedMinimizationProblem)
-    assert [name for name, _ in problem.named_constraints()] == ["fc1", "fc2"]
+    assert problem.constraint_names == ["fc1", "fc2"]
     assert problem.mode == "constrained"
 
 
@@ -42,10 +43,15 @@ def test_cmp_state_violation_is_density_minus_target():
     problem = SparsityProblem(_model(), F.cross_entropy, target_density={"fc1": 0.5}, penalty={"fc2": 0.1})
     state = problem.compute_cmp_state(torch.randn(4, 6), torch.tensor([0, 1, 2, 0]))
     _, densities = problem.expected_densities()
-    by_name = {c.name: s for c, s in state.observed_constraints.items()}
-    assert torch.isclose(by_name["fc1"].violation, densities["fc1"] - 0.5)
-    assert torch.isclose(by_name["fc2"].violation, densities["fc2"])  # a penalty is "density <= 0"
-    assert by_name["fc1"].contributes_to_dual_update and not by_name["fc2"].contributes_to_dual_update
+    # One cooper constraint holds the targets, one the penalties, an entry per name.
+    by_kind = {c.name: s for c, s in state.observed_constraints.items()}
+    assert problem.stacked_names == ["fc1", "fc2"]
+    assert torch.allclose(by_kind[CONSTRAINED].violation, (densities["fc1"] - 0.5).reshape(1))
+    # A penalty is "density <= 0": its violation is the density.
+    assert torch.allclose(by_kind[PENALIZED].violation, densities["fc2"].reshape(1))
+    assert (
+        by_kind[CONSTRAINED].contributes_to_dual_update and not by_kind[PENALIZED].contributes_to_dual_update
+    )
 
 
 def _primal_grads(problem, x, y):
@@ -61,7 +67,7 @@ def test_penalized_primal_gradient_equals_classic_penalty():
     penalized = _primal_grads(SparsityProblem(model, F.cross_entropy, penalty=0.7), x, y)
     constrained = SparsityProblem(model, F.cross_entropy, target_density=0.3)
     with torch.no_grad():
-        dict(constrained.named_constraints())[MODEL].multiplier.weight.fill_(0.7)
+        constrained.multiplier(MODEL).fill_(0.7)
     shifted = _primal_grads(constrained, x, y)
     model.zero_grad()
     density, _ = constrained.expected_densities()

@@ -43,7 +43,7 @@ def _train(gda, steps, seed=0):
 
 def _lam(problem, name="model") -> float:
     """The multiplier now (a step's record holds the one its Lagrangian used, before its update)."""
-    return float(dict(problem.named_constraints())[name].multiplier.weight.detach())
+    return float(problem.multiplier(name))
 
 
 def test_step_returns_named_record():
@@ -88,7 +88,7 @@ def test_dual_restarts_reset_satisfied_constraints_to_exactly_zero():
 def test_without_restarts_a_satisfied_multiplier_decays_gradually():
     problem, gda = _setup(target=0.99, dual_lr=0.01)
     with torch.no_grad():
-        dict(problem.named_constraints())["model"].multiplier.weight.fill_(1.0)
+        problem.multiplier("model").fill_(1.0)
     step = _train(gda, 1)
     assert step.multipliers["model"] == 1.0 and 0.99 < _lam(problem) < 1.0
 
@@ -277,3 +277,51 @@ def test_without_the_runs_length_the_warning_names_the_callers_line():
     with pytest.warns(UserWarning, match="does not know the length of training") as record:
         gda.step(*_toy(8))
     assert record[0].filename == __file__
+
+
+def test_a_state_saved_with_one_cooper_constraint_per_name_continues_the_same_run():
+    """``tests/data/gda_state_per_name.pt`` is ``GDA.state_dict()`` after 5 steps, saved by
+    ctrlsparse 61897a5 (one cooper constraint, and one dual Adam state, per name), with the
+    6th step's numbers. Built as below with ``torch.manual_seed(0)`` before ``sparsify``, and
+    ``torch.manual_seed(7)`` before the 6th step."""
+    from pathlib import Path
+
+    saved = torch.load(Path(__file__).parents[1] / "data" / "gda_state_per_name.pt", weights_only=True)
+    assert set(saved["gda"]["multipliers"]["multipliers"]) == {"model", "fc1", "fc2"}  # the old layout
+    torch.manual_seed(0)
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
+    problem = SparsityProblem(
+        model, F.cross_entropy, target_density={"model": 0.3, "fc1": 0.4}, penalty={"fc2": 0.2}
+    )
+    gda = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-2), total_steps=100,
+              schedule=TargetSchedule("fixed"), feasibility=False)  # fmt: skip
+    gda.load_state_dict(saved["gda"])
+    model.load_state_dict(saved["model"])
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 10, generator=g), torch.randint(0, 3, (32,), generator=g)
+    torch.manual_seed(7)
+    step = gda.step(x, y)
+    expected = saved["expected"]
+    assert step.loss == pytest.approx(expected["loss"], abs=1e-6)
+    assert step.multipliers == pytest.approx(expected["multipliers_before"], abs=1e-6)
+    after = {name: float(value) for name, value in problem.multiplier_values().items()}
+    assert after == pytest.approx(expected["multipliers_after"], abs=1e-6)  # the dual Adam state carried over
+    assert after["model"] > step.multipliers["model"]
+
+
+def test_state_dict_round_trips_the_stacked_multipliers():
+    problem, gda = _setup(target={"fc1": 0.3, "fc2": 0.2}, penalty=None, dual_lr=0.5)
+    _train(gda, 5)
+    state = gda.state_dict()
+    fresh_problem, fresh = _setup(target={"fc1": 0.3, "fc2": 0.2}, dual_lr=0.5)
+    fresh.load_state_dict(state)
+    assert {n: float(v) for n, v in fresh_problem.multiplier_values().items()} == {
+        n: float(v) for n, v in problem.multiplier_values().items()
+    }
+    assert fresh_problem.multiplier("fc1") > 0
+
+
+def test_an_unknown_constraint_name_lists_the_constraints():
+    problem, _ = _setup(target={"fc1": 0.3})
+    with pytest.raises(KeyError, match="no constraint named 'fc3'; constraints: fc1"):
+        problem.multiplier("fc3")

@@ -44,7 +44,7 @@ def build(rank, mode):
                 if mode == "perturb-gate":
                     problem.groups[0].gate.parameter[0] += 0.5
                 else:
-                    dict(problem.named_constraints())["fc1"].multiplier.weight.add_(0.5)
+                    problem.multiplier("fc1").add_(0.5)
         return F.cross_entropy(out, target)
 
     targets = {"fc1": 0.2, "fc2": 0.3} if mode == "steps" else {"fc1": 0.5, "fc2": 0.6}
@@ -92,8 +92,8 @@ def run(rank, world, out, mode):
                         gda.step(x, y)
                         done += 1
             state = {k: v.detach().clone() for k, v in gda.model.state_dict().items()}
-            state.update({f"lambda/{n}": c.multiplier.weight.detach().clone()
-                          for n, c in gda.problem.named_constraints()})  # fmt: skip
+            state.update({f"lambda/{n}": value.clone()
+                          for n, value in gda.problem.multiplier_values().items()})  # fmt: skip
             torch.save(state, Path(out) / f"rank{rank}.pt")
         else:
             fit(gda, train, 3, test_batches=test, run_dir=Path(out) / "run", config={"toy": 1},

@@ -35,6 +35,10 @@ from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_na
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
 
+CONSTRAINED, PENALIZED = "constrained", "penalized"
+"""The names of a :class:`SparsityProblem`'s cooper constraints: one holds every target
+(learned multipliers), the other every penalty (multipliers fixed at λ)."""
+
 
 def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
     r"""Convert Louizos et al.'s per-parameter penalty to ctrlsparse's density penalty.
@@ -156,17 +160,31 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             )
         self.augmented_lagrangian = augmented_lagrangian
         device = next(model.parameters()).device
-        for name in sorted(levels, key=self._constraint_order):
-            multiplier = DenseMultiplier(init=torch.tensor([init[name]], device=device))
+        self.constraint_names: list[str] = sorted(levels, key=self._constraint_order)
+        """Every constraint's name: model-wise, then layers in forward order (densities, then MACs)."""
+        # Two cooper constraints at most, one entry per name: every target in CONSTRAINED,
+        # every penalty in PENALIZED. One vector constraint costs the same few operators
+        # however many targets it holds (docs/performance.md, "What each constraint costs").
+        members = {
+            CONSTRAINED: [n for n in self.constraint_names if n in targets],
+            PENALIZED: [n for n in self.constraint_names if n in penalties],
+        }
+        self._members = {kind: names for kind, names in members.items() if names}
+        self._slots = {
+            name: (kind, i) for kind, names in self._members.items() for i, name in enumerate(names)
+        }
+        self._level_cache: dict[str, tuple[tuple[float, ...], torch.Tensor]] = {}
+        for kind, names in self._members.items():
+            multiplier = DenseMultiplier(init=torch.tensor([init[n] for n in names], device=device))
             kwargs = {}
-            if augmented_lagrangian is not None and name in targets:
+            if augmented_lagrangian is not None and kind == CONSTRAINED:
                 kwargs["formulation_type"] = AugmentedLagrangian
                 kwargs["penalty_coefficient"] = DensePenaltyCoefficient(
-                    torch.tensor([augmented_lagrangian], device=device)
+                    torch.full((len(names),), float(augmented_lagrangian), device=device)
                 )
             constraint = cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier, **kwargs)
-            setattr(self, name, constraint)
-        self.levels = {name: levels[name] for name, _ in self.named_constraints()}
+            setattr(self, kind, constraint)
+        self.levels = {name: levels[name] for name in self.constraint_names}
         # What the forward pass calls: the model, or its DistributedDataParallel wrapper (fit sets it).
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
@@ -222,7 +240,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         model_density, densities = self.accounting.densities_from(per_param)
         values = {}
         macs = self._macs.fractions(per_param) if self._macs is not None else None
-        for name, _ in self.named_constraints():
+        for name in self.constraint_names:
             if name == MODEL:
                 values[name] = model_density
             elif name == MACS:
@@ -267,6 +285,39 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             model_density, densities = self.accounting.densities(realized=True)
         return float(model_density), {name: float(d) for name, d in densities.items()}
 
+    def multiplier(self, name: str) -> torch.Tensor:
+        """The multiplier of constraint ``name`` now: a 0-d view of its entry in the
+        constraint's multiplier vector (``problem.multiplier("fc1").fill_(0.5)`` under
+        ``torch.no_grad()`` sets it).
+
+        Raises:
+            KeyError: no constraint is called ``name`` (the message lists those there are).
+        """
+        if name not in self._slots:
+            raise KeyError(f"no constraint named {name!r}; constraints: {', '.join(self.constraint_names)}")
+        kind, index = self._slots[name]
+        return self._constraints[kind].multiplier.weight.detach()[index]
+
+    def multiplier_values(self) -> dict[str, torch.Tensor]:
+        """``{name: multiplier}`` of every constraint, in :attr:`constraint_names` order."""
+        return {name: self.multiplier(name) for name in self.constraint_names}
+
+    @property
+    def target_constraint(self) -> cooper.Constraint | None:
+        """The cooper constraint holding every target (None in penalized mode)."""
+        return self._constraints.get(CONSTRAINED)
+
+    @property
+    def stacked_names(self) -> list[str]:
+        """The constraints' names in the order of their entries in the cooper constraints'
+        vectors (``named_constraints()``'s order, then each one's entries)."""
+        return [name for names in self._members.values() for name in names]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """cooper's ``load_state_dict``; it also reads the layout of ctrlsparse before the
+        constraints were stacked, one cooper constraint per name (``{"fc1": {"weight": [λ]}}``)."""
+        super().load_state_dict(regroup_multipliers(state_dict, self))
+
     def dual_parameters(self):
         """The multipliers' parameters in the constraints' order.
 
@@ -285,13 +336,25 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         """Names of the layers with sparsifiable parameters, in forward order."""
         return self.accounting.layers
 
+    def _levels_of(self, kind: str, like: torch.Tensor) -> torch.Tensor:
+        """The levels of constraint ``kind``'s entries as a tensor, rebuilt when they change."""
+        key = tuple(self.levels[name] for name in self._members[kind])
+        cached = self._level_cache.get(kind)
+        if cached is None or cached[0] != key or cached[1].device != like.device:
+            cached = (key, torch.tensor(key, dtype=like.dtype, device=like.device))
+            self._level_cache[kind] = cached
+        return cached[1]
+
     def _observed(self, values: dict[str, torch.Tensor]) -> dict:
         observed = {}
-        for name, constraint in self.named_constraints():
-            observed[constraint] = cooper.ConstraintState(
-                violation=values[name] - self.levels[name],
+        for kind, names in self._members.items():
+            value = torch.stack([values[name] for name in names])
+            # A penalty's level is 0: its violation is the value itself.
+            violation = value - self._levels_of(kind, value) if kind == CONSTRAINED else value
+            observed[self._constraints[kind]] = cooper.ConstraintState(
+                violation=violation,
                 # Penalized mode: the multiplier stays at lambda; none moves in the feasibility phase.
-                contributes_to_dual_update=not (self.is_penalized(name) or self.dual_frozen),
+                contributes_to_dual_update=kind == CONSTRAINED and not self.dual_frozen,
             )
         return observed
 
@@ -304,7 +367,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             macs, macs_layers = self._macs.fractions(per_param)
             values[MACS] = macs
             values.update({macs_name(layer): v for layer, v in macs_layers.items()})
-            misc["macs"] = {n: values[n] for n, _ in self.named_constraints() if n.startswith(MACS)}
+            misc["macs"] = {n: values[n] for n in self.constraint_names if n.startswith(MACS)}
         return cooper.CMPState(objective, self._observed(values), misc)
 
     def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
@@ -337,3 +400,37 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def compute_violations(self) -> cooper.CMPState:
         """The constraints alone (they need no data): what an alternating dual step looks at."""
         return self._state(None, {})
+
+
+def regroup_multipliers(state_dict: dict, problem: SparsityProblem) -> dict:
+    """``problem``'s ``state_dict`` layout from either layout: stacked (returned as it is) or
+    one cooper constraint per name, as ctrlsparse saved it before the constraints were stacked.
+
+    Raises:
+        ValueError: a name is neither a constraint of ``problem`` nor one of its cooper
+            constraints (the message lists both).
+    """
+    kinds, slots = set(problem._members), problem._slots
+    saved = set(state_dict.get("multipliers", {})) | set(state_dict.get("penalty_coefficients", {}))
+    if saved <= kinds:
+        return state_dict
+    unknown = sorted(saved - set(slots))
+    if unknown:
+        raise ValueError(
+            f"the saved multipliers name {', '.join(map(repr, unknown))}; this problem's constraints are "
+            f"{', '.join(problem.constraint_names)}"
+        )
+    regrouped: dict[str, dict] = {}
+    for part, owners in (("multipliers", problem.named_multipliers()),
+                         ("penalty_coefficients", problem.named_penalty_coefficients())):  # fmt: skip
+        current = {kind: owner.state_dict() for kind, owner in owners}
+        merged = {kind: {key: value.detach().clone() for key, value in entries.items()}
+                  for kind, entries in current.items()}  # fmt: skip
+        for name, entries in state_dict.get(part, {}).items():
+            kind, index = slots[name]
+            if kind not in merged:
+                raise ValueError(f"the saved {part} hold {name!r}, which has none in this problem")
+            for key, value in entries.items():
+                merged[kind][key][index] = value.reshape(())
+        regrouped[part] = merged
+    return regrouped

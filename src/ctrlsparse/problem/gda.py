@@ -22,6 +22,7 @@ from ctrlsparse.problem.dual import (
     CheckedAlternatingOptimizer,
     OneBackwardSimultaneousOptimizer,
     make_dual_optimizer,
+    regroup_dual_state,
     roll,
 )
 from ctrlsparse.problem.feasibility import Decision, decide
@@ -225,13 +226,11 @@ class GDA:
                 torch._foreach_clamp_max_(params, high)
         # The violations the dual step saw (after the primal step when alternating).
         states = rollout.cmp_state.observed_constraints
-        if self.dual_restarts and not problem.dual_frozen:
-            with torch.no_grad():
-                for name, constraint in problem.named_constraints():
-                    if not problem.is_penalized(name):
-                        # Zero the multiplier where this step's violation is <= 0, without a host sync.
-                        satisfied = states[constraint].violation.detach().reshape(1) <= 0
-                        constraint.multiplier.weight.masked_fill_(satisfied, 0.0)
+        targets = problem.target_constraint
+        if self.dual_restarts and not problem.dual_frozen and targets is not None:
+            with torch.no_grad():  # zero each multiplier whose violation is <= 0: one kernel, no host sync
+                satisfied = states[targets].violation.detach() <= 0
+                targets.multiplier.weight.masked_fill_(satisfied, 0.0)
         self.steps += 1
         return read[0]
 
@@ -304,7 +303,7 @@ class GDA:
             )
         problem = self.problem
         self.primal_optimizer.load_state_dict(state["primal_optimizer"])
-        self.dual_optimizer.load_state_dict(state["dual_optimizer"])
+        self.dual_optimizer.load_state_dict(regroup_dual_state(state["dual_optimizer"], problem))
         problem.load_state_dict(state["multipliers"])
         problem.levels.update(state["levels"])
         problem.dual_frozen = state["dual_frozen"]
@@ -333,9 +332,7 @@ class GDA:
             realized_density=realized,
             realized_densities=realized_densities,
             realized={name: float(v) for name, v in realized_values.items()},
-            multipliers={
-                name: float(c.multiplier.weight.detach()) for name, c in problem.named_constraints()
-            },
+            multipliers={name: float(value) for name, value in problem.multiplier_values().items()},
             feasibility=None if self.decision is None else self.decision.to_dict(),
             settings={
                 "total_steps": self.total_steps,

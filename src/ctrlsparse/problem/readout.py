@@ -22,8 +22,8 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
             any parameter or multiplier yet.
     """
     misc = cmp_state.misc
-    names = [name for name, _ in problem.named_constraints()]
-    constraints = [c for _, c in problem.named_constraints()]
+    names = problem.stacked_names
+    constraints = list(problem.constraints())
     layer_names = list(misc["densities"])
     macs = misc.get("macs", {})
     loss = misc["loss"].detach().reshape(1).to(misc["density"])
@@ -37,9 +37,7 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
         misc["density"].reshape(1),
         torch.stack([misc["densities"][n].detach() for n in layer_names]),
         torch.cat([c.multiplier.weight.detach() for c in constraints]),
-        torch.stack(
-            [torch.as_tensor(cmp_state.observed_constraints[c].violation).detach() for c in constraints]
-        ),
+        torch.cat([cmp_state.observed_constraints[c].violation.detach().reshape(-1) for c in constraints]),
     ]
     if macs:
         parts.append(torch.stack([v.detach() for v in macs.values()]))
@@ -53,14 +51,15 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
             f"{step}; the step was not applied (no parameter or multiplier changed)"
         )
     densities = values[2 : 2 + n_layers]
-    multipliers = values[2 + n_layers : 2 + n_layers + n_constraints]
-    violations = values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]
+    multipliers = dict(zip(names, values[2 + n_layers : 2 + n_layers + n_constraints]))
+    violations = dict(zip(names, values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]))
+    order = problem.constraint_names
     return GDAStep(
         loss=values[0],
         density=values[1],
         densities=dict(zip(layer_names, densities)),
-        multipliers=dict(zip(names, multipliers)),
-        violations=dict(zip(names, violations)),
+        multipliers={name: multipliers[name] for name in order},
+        violations={name: violations[name] for name in order},
         levels=levels,
         macs=dict(zip(macs, values[2 + n_layers + 2 * n_constraints :])),
     )

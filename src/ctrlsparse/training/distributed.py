@@ -128,7 +128,7 @@ def check_identical(trainer, epoch: int) -> None:
     if world == 1 or problem is None:
         return
     gates = [group.gate.parameter for group in problem.groups]
-    multipliers = [c.multiplier.weight for _, c in problem.named_constraints()]
+    multipliers = [c.multiplier.weight for c in problem.constraints()]
     mine = torch.stack([_fingerprint(gates), _fingerprint(multipliers)])
     every = [torch.zeros_like(mine) for _ in range(world)]
     dist.all_gather(every, mine)
