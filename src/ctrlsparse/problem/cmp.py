@@ -84,10 +84,15 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             ``"macs:<layer>"``.
         macs_penalty: λ ≥ 0 of a penalized MACs term, in the same forms.
 
+    Every target is one entry of a single cooper constraint, ``"constrained"``, and every
+    penalty one entry of ``"penalized"``: a step's cost does not grow with the number of
+    targets. :attr:`constraint_names` lists the entries; :meth:`multiplier` reads one.
+
     Examples:
         >>> problem = SparsityProblem(model, torch.nn.functional.cross_entropy,
         ...                           target_density={"fc1": 0.5, "fc2": 0.3})  # doctest: +SKIP
         >>> budget = SparsityProblem(model, F.cross_entropy, target_macs=0.4)  # doctest: +SKIP
+        >>> problem.multiplier("fc1")  # fc1's multiplier now  # doctest: +SKIP
     """
 
     def __init__(
