@@ -98,8 +98,11 @@ def reference_step(models: types.ModuleType, name: str, x: torch.Tensor, y: torc
     return step
 
 
-def hand_written_step(gated_step, x: torch.Tensor, y: torch.Tensor, target: float):
-    """ctrlsparse's gated model and density, trained by a step written like the reference's."""
+def hand_written_step(gated_step, x: torch.Tensor, y: torch.Tensor, target: float, mark=None):
+    """ctrlsparse's gated model and density, trained by a step written like the reference's.
+
+    ``mark(phase)``, if given, is called at the end of each phase (``gda_phases.py`` times them).
+    """
     problem = inspect.getclosurevars(gated_step).nonlocals["gda"].problem
     model = copy.deepcopy(problem.model)
     accounting = Accounting(model)
@@ -107,17 +110,26 @@ def hand_written_step(gated_step, x: torch.Tensor, y: torch.Tensor, target: floa
     ranges = [group.gate.parameter_range for group in accounting.groups]
     optimizer = torch.optim.Adam(model.parameters(), lr=7e-4)
     multiplier, dual_lr = torch.zeros(()), 1e-4
+    mark = mark or (lambda phase: None)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
+        mark("zero_grad")
         loss = F.cross_entropy(model(x), y)
         violation = accounting.densities()[0] - target
-        (loss + multiplier * violation).backward()
+        mark("forward and densities")
+        lagrangian = loss + multiplier * violation
+        mark("Lagrangians")
+        lagrangian.backward()
+        mark("backward")
         optimizer.step()
+        mark("primal step")
         multiplier.add_(dual_lr * violation.detach()).clamp_(min=0)
+        mark("dual step")
         with torch.no_grad():
             for gate, (low, high) in zip(gates, ranges):
                 gate.clamp_(low, high)
+        mark("outside the roll")
 
     return step
 

@@ -129,6 +129,37 @@ def test_defaults_scale_with_the_run_length():
     assert opt.phase_start == 540 and opt._ramp_steps == 200
 
 
+def test_the_gates_fused_adam_group_updates_as_per_tensor_adam_does():
+    """GDA gives the gates a group updated by Adam's fused kernel (one call for every gate
+    tensor); its steps are per-tensor Adam's, as are the dual Adam's."""
+    x, y = _data()
+    runs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        net = _net()
+        problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.3)
+        opt = cs.GDA(problem, torch.optim.Adam(net.parameters(), lr=1e-2), total_steps=60, feasibility=False,
+                     schedule=TargetSchedule("fixed"))  # fmt: skip
+        gate_ids = {id(g.gate.parameter) for g in problem.groups}
+        (gates,) = [g for g in opt.primal_optimizer.param_groups if id(g["params"][0]) in gate_ids]
+        assert gates["fused"] is True and opt.dual_optimizer.param_groups[0]["fused"] is True
+        if not fused:
+            gates["fused"] = opt.dual_optimizer.param_groups[0]["fused"] = None
+        torch.manual_seed(1)
+        steps = [opt.step(x[i * 16 : (i + 1) * 16], y[i * 16 : (i + 1) * 16]) for i in range(20)]
+        runs.append(
+            (
+                [g.gate.parameter.detach().clone() for g in problem.groups],
+                [s.multipliers["model"] for s in steps],
+            )
+        )
+    (fused_gates, fused_multipliers), (plain_gates, plain_multipliers) = runs
+    assert max(fused_multipliers) > 1.0  # the dual Adam moved
+    assert fused_multipliers == pytest.approx(plain_multipliers, abs=1e-5)
+    for a, b in zip(fused_gates, plain_gates):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_step_records_carry_the_level_in_force():
     net = _net()
     problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.2)

@@ -211,13 +211,23 @@ class Accounting:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Model and per-layer densities from :meth:`per_param`'s counts."""
         if isinstance(per_param, _Counts):
-            counts = per_param.vector
-            per_layer = self._plan.layer_sums(counts) / self._plan.layer_sizes.to(counts)
-            return counts.sum() / self.num_sparsifiable, dict(zip(self.layer_sizes, per_layer.unbind()))
+            model, per_layer = self.density_vector(per_param)
+            return model, dict(zip(self.layer_sizes, per_layer.unbind()))
         total, per_layer = self._totals(per_param)
         return total / self.num_sparsifiable, {
             n: per_layer[n] / self.layer_sizes[n] for n in self.layer_sizes
         }
+
+    def density_vector(
+        self, per_param: dict[tuple[str, str], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model density and the layers' densities as one vector, in :attr:`layers` order."""
+        if isinstance(per_param, _Counts):
+            counts = per_param.vector
+            per_layer = self._plan.layer_sums(counts) / self._plan.layer_sizes.to(counts)
+            return counts.sum() / self.num_sparsifiable, per_layer
+        model, per_layer = self.densities_from(per_param)
+        return model, torch.stack(list(per_layer.values()))
 
     def expected_l2(self) -> torch.Tensor:
         r"""Expected squared L2 norm of the sparsifiable parameters under the gates (eq. 15, 17)."""

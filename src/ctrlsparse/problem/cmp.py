@@ -365,9 +365,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
 
     def _state(self, objective, misc: dict) -> cooper.CMPState:
         per_param = self.accounting.per_param()
-        model_density, densities = self.accounting.densities_from(per_param)
+        model_density, layer_densities = self.accounting.density_vector(per_param)
+        densities = dict(zip(self.accounting.layers, layer_densities.unbind()))
         values = {MODEL: model_density, **densities}
-        misc.update(density=model_density.detach(), densities=densities)
+        misc.update(density=model_density.detach(), densities=densities, layer_densities=layer_densities)
         if self._macs is not None:
             macs, macs_layers = self._macs.fractions(per_param)
             values[MACS] = macs

