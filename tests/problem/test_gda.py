@@ -192,6 +192,35 @@ def test_augmented_lagrangian_adds_the_quadratic_term():
     assert float((aug - lag).detach()) == pytest.approx(0.5 * 4.0 * (density - 0.3) ** 2, rel=1e-4)
 
 
+def test_augmented_lagrangian_with_per_layer_targets_adds_each_targets_term():
+    model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper").eval()
+    x, y = _toy(8)
+    targets = {"fc1": 0.3, "fc2": 0.9}
+    plain = SparsityProblem(model, F.cross_entropy, target_density=targets)
+    augmented = SparsityProblem(model, F.cross_entropy, target_density=targets, augmented_lagrangian=4.0)
+    _, densities = plain.expected_densities()
+    violations = {n: float(densities[n].detach()) - eps for n, eps in targets.items()}
+    assert violations["fc1"] > 0 > violations["fc2"]  # only the violated target adds its square
+    lag = plain.compute_cmp_state(x, y).compute_primal_lagrangian().lagrangian
+    aug = augmented.compute_cmp_state(x, y).compute_primal_lagrangian().lagrangian
+    assert float((aug - lag).detach()) == pytest.approx(0.5 * 4.0 * violations["fc1"] ** 2, rel=1e-4)
+    # The per-name layout of earlier ctrlsparse (one cooper constraint per name) loads too.
+    one = torch.tensor
+    old = {
+        "multipliers": {"fc1": {"weight": one([0.25])}, "fc2": {"weight": one([0.5])}},
+        "penalty_coefficients": {"fc1": {"value": one([2.0])}, "fc2": {"value": one([3.0])}},
+    }
+    augmented.load_state_dict(old)
+    assert {n: float(v) for n, v in augmented.multiplier_values().items()} == {"fc1": 0.25, "fc2": 0.5}
+    fresh = SparsityProblem(model, F.cross_entropy, target_density=targets, augmented_lagrangian=4.0)
+    fresh.load_state_dict(augmented.state_dict())
+    assert {n: float(v) for n, v in fresh.multiplier_values().items()} == {"fc1": 0.25, "fc2": 0.5}
+    (coefficient,) = [c.penalty_coefficient for c in fresh.constraints()]
+    assert coefficient().tolist() == [2.0, 3.0]
+    with pytest.raises(ValueError, match="'fc3'; this problem's constraints are fc1, fc2"):
+        fresh.load_state_dict({"multipliers": {"fc3": {"weight": torch.tensor([1.0])}}})
+
+
 def _levels_under(schedule: TargetSchedule) -> tuple[float, list[float]]:
     """fc1's initial density, and its level at each of 9 steps (3 epochs of 3 steps) under ``schedule``."""
     problem, gda = _setup(target={"fc1": 0.2})
