@@ -308,20 +308,27 @@ def test_without_the_runs_length_the_warning_names_the_callers_line():
     assert record[0].filename == __file__
 
 
-def test_a_state_saved_with_one_cooper_constraint_per_name_continues_the_same_run():
-    """``tests/data/gda_state_per_name.pt`` is ``GDA.state_dict()`` after 5 steps, saved by
+@pytest.mark.parametrize(
+    ("saved", "levels"),
+    [
+        ("gda_state_per_name.pt", {"target_density": {"model": 0.3, "fc1": 0.4}, "penalty": {"fc2": 0.2}}),
+        # One target and one penalty: as many names as the stacked layout has cooper constraints.
+        ("gda_state_per_name_mixed.pt", {"target_density": {"fc2": 0.3}, "penalty": {"fc1": 0.2}}),
+    ],
+)
+def test_a_state_saved_with_one_cooper_constraint_per_name_continues_the_same_run(saved, levels):
+    """``tests/data/gda_state_per_name*.pt`` hold ``GDA.state_dict()`` after 5 steps, saved by
     ctrlsparse 61897a5 (one cooper constraint, and one dual Adam state, per name), with the
     6th step's numbers. Built as below with ``torch.manual_seed(0)`` before ``sparsify``, and
     ``torch.manual_seed(7)`` before the 6th step."""
     from pathlib import Path
 
-    saved = torch.load(Path(__file__).parents[1] / "data" / "gda_state_per_name.pt", weights_only=True)
-    assert set(saved["gda"]["multipliers"]["multipliers"]) == {"model", "fc1", "fc2"}  # the old layout
+    saved = torch.load(Path(__file__).parents[1] / "data" / saved, weights_only=True)
+    names = set(levels["target_density"]) | set(levels["penalty"])
+    assert set(saved["gda"]["multipliers"]["multipliers"]) == names  # the old layout
     torch.manual_seed(0)
     model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
-    problem = SparsityProblem(
-        model, F.cross_entropy, target_density={"model": 0.3, "fc1": 0.4}, penalty={"fc2": 0.2}
-    )
+    problem = SparsityProblem(model, F.cross_entropy, **levels)
     gda = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-2), total_steps=100,
               schedule=TargetSchedule("fixed"), feasibility=False)  # fmt: skip
     gda.load_state_dict(saved["gda"])
@@ -335,7 +342,8 @@ def test_a_state_saved_with_one_cooper_constraint_per_name_continues_the_same_ru
     assert step.multipliers == pytest.approx(expected["multipliers_before"], abs=1e-6)
     after = {name: float(value) for name, value in problem.multiplier_values().items()}
     assert after == pytest.approx(expected["multipliers_after"], abs=1e-6)  # the dual Adam state carried over
-    assert after["model"] > step.multipliers["model"]
+    target = next(iter(levels["target_density"]))
+    assert after[target] > step.multipliers[target]
 
 
 def test_state_dict_round_trips_the_stacked_multipliers():

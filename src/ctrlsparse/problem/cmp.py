@@ -318,6 +318,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         vectors (``named_constraints()``'s order, then each one's entries)."""
         return [name for names in self._members.values() for name in names]
 
+    def per_name_layout(self, state_dict: dict) -> bool:
+        """Whether ``state_dict`` (this problem's ``state_dict``) was saved with one cooper
+        constraint per name, as ctrlsparse did before the constraints were stacked."""
+        saved = set(state_dict.get("multipliers", {})) | set(state_dict.get("penalty_coefficients", {}))
+        return not saved <= set(self._members)
+
     def load_state_dict(self, state_dict: dict) -> None:
         """cooper's ``load_state_dict``; it also reads the layout of ctrlsparse before the
         constraints were stacked, one cooper constraint per name (``{"fc1": {"weight": [λ]}}``)."""
@@ -416,10 +422,10 @@ def regroup_multipliers(state_dict: dict, problem: SparsityProblem) -> dict:
         ValueError: a name is neither a constraint of ``problem`` nor one of its cooper
             constraints (the message lists both).
     """
-    kinds, slots = set(problem._members), problem._slots
-    saved = set(state_dict.get("multipliers", {})) | set(state_dict.get("penalty_coefficients", {}))
-    if saved <= kinds:
+    if not problem.per_name_layout(state_dict):
         return state_dict
+    slots = problem._slots
+    saved = set(state_dict.get("multipliers", {})) | set(state_dict.get("penalty_coefficients", {}))
     unknown = sorted(saved - set(slots))
     if unknown:
         raise ValueError(

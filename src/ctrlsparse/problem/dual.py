@@ -42,16 +42,17 @@ def make_dual_optimizer(
 
 
 def regroup_dual_state(state: dict, problem) -> dict:
-    """The dual optimizer's ``state_dict`` for ``problem``'s stacked multipliers, from either
-    layout: stacked (returned as it is) or one multiplier per constraint name, as ctrlsparse
-    saved it before the constraints were stacked. Each stacked multiplier's state is its
-    names' states side by side; a 0-d entry (Adam's step count) is the same for all of them.
+    """The dual optimizer's ``state_dict`` for ``problem``'s stacked multipliers from one saved
+    with one multiplier per constraint name, as ctrlsparse saved it before the constraints
+    were stacked (the caller knows the layout from the saved multipliers' names). Each
+    stacked multiplier's state is its names' states side by side; a 0-d entry (Adam's step
+    count) is the same for all of them.
     """
     members = list(problem._members.values())
     groups = state["param_groups"]
     saved = [index for group in groups for index in group["params"]]
-    if len(saved) == len(members) or len(groups) != 1 or len(saved) != len(problem.constraint_names):
-        return state  # stacked already, or not the old layout: the optimizer's own check speaks
+    if len(groups) != 1 or len(saved) != len(problem.constraint_names):
+        return state  # not a state of this problem: the optimizer's own check speaks
     position = {name: index for name, index in zip(problem.constraint_names, saved)}
     regrouped = {}
     for new_index, names in enumerate(members):

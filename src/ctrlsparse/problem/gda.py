@@ -303,7 +303,10 @@ class GDA:
             )
         problem = self.problem
         self.primal_optimizer.load_state_dict(state["primal_optimizer"])
-        self.dual_optimizer.load_state_dict(regroup_dual_state(state["dual_optimizer"], problem))
+        dual_state = state["dual_optimizer"]
+        if problem.per_name_layout(state["multipliers"]):  # saved before the constraints were stacked
+            dual_state = regroup_dual_state(dual_state, problem)
+        self.dual_optimizer.load_state_dict(dual_state)
         problem.load_state_dict(state["multipliers"])
         problem.levels.update(state["levels"])
         problem.dual_frozen = state["dual_frozen"]
