@@ -31,6 +31,7 @@ from torch import nn
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
 from ctrlsparse.modelio import call_model, forward_order
+from ctrlsparse.problem.layouts import regroup_multipliers
 from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_name, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
@@ -412,37 +413,3 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def compute_violations(self) -> cooper.CMPState:
         """The constraints alone (they need no data): what an alternating dual step looks at."""
         return self._state(None, {})
-
-
-def regroup_multipliers(state_dict: dict, problem: SparsityProblem) -> dict:
-    """``problem``'s ``state_dict`` layout from either layout: stacked (returned as it is) or
-    one cooper constraint per name, as ctrlsparse saved it before the constraints were stacked.
-
-    Raises:
-        ValueError: a name is neither a constraint of ``problem`` nor one of its cooper
-            constraints (the message lists both).
-    """
-    if not problem.per_name_layout(state_dict):
-        return state_dict
-    slots = problem._slots
-    saved = set(state_dict.get("multipliers", {})) | set(state_dict.get("penalty_coefficients", {}))
-    unknown = sorted(saved - set(slots))
-    if unknown:
-        raise ValueError(
-            f"the saved multipliers name {', '.join(map(repr, unknown))}; this problem's constraints are "
-            f"{', '.join(problem.constraint_names)}"
-        )
-    regrouped: dict[str, dict] = {}
-    for part, owners in (("multipliers", problem.named_multipliers()),
-                         ("penalty_coefficients", problem.named_penalty_coefficients())):  # fmt: skip
-        current = {kind: owner.state_dict() for kind, owner in owners}
-        merged = {kind: {key: value.detach().clone() for key, value in entries.items()}
-                  for kind, entries in current.items()}  # fmt: skip
-        for name, entries in state_dict.get(part, {}).items():
-            kind, index = slots[name]
-            if kind not in merged:
-                raise ValueError(f"the saved {part} hold {name!r}, which has none in this problem")
-            for key, value in entries.items():
-                merged[kind][key][index] = value.reshape(())
-        regrouped[part] = merged
-    return regrouped

@@ -41,36 +41,6 @@ def make_dual_optimizer(
     raise ValueError(f"unknown dual optimizer {name!r}; valid dual optimizers: {', '.join(DUAL_OPTIMIZERS)}")
 
 
-def regroup_dual_state(state: dict, problem) -> dict:
-    """The dual optimizer's ``state_dict`` for ``problem``'s stacked multipliers from one saved
-    with one multiplier per constraint name, as ctrlsparse saved it before the constraints
-    were stacked (the caller knows the layout from the saved multipliers' names). Each
-    stacked multiplier's state is its names' states side by side; a 0-d entry (Adam's step
-    count) is the same for all of them.
-    """
-    members = list(problem._members.values())
-    groups = state["param_groups"]
-    saved = [index for group in groups for index in group["params"]]
-    if len(groups) != 1 or len(saved) != len(problem.constraint_names):
-        return state  # not a state of this problem: the optimizer's own check speaks
-    position = {name: index for name, index in zip(problem.constraint_names, saved)}
-    regrouped = {}
-    for new_index, names in enumerate(members):
-        old = [state["state"].get(position[name]) for name in names]
-        present = [entry for entry in old if entry]
-        if not present:  # a multiplier the optimizer never stepped (a penalty's)
-            continue
-        entry = {}
-        for key, value in present[0].items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                parts = [o[key] if o else torch.zeros_like(value) for o in old]
-                entry[key] = torch.cat([part.reshape(-1) for part in parts])
-            else:
-                entry[key] = value
-        regrouped[new_index] = entry
-    return {"state": regrouped, "param_groups": [{**groups[0], "params": list(range(len(members)))}]}
-
-
 class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
     """cooper's simultaneous update with one backward pass instead of two.
 

@@ -22,7 +22,6 @@ from ctrlsparse.problem.dual import (
     CheckedAlternatingOptimizer,
     OneBackwardSimultaneousOptimizer,
     make_dual_optimizer,
-    regroup_dual_state,
     roll,
 )
 from ctrlsparse.problem.feasibility import Decision, decide
@@ -33,6 +32,7 @@ from ctrlsparse.problem.horizon import (
     give_gates_their_group,
     plan,
 )
+from ctrlsparse.problem.layouts import regroup_dual_state
 from ctrlsparse.problem.readout import read_step
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs.records import GDAStep, RunSummary
