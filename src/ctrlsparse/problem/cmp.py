@@ -314,6 +314,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         return self._constraints.get(CONSTRAINED)
 
     @property
+    def members(self) -> dict[str, list[str]]:
+        """The names whose entries each cooper constraint holds: ``{"constrained": [...],
+        "penalized": [...]}`` (a kind without names is left out)."""
+        return {kind: list(names) for kind, names in self._members.items()}
+
+    @property
     def stacked_names(self) -> list[str]:
         """The constraints' names in the order of their entries in the cooper constraints'
         vectors (``named_constraints()``'s order, then each one's entries)."""

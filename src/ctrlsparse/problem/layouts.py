@@ -22,7 +22,7 @@ def regroup_multipliers(state_dict: dict, problem) -> dict:
     """
     if not problem.per_name_layout(state_dict):
         return state_dict
-    slots = problem._slots
+    slots = {name: (kind, i) for kind, names in problem.members.items() for i, name in enumerate(names)}
     saved = set(state_dict.get("multipliers", {})) | set(state_dict.get("penalty_coefficients", {}))
     unknown = sorted(saved - set(slots))
     if unknown:
@@ -53,7 +53,7 @@ def regroup_dual_state(state: dict, problem) -> dict:
     stacked multiplier's state is its names' states side by side; a 0-d entry (Adam's step
     count) is the same for all of them.
     """
-    members = list(problem._members.values())
+    members = list(problem.members.values())
     groups = state["param_groups"]
     saved = [index for group in groups for index in group["params"]]
     if len(groups) != 1 or len(saved) != len(problem.constraint_names):
