@@ -32,13 +32,10 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
         loss = loss.clone()
         dist.all_reduce(loss)
         loss = loss / dist.get_world_size()
-    layer_densities = misc.get("layer_densities")
-    if layer_densities is None:  # a state built without the vector
-        layer_densities = torch.stack([misc["densities"][n] for n in layer_names])
     parts = [
         loss,
         misc["density"].reshape(1),
-        layer_densities.detach(),
+        misc["layer_densities"].detach(),  # the layers' densities in layer_names' order
         *[c.multiplier.weight.detach() for c in constraints],
         *[cmp_state.observed_constraints[c].violation.detach() for c in constraints],
     ]
