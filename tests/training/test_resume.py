@@ -2,6 +2,7 @@
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,18 @@ def test_a_sigkilled_run_resumes_bit_identical(uninterrupted, tmp_path, mode):
     assert not (out / "summary.json").exists()
     assert _run_script(out, "resume") == 0
     _same_run(out, uninterrupted)
+
+
+def test_a_run_killed_before_the_constraints_were_stacked_resumes_bit_identical(tmp_path):
+    """``tests/data/run_per_name`` is ``resume_run.py OUT kill-step-9`` run by ctrlsparse
+    61897a5, whose checkpoints hold one cooper constraint and one dual Adam state per target
+    (``checkpoint.prev.pt`` left out); ``run_per_name_full`` is the same run uninterrupted
+    under 61897a5. Resumed by this ctrlsparse, the run ends as the old one did, bit for bit."""
+    data = Path(__file__).parents[1] / "data"
+    out = tmp_path / "run"
+    shutil.copytree(data / "run_per_name", out)
+    assert _run_script(out, "resume") == 0
+    _same_run(out, data / "run_per_name_full")
 
 
 def _toy(seed=0, loss_fn=F.cross_entropy, dual_optimizer="adam", schedule=None, skip_below=None):
