@@ -41,12 +41,14 @@ def main() -> None:
         for kind, settings in KINDS.items():
             cases[f"Adam, {group}, {kind}"] = stepper(torch.optim.Adam, sizes, **settings)
     for kind, settings in KINDS.items():
-        cases[f"Adam ascent, 8 multipliers, {kind}"] = stepper(torch.optim.Adam, [8], maximize=True, **settings)
+        ascent = {"maximize": True, **settings}
+        cases[f"Adam ascent, 8 multipliers, {kind}"] = stepper(torch.optim.Adam, [8], **ascent)
         if kind != "fused":
-            cases[f"SGD ascent, 8 multipliers, {kind}"] = stepper(torch.optim.SGD, [8], maximize=True, **settings)
+            cases[f"SGD ascent, 8 multipliers, {kind}"] = stepper(torch.optim.SGD, [8], **ascent)
     cases["SGD ascent, 8 multipliers, fused"] = stepper(torch.optim.SGD, [8], maximize=True, fused=True)
     seconds = alternate_many(cases, args.steps, args.repetitions)
-    print(f"{torch.get_num_threads()} threads, {args.repetitions} repetitions of {args.steps} steps: µs per step")
+    threads, repetitions = torch.get_num_threads(), args.repetitions
+    print(f"{threads} threads, {repetitions} repetitions of {args.steps} steps: µs per step")
     for name, values in seconds.items():
         micro = [1e6 * v for v in values]
         print(f"  {name:<44} {statistics.median(micro):7.1f} ({min(micro):.1f}–{max(micro):.1f})")

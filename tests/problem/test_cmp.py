@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrlsparse import SparsityProblem, mlp, penalty_from_per_parameter, sparsify
-from ctrlsparse.problem.cmp import CONSTRAINED, PENALIZED
 from ctrlsparse.problem.levels import MODEL
+from ctrlsparse.problem.stacking import CONSTRAINED, PENALIZED
 
 
 def _model():
@@ -45,7 +45,7 @@ def test_cmp_state_violation_is_density_minus_target():
     _, densities = problem.expected_densities()
     # One cooper constraint holds the targets, one the penalties, an entry per name.
     by_kind = {c.name: s for c, s in state.observed_constraints.items()}
-    assert problem.stacked_names == ["fc1", "fc2"]
+    assert problem.stacking.stacked_names == ["fc1", "fc2"]
     assert torch.allclose(by_kind[CONSTRAINED].violation, (densities["fc1"] - 0.5).reshape(1))
     # A penalty is "density <= 0": its violation is the density.
     assert torch.allclose(by_kind[PENALIZED].violation, densities["fc2"].reshape(1))

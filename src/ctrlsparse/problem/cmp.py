@@ -23,22 +23,15 @@ from collections.abc import Callable
 
 import cooper
 import torch
-from cooper.formulations import AugmentedLagrangian
-from cooper.multipliers import DenseMultiplier
-from cooper.penalty_coefficients import DensePenaltyCoefficient
 from torch import nn
 
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
 from ctrlsparse.modelio import call_model, forward_order
-from ctrlsparse.problem.layouts import regroup_multipliers
 from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_name, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
-
-CONSTRAINED, PENALIZED = "constrained", "penalized"
-"""The names of a :class:`SparsityProblem`'s cooper constraints: one holds every target
-(learned multipliers), the other every penalty (multipliers fixed at λ)."""
+from ctrlsparse.problem.stacking import CONSTRAINED, StackedConstraints
 
 
 def penalty_from_per_parameter(lambda_count: float, model: nn.Module) -> float:
@@ -168,27 +161,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         device = next(model.parameters()).device
         self.constraint_names: list[str] = sorted(levels, key=self._constraint_order)
         """Every constraint's name: model-wise, then layers in forward order (densities, then MACs)."""
-        # Two cooper constraints at most, one entry per name: every target in CONSTRAINED,
-        # every penalty in PENALIZED. One vector constraint costs the same few operators
-        # however many targets it holds (docs/performance.md, "What each constraint costs").
-        members = {
-            CONSTRAINED: [n for n in self.constraint_names if n in targets],
-            PENALIZED: [n for n in self.constraint_names if n in penalties],
-        }
-        self._members = {kind: names for kind, names in members.items() if names}
-        self._slots = {
-            name: (kind, i) for kind, names in self._members.items() for i, name in enumerate(names)
-        }
-        self._level_cache: dict[str, tuple[tuple[float, ...], torch.Tensor]] = {}
-        for kind, names in self._members.items():
-            multiplier = DenseMultiplier(init=torch.tensor([init[n] for n in names], device=device))
-            kwargs = {}
-            if augmented_lagrangian is not None and kind == CONSTRAINED:
-                kwargs["formulation_type"] = AugmentedLagrangian
-                kwargs["penalty_coefficient"] = DensePenaltyCoefficient(
-                    torch.full((len(names),), float(augmented_lagrangian), device=device)
-                )
-            constraint = cooper.Constraint(cooper.ConstraintType.INEQUALITY, multiplier=multiplier, **kwargs)
+        # Every target one entry of one cooper constraint, every penalty one of another (stacking.py).
+        self.stacking = StackedConstraints(self.constraint_names, targets, init, device, augmented_lagrangian)
+        for kind, constraint in self.stacking.constraints.items():
             setattr(self, kind, constraint)
         self.levels = {name: levels[name] for name in self.constraint_names}
         # What the forward pass calls: the model, or its DistributedDataParallel wrapper (fit sets it).
@@ -292,17 +267,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         return float(model_density), {name: float(d) for name, d in densities.items()}
 
     def multiplier(self, name: str) -> torch.Tensor:
-        """The multiplier of constraint ``name`` now: a 0-d view of its entry in the
+        """The multiplier of constraint ``name`` now: a 0-d view of its entry in the cooper
         constraint's multiplier vector (``problem.multiplier("fc1").fill_(0.5)`` under
-        ``torch.no_grad()`` sets it).
-
-        Raises:
-            KeyError: no constraint is called ``name`` (the message lists those there are).
-        """
-        if name not in self._slots:
-            raise KeyError(f"no constraint named {name!r}; constraints: {', '.join(self.constraint_names)}")
-        kind, index = self._slots[name]
-        return self._constraints[kind].multiplier.weight.detach()[index]
+        ``torch.no_grad()`` sets it). An unknown name raises ``KeyError`` listing the names."""
+        return self.stacking.multiplier(name)
 
     def multiplier_values(self) -> dict[str, torch.Tensor]:
         """``{name: multiplier}`` of every constraint, in :attr:`constraint_names` order."""
@@ -311,30 +279,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     @property
     def target_constraint(self) -> cooper.Constraint | None:
         """The cooper constraint holding every target (None in penalized mode)."""
-        return self._constraints.get(CONSTRAINED)
-
-    @property
-    def members(self) -> dict[str, list[str]]:
-        """The names whose entries each cooper constraint holds: ``{"constrained": [...],
-        "penalized": [...]}`` (a kind without names is left out)."""
-        return {kind: list(names) for kind, names in self._members.items()}
-
-    @property
-    def stacked_names(self) -> list[str]:
-        """The constraints' names in the order of their entries in the cooper constraints'
-        vectors (``named_constraints()``'s order, then each one's entries)."""
-        return [name for names in self._members.values() for name in names]
-
-    def per_name_layout(self, state_dict: dict) -> bool:
-        """Whether ``state_dict`` (this problem's ``state_dict``) was saved with one cooper
-        constraint per name, as ctrlsparse did before the constraints were stacked."""
-        saved = set(state_dict.get("multipliers", {})) | set(state_dict.get("penalty_coefficients", {}))
-        return not saved <= set(self._members)
+        return self.stacking.constraints.get(CONSTRAINED)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """cooper's ``load_state_dict``; it also reads the layout of ctrlsparse before the
         constraints were stacked, one cooper constraint per name (``{"fc1": {"weight": [λ]}}``)."""
-        super().load_state_dict(regroup_multipliers(state_dict, self))
+        super().load_state_dict(self.stacking.regroup(state_dict))
 
     def dual_parameters(self):
         """The multipliers' parameters in the constraints' order.
@@ -354,28 +304,6 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         """Names of the layers with sparsifiable parameters, in forward order."""
         return self.accounting.layers
 
-    def _levels_of(self, kind: str, like: torch.Tensor) -> torch.Tensor:
-        """The levels of constraint ``kind``'s entries as a tensor, rebuilt when they change."""
-        key = tuple(self.levels[name] for name in self._members[kind])
-        cached = self._level_cache.get(kind)
-        if cached is None or cached[0] != key or cached[1].device != like.device:
-            cached = (key, torch.tensor(key, dtype=like.dtype, device=like.device))
-            self._level_cache[kind] = cached
-        return cached[1]
-
-    def _observed(self, values: dict[str, torch.Tensor]) -> dict:
-        observed = {}
-        for kind, names in self._members.items():
-            value = torch.stack([values[name] for name in names])
-            # A penalty's level is 0: its violation is the value itself.
-            violation = value - self._levels_of(kind, value) if kind == CONSTRAINED else value
-            observed[self._constraints[kind]] = cooper.ConstraintState(
-                violation=violation,
-                # Penalized mode: the multiplier stays at lambda; none moves in the feasibility phase.
-                contributes_to_dual_update=kind == CONSTRAINED and not self.dual_frozen,
-            )
-        return observed
-
     def _state(self, objective, misc: dict) -> cooper.CMPState:
         per_param = self.accounting.per_param()
         model_density, layer_densities = self.accounting.density_vector(per_param)
@@ -387,7 +315,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             values[MACS] = macs
             values.update({macs_name(layer): v for layer, v in macs_layers.items()})
             misc["macs"] = {n: values[n] for n in self.constraint_names if n.startswith(MACS)}
-        return cooper.CMPState(objective, self._observed(values), misc)
+        return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
 
     def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
         outputs = call_model(self.forward_model or self.model, inputs)

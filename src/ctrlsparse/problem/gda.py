@@ -32,7 +32,6 @@ from ctrlsparse.problem.horizon import (
     give_gates_their_group,
     plan,
 )
-from ctrlsparse.problem.layouts import regroup_dual_state
 from ctrlsparse.problem.readout import read_step
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs.records import GDAStep, RunSummary
@@ -304,8 +303,8 @@ class GDA:
         problem = self.problem
         self.primal_optimizer.load_state_dict(state["primal_optimizer"])
         dual_state = state["dual_optimizer"]
-        if problem.per_name_layout(state["multipliers"]):  # saved before the constraints were stacked
-            dual_state = regroup_dual_state(dual_state, problem)
+        if problem.stacking.per_name_layout(state["multipliers"]):  # saved before the stacking
+            dual_state = problem.stacking.regroup_dual_state(dual_state)
         self.dual_optimizer.load_state_dict(dual_state)
         problem.load_state_dict(state["multipliers"])
         problem.levels.update(state["levels"])

@@ -22,7 +22,7 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
             any parameter or multiplier yet.
     """
     misc = cmp_state.misc
-    names = problem.stacked_names
+    names = problem.stacking.stacked_names
     constraints = list(problem.constraints())
     layer_names = list(misc["densities"])
     macs = misc.get("macs", {})
