@@ -13,14 +13,20 @@ Three training steps on the same minibatch of Fashion-MNIST (batch 128), Adam (l
 on every parameter:
 
 - dense: ctrlsparse's plain model (MLP 784-300-100 or LeNet-5-Caffe 20-50-800-500) and
-  cross-entropy, the step ``ctrlsparse bench overhead`` compares with;
+  cross-entropy, the step ``ctrlsparse bench overhead`` compares with (its Adam as
+  ctrlsparse builds it from the problem file: torch's fused kernel, see
+  ``ctrlsparse.problem.kernels``);
 - reference: its ``L0MLP`` / ``L0LeNet5`` with ``sparsity_type="structured"`` (one gate
   per input neuron of the linear layers and per output channel of the convolutions, the
   structure of problems/fashion_*.toml), the Lagrangian ``loss + λ (E[L0 density] − ε)``
-  from its ``regularization()``, backward, Adam, one SGD dual step on λ (projected onto
-  λ ≥ 0), and its ``clamp_parameters()``;
+  from its ``regularization()``, backward, torch's default Adam (its per-tensor loop on the
+  CPU), one SGD dual step on λ (projected onto λ ≥ 0), and its ``clamp_parameters()``;
 - ctrlsparse: ``GDA.step`` on problems/fashion_mlp.toml or fashion_lenet5.toml (the
   paper's settings: SGD dual step, dual restarts), built by ``overhead_steps``.
+
+``--fused-reference`` adds the reference's step with torch's fused Adam, the kernel
+ctrlsparse's primal Adam takes: ``ctrlsparse / reference fused`` compares the two steps
+at the same optimizer kernel.
 
 ``--weight-scaling`` adds ctrlsparse's step with the input scaling of Linear layers off
 (every gate multiplies a weight, as before that change), to measure it in the same process.
@@ -30,7 +36,7 @@ on every parameter:
 
 ``--hand-written`` adds ctrlsparse's gated model (``sparsify``'s parametrizations, the
 problem's expected density) trained by the reference's step written out by hand: loss +
-λ (density − ε), backward, Adam, one projected SGD dual step, the clamp. It separates
+λ (density − ε), backward, Adam (the kernel GDA's takes), one projected SGD dual step, the clamp. It separates
 what the gated model costs from what ``GDA.step`` adds (cooper's CMP state and
 Lagrangians, the dual optimizer, the restarts, the logging transfer).
 
@@ -59,6 +65,7 @@ import torch.nn.functional as F
 from ctrlsparse.experiments.bench import alternate_many, overhead_steps, spread
 from ctrlsparse.experiments.config import load_problem
 from ctrlsparse.gating import Accounting
+from ctrlsparse.problem.kernels import adam
 
 PROBLEMS = Path(__file__).parents[2] / "problems"
 TARGET = {"mlp": 0.33, "lenet5": 0.1}
@@ -76,13 +83,13 @@ def load_reference(root: Path) -> types.ModuleType:
     return importlib.import_module("sparse.models")
 
 
-def reference_step(models: types.ModuleType, name: str, x: torch.Tensor, y: torch.Tensor):
+def reference_step(models: types.ModuleType, name: str, x: torch.Tensor, y: torch.Tensor, fused=False):
     if name == "mlp":
         model = models.L0MLP(784, 10, sparsity_type="structured", layer_dims=(300, 100))
     else:
         model = models.L0LeNet5(10, sparsity_type="structured", input_shape=(1, 28, 28))
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=7e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=7e-4, fused=fused or None)
     multiplier, dual_lr, target = torch.zeros(()), 1e-4, TARGET[name]
 
     def step() -> None:
@@ -108,7 +115,7 @@ def hand_written_step(gated_step, x: torch.Tensor, y: torch.Tensor, target: floa
     accounting = Accounting(model)
     gates = [group.gate.parameter for group in accounting.groups]
     ranges = [group.gate.parameter_range for group in accounting.groups]
-    optimizer = torch.optim.Adam(model.parameters(), lr=7e-4)
+    optimizer = adam(model.parameters(), lr=7e-4)  # the kernel GDA's primal Adam takes
     multiplier, dual_lr = torch.zeros(()), 1e-4
     mark = mark or (lambda phase: None)
 
@@ -158,6 +165,11 @@ def main() -> None:
         help="also time ctrlsparse's gated model trained by a hand-written step like the reference's",
     )
     parser.add_argument(
+        "--fused-reference",
+        action="store_true",
+        help="also time the reference's step with torch's fused Adam (the kernel of ctrlsparse's primal Adam)",
+    )
+    parser.add_argument(
         "--weight-scaling",
         action="store_true",
         help="also time ctrlsparse's step with every gate on the weights (no input scaling)",
@@ -175,6 +187,8 @@ def main() -> None:
     steps = {"dense": dense, "reference": reference, "ctrlsparse": ours}
     if args.compile:
         steps["compiled"] = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1), compile=True)[0]
+    if args.fused_reference:
+        steps["reference fused"] = reference_step(models, args.model, x, y, fused=True)
     if args.hand_written:
         steps["hand-written"] = hand_written_step(ours, x, y, TARGET[args.model])
     if args.weight_scaling:
@@ -196,6 +210,9 @@ def main() -> None:
     for name in [n for n in steps if n not in ("dense", "reference")]:
         head_to_head = [a / b for a, b in zip(seconds[name], seconds["reference"])]
         print(f"  {name} / reference: {spread(head_to_head)}")
+    if "reference fused" in steps:
+        same_kernel = [a / b for a, b in zip(seconds["ctrlsparse"], seconds["reference fused"])]
+        print(f"  ctrlsparse / reference fused: {spread(same_kernel)}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from ctrlsparse.gating import gate_groups, purge
 from ctrlsparse.modelio import call_model, head
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.gda import GDA
+from ctrlsparse.problem.kernels import adam
 from ctrlsparse.problem.schedules import TargetSchedule
 
 
@@ -143,7 +144,7 @@ def flops(model: torch.nn.Module, *inputs) -> int:
 
 def _primal(config: ProblemConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if config.optim.primal == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.optim.primal_lr)
+        return adam(model.parameters(), lr=config.optim.primal_lr)
     return torch.optim.SGD(model.parameters(), lr=config.optim.primal_lr, momentum=0.9)
 
 

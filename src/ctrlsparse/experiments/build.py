@@ -18,6 +18,7 @@ from ctrlsparse.modelio import logits
 from ctrlsparse.models import build_model, import_factory
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.gda import GDA
+from ctrlsparse.problem.kernels import adam
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
@@ -178,7 +179,7 @@ def _gates(config: ProblemConfig):
 def _primal_optimizer(config: ProblemConfig, groups: list[dict]) -> torch.optim.Optimizer:
     optim = config.optim
     if optim.primal == "adam":
-        return torch.optim.Adam(groups, lr=optim.primal_lr)
+        return adam(groups, lr=optim.primal_lr)
     return torch.optim.SGD(groups, lr=optim.primal_lr, momentum=optim.primal_momentum)
 
 

@@ -10,7 +10,7 @@ import torch
 from cooper import CMPState
 from cooper.optim import AlternatingPrimalDualOptimizer, RollOut, SimultaneousOptimizer, nuPI
 
-from ctrlsparse.problem.horizon import can_fuse
+from ctrlsparse.problem.kernels import adam
 
 BeforeUpdate = Callable[[CMPState], None] | None
 
@@ -34,10 +34,7 @@ def make_dual_optimizer(
     if name == "nupi":
         return nuPI(params, lr=lr, Kp=kp, Ki=1.0, ema_nu=ema_nu, maximize=True)
     if name == "adam":
-        adam = torch.optim.Adam(params, lr=lr, maximize=True, foreach=False)
-        if can_fuse(adam, params, adam.defaults):
-            adam = torch.optim.Adam(params, lr=lr, maximize=True, fused=True)
-        return adam
+        return adam(params, lr=lr, maximize=True)
     raise ValueError(f"unknown dual optimizer {name!r}; valid dual optimizers: {', '.join(DUAL_OPTIMIZERS)}")
 
 

@@ -32,6 +32,7 @@ from ctrlsparse.problem.horizon import (
     give_gates_their_group,
     plan,
 )
+from ctrlsparse.problem.kernels import adam
 from ctrlsparse.problem.readout import read_step
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs.records import GDAStep, RunSummary
@@ -59,7 +60,8 @@ class GDA:
     Args:
         problem: the sparsity problem.
         primal_optimizer: optimizer of the weights *and* the gates; defaults to
-            ``Adam(model.parameters(), lr=7e-4)``.
+            ``Adam(model.parameters(), lr=7e-4)``, with torch's fused kernel where the
+            parameters' device has one (:func:`ctrlsparse.problem.kernels.adam`).
         dual_lr: learning rate of the dual ascent. None: ``DUAL_TRAVEL / total_steps`` for
             Adam ascent, the paper's 1e-4 for SGD and nuPI.
         dual_restarts: reset a multiplier to exactly 0 whenever its constraint is
@@ -129,7 +131,7 @@ class GDA:
                 f"feasibility must be a fraction of the run in [0, 1) or False, got {feasibility!r}"
             )
         if primal_optimizer is None:
-            primal_optimizer = torch.optim.Adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)
+            primal_optimizer = adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)
         optimized = {id(p) for group in primal_optimizer.param_groups for p in group["params"]}
         for group in problem.groups:
             if id(group.gate.parameter) not in optimized:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 
+from ctrlsparse.problem.kernels import can_fuse
 from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
 
 DUAL_TRAVEL = 40.0
@@ -124,21 +125,3 @@ def give_gates_their_group(
             elif "foreach" in settings:
                 settings["foreach"] = True
         optimizer.add_param_group({"params": own, **settings})
-
-
-FUSABLE = (torch.optim.Adam, torch.optim.AdamW)
-"""Optimizers whose fused kernel takes a parameter group of tensors in one call."""
-
-
-def can_fuse(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], settings: dict) -> bool:
-    """Whether ``params`` can take ``optimizer``'s fused update (an Adam or AdamW, floating
-    point tensors on a device with fused kernels, no differentiable updates)."""
-    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-    devices = _get_fused_kernels_supported_devices()
-    return (
-        type(optimizer) in FUSABLE
-        and "fused" in settings
-        and not settings.get("differentiable")
-        and all(p.is_floating_point() and p.device.type in devices for p in params)
-    )
