@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument(
         "--fused-reference",
         action="store_true",
-        help="also time the reference's step with torch's fused Adam (the kernel of ctrlsparse's primal Adam)",
+        help="also time the reference's step with torch's fused Adam (ctrlsparse's primal Adam's kernel)",
     )
     parser.add_argument(
         "--weight-scaling",
