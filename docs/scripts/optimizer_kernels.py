@@ -8,7 +8,9 @@ their own; this times the three implementations torch offers for such groups, al
 them in one process (``alternate_many``: the order rotates every repetition), and prints
 the median microseconds per step with min and max. The tensors: LeNet-5-Caffe's four gate
 tensors (20 and 50 channels, 800 and 500 inputs), the MLP's three (784, 300, 100 inputs),
-and one multiplier vector of 8 entries (the ResNet's per-stage targets, stacked).
+one multiplier vector of 8 entries (the ResNet's per-stage targets, stacked), and the
+weights and biases of LeNet-5-Caffe and of the MLP 784-300-100 (the primal Adam that
+``ctrlsparse.problem.kernels.adam`` builds).
 """
 
 import argparse
@@ -18,7 +20,13 @@ import torch
 
 from ctrlsparse.experiments.bench import alternate_many
 
-GROUPS = {"LeNet-5 gates": [20, 50, 800, 500], "MLP gates": [784, 300, 100]}
+GROUPS = {
+    "LeNet-5 gates": [20, 50, 800, 500],
+    "MLP gates": [784, 300, 100],
+    # Weights and biases, flattened (the kernels are element-wise): the primal Adam's other group.
+    "LeNet-5 weights": [500, 20, 25_000, 50, 400_000, 500, 5_000, 10],
+    "MLP weights": [235_200, 300, 30_000, 100, 1_000, 10],
+}
 KINDS = {"per-tensor": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
