@@ -106,7 +106,9 @@ def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return out
     shape = list(out.shape)
     shape[dim] = self.weight.shape[0]
-    return out.new_zeros(shape).index_copy(dim % out.dim(), rows, out)
+    # In place into fresh zeros (which need no gradient): the out-of-place index_copy would
+    # first copy the whole zero tensor, a full-width pass the step does not need.
+    return out.new_zeros(shape).index_copy_(dim % out.dim(), rows, out)
 
 
 def check(below: float | None, every: int) -> None:
