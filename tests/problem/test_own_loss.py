@@ -135,7 +135,9 @@ def test_clipping_between_backward_and_step_bounds_the_loss_gradient_only():
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         moved[clip] = (model.fc1.parametrizations.weight.original - before).abs().max().item()
-        gates_moved = max((g.gate.parameter - b).abs().max().item() for g, b in zip(opt.problem.groups, gates))
+        gates_moved = max(
+            (g.gate.parameter - b).abs().max().item() for g, b in zip(opt.problem.groups, gates)
+        )
     assert moved[1e-8] < 1e-8 < moved[None]
     assert gates_moved > 0  # the constraint's pull on the gates is added after clipping
 
@@ -150,7 +152,9 @@ def test_an_lr_scheduler_built_after_gda_schedules_the_gates_group_too():
     for _ in range(2):
         opt.step(loss=model(x, labels=y)[1])
         scheduler.step()
-    assert len(start) == 2 and [g["lr"] for g in primal.param_groups] == pytest.approx([lr / 4 for lr in start])
+    assert len(start) == 2 and [g["lr"] for g in primal.param_groups] == pytest.approx(
+        [lr / 4 for lr in start]
+    )
 
 
 def test_a_model_computing_its_own_loss_needs_no_loss_fn():

@@ -332,7 +332,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
 
     def compute_cmp_state(
-        self, inputs: Inputs | None = None, targets: torch.Tensor | None = None, loss: torch.Tensor | None = None
+        self,
+        inputs: Inputs | None = None,
+        targets: torch.Tensor | None = None,
+        loss: torch.Tensor | None = None,
     ) -> cooper.CMPState:
         """The loss and the constraints on a minibatch (``inputs``, ``targets``), or, with ``loss``,
         the constraints beside a loss whose gradient is already in ``.grad`` (:meth:`GDA.backward`):

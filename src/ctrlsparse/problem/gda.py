@@ -277,7 +277,9 @@ class GDA:
         loss = loss.detach().float().reshape(())
         self._loss = loss if self._loss is None else self._loss + loss
 
-    def step(self, inputs=None, targets: torch.Tensor | None = None, *, loss: torch.Tensor | None = None) -> GDAStep:
+    def step(
+        self, inputs=None, targets: torch.Tensor | None = None, *, loss: torch.Tensor | None = None
+    ) -> GDAStep:
         """One primal descent and dual ascent step (a primal step alone in the feasibility phase,
         whose first step decides the gates).
 
@@ -326,7 +328,11 @@ class GDA:
                 rollout = self._cooper.roll({"loss": self._loss}, before_update, accumulated=True)
             self._loss = None
         else:
-            kwargs, compile_first, self._compile = {"inputs": inputs, "targets": targets}, self._compile, False
+            kwargs, compile_first, self._compile = (
+                {"inputs": inputs, "targets": targets},
+                self._compile,
+                False,
+            )
             rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first)
         problem = self.problem
         with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
