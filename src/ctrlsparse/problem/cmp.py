@@ -336,11 +336,13 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         inputs: Inputs | None = None,
         targets: torch.Tensor | None = None,
         loss: torch.Tensor | None = None,
+        backpropagated: bool = False,
     ) -> cooper.CMPState:
-        """The loss and the constraints on a minibatch (``inputs``, ``targets``), or, with ``loss``,
-        the constraints beside a loss whose gradient is already in ``.grad`` (:meth:`GDA.backward`):
-        then the objective holds only the weight-decay term and ``loss`` is only logged."""
-        if loss is not None:
+        """The loss and the constraints on a minibatch (``inputs``, ``targets``), or, when the loss
+        was ``backpropagated`` already (its gradient is in ``.grad``, :meth:`GDA.backward`), the
+        constraints alone: the objective holds only the weight-decay term and ``loss`` (None
+        when nobody observed it) is only logged."""
+        if backpropagated:
             objective = 0.5 * self.weight_decay * self.accounting.expected_l2() if self.weight_decay else None
             self.last_state = self._state(objective, {"loss": loss})
             return self.last_state

@@ -33,6 +33,7 @@ from ctrlsparse.problem.horizon import (
     plan,
 )
 from ctrlsparse.problem.kernels import adam
+from ctrlsparse.problem.optimizer import GDAOptimizer
 from ctrlsparse.problem.readout import read_step
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs.records import GDAStep, RunSummary
@@ -176,6 +177,7 @@ class GDA:
         # first one was checked to reach the gates.
         self._loss: torch.Tensor | None = None
         self._loss_checked = False
+        self._as_optimizer: GDAOptimizer | None = None
         skipping.check(skip_below, skip_every)
         self._compile, self.skip_below, self.skip_every = compile, skip_below, skip_every
         if total_steps is not None or ramp_steps is not None:
@@ -274,6 +276,23 @@ class GDA:
                     "SparsityProblem holds), in training mode"
                 )
             self._loss_checked = True
+        self.observe(loss)
+
+    def _has_gradients(self) -> bool:
+        """Whether a backward pass reached the gates (the weights, once the gates are decided)."""
+        if self.decision is None:
+            return any(g.gate.parameter.grad is not None for g in self.problem.groups)
+        groups = self.primal_optimizer.param_groups
+        return any(p.grad is not None for group in groups for p in group["params"])
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Record a loss that something else backpropagated (a Lightning closure, say), for the
+        next :meth:`step` to log; :meth:`backward` calls it. Losses add up until that step.
+
+        Examples:
+            >>> loss = model(**batch).loss; accelerator.backward(loss)  # doctest: +SKIP
+            >>> opt.observe(loss); opt.step()  # doctest: +SKIP
+        """
         loss = loss.detach().float().reshape(())
         self._loss = loss if self._loss is None else self._loss + loss
 
@@ -289,7 +308,9 @@ class GDA:
           (``targets`` may be None when the model computes its own loss, e.g. a Hugging Face
           model given ``labels`` in ``inputs``);
         - ``step(loss=loss)``: a loss you computed from the gated model's output;
-        - ``step()`` after one or more :meth:`backward` calls (gradient accumulation).
+        - ``step()`` after one or more :meth:`backward` calls (gradient accumulation), or after
+          something else backpropagated the loss (a trainer's own backward pass: the gates
+          must hold gradients; the loss is logged when :meth:`observe` saw it, NaN otherwise).
 
         With a loss of your own the constraints' terms are computed in float32 even under
         ``torch.autocast``, and the primal gradients are zeroed after the update.
@@ -303,10 +324,10 @@ class GDA:
                 raise ValueError("step() takes a minibatch (inputs, targets) or loss=, not both")
             self.backward(loss)
         own_loss = inputs is None
-        if own_loss and self._loss is None:
+        if own_loss and self._loss is None and not self._has_gradients():
             raise ValueError(
                 "step() needs a minibatch, step(inputs, targets), or a loss: step(loss=loss), or "
-                "backward(loss) on each micro-batch first"
+                "backward(loss) on each micro-batch first (no gate holds a gradient)"
             )
         if not self._ready:
             self.begin(None)  # warns: the run's length is unknown (here, for the caller's line)
@@ -323,9 +344,10 @@ class GDA:
             read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
 
         if own_loss:
-            device = self._loss.device.type
+            device = self.problem.groups[0].gate.parameter.device.type
+            kwargs = {"loss": self._loss, "backpropagated": True}
             with torch.autocast(device, enabled=False):  # densities and multipliers in float32
-                rollout = self._cooper.roll({"loss": self._loss}, before_update, accumulated=True)
+                rollout = self._cooper.roll(kwargs, before_update, accumulated=True)
             self._loss = None
         else:
             kwargs, compile_first, self._compile = (
@@ -354,6 +376,18 @@ class GDA:
             if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
                 self.decide()
         return read[0]
+
+    def as_optimizer(self) -> GDAOptimizer:
+        """This GDA as a ``torch.optim.Optimizer`` (the same object on every call), for trainers
+        that own the backward pass and call ``optimizer.step()``: Hugging Face's ``Trainer``,
+        Lightning, Accelerate (:class:`~ctrlsparse.problem.optimizer.GDAOptimizer`).
+
+        Examples:
+            >>> optimizer = accelerator.prepare(opt.as_optimizer())  # doctest: +SKIP
+        """
+        if self._as_optimizer is None:
+            self._as_optimizer = GDAOptimizer(self)
+        return self._as_optimizer
 
     def decide(self) -> Decision:
         """Start the feasibility phase now: decide the gates, hold every level at ε, freeze the
