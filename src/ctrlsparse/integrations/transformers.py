@@ -12,7 +12,8 @@ Examples:
     >>> from ctrlsparse.integrations.transformers import SparsityCallback  # doctest: +SKIP
     >>> model = cs.sparsify(model, example_input=batch)  # doctest: +SKIP
     >>> opt = cs.GDA(cs.SparsityProblem(model, target_density=0.3),
-    ...              torch.optim.AdamW(model.parameters(), lr=5e-4), total_steps=args.max_steps)  # doctest: +SKIP
+    ...              torch.optim.AdamW(model.parameters(), lr=5e-4),
+    ...              total_steps=args.max_steps)  # doctest: +SKIP
     >>> trainer = Trainer(model, args, train_dataset=data)  # doctest: +SKIP
     >>> attach(trainer, opt)  # the optimizer and the callback  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
@@ -58,7 +59,8 @@ class SparsityCallback(TrainerCallback):
             raise ValueError(
                 f"the GDA was planned for total_steps={self.gda.total_steps}, but this Trainer takes "
                 f"{state.max_steps} optimizer steps (epochs x batches / gradient_accumulation_steps): "
-                f"build it with GDA(..., total_steps={state.max_steps}), or set TrainingArguments(max_steps=...)"
+                f"build it with GDA(..., total_steps={state.max_steps}), or set "
+                "TrainingArguments(max_steps=...)"
             )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -81,7 +83,8 @@ def attach(trainer, gda: GDA) -> SparsityCallback:
 
     Examples:
         >>> trainer = Trainer(model, args, train_dataset=data)  # doctest: +SKIP
-        >>> attach(trainer, cs.GDA(problem, torch.optim.AdamW(model.parameters()), total_steps=1000))  # doctest: +SKIP
+        >>> opt = cs.GDA(problem, torch.optim.AdamW(model.parameters()), total_steps=1000)  # doctest: +SKIP
+        >>> attach(trainer, opt)  # doctest: +SKIP
         >>> trainer.train()  # doctest: +SKIP
     """
     facade = gda.as_optimizer()

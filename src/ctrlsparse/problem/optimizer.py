@@ -33,7 +33,7 @@ class GDAOptimizer(torch.optim.Optimizer):
     :attr:`last` is the :class:`~ctrlsparse.GDAStep` of the last step.
 
     Examples:
-        >>> opt = cs.GDA(problem, torch.optim.AdamW(model.parameters()), total_steps=1000)  # doctest: +SKIP
+        >>> opt = cs.GDA(problem, torch.optim.AdamW(model.parameters()), total_steps=100)  # doctest: +SKIP
         >>> trainer = transformers.Trainer(model, args, optimizers=(opt.as_optimizer(), None))  # doctest: +SKIP
     """
 
