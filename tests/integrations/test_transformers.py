@@ -44,7 +44,8 @@ def _trainer(out, model, total_steps=STEPS, optimizer=None, **args):
                     logging_steps=5, report_to=[], use_cpu=True, seed=0, disable_tqdm=True)  # fmt: skip
     settings.update(args)
     trainer = Trainer(model=model, args=TrainingArguments(**settings), train_dataset=_data(),
-                      optimizers=(optimizer or gda.as_optimizer(), None), callbacks=[SparsityCallback(gda)])  # fmt: skip
+                      optimizers=(optimizer or gda.as_optimizer(), None),
+                      callbacks=[SparsityCallback(gda)])  # fmt: skip
     return trainer, gda
 
 
@@ -104,8 +105,8 @@ def test_attach_constrains_a_built_trainer_and_its_reporters_see_the_constraint(
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=8,
                              logging_steps=10, report_to=[], use_cpu=True, disable_tqdm=True)  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=_data(), callbacks=[Reporter()])
-    gda = cs.GDA(cs.SparsityProblem(model, target_density=0.4), torch.optim.AdamW(model.parameters(), lr=5e-3),
-                 total_steps=STEPS)  # fmt: skip
+    primal = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    gda = cs.GDA(cs.SparsityProblem(model, target_density=0.4), primal, total_steps=STEPS)
     attach(trainer, gda)
     trainer.train()
     assert gda.steps == STEPS and gda.summary().realized["model"] <= 0.4

@@ -34,7 +34,7 @@ class GDAOptimizer(torch.optim.Optimizer):
 
     Examples:
         >>> opt = cs.GDA(problem, torch.optim.AdamW(model.parameters()), total_steps=100)  # doctest: +SKIP
-        >>> trainer = transformers.Trainer(model, args, optimizers=(opt.as_optimizer(), None))  # doctest: +SKIP
+        >>> trainer = Trainer(model, args, optimizers=(opt.as_optimizer(), None))  # doctest: +SKIP
     """
 
     def __init__(self, gda: GDA) -> None:
