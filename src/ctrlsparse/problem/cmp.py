@@ -19,7 +19,8 @@ when :math:`\lambda = \lambda_\text{count}\cdot|\theta|` (see :func:`penalty_fro
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import cooper
 import torch
@@ -31,6 +32,7 @@ from ctrlsparse.modelio import Inputs, call_model, forward_order
 from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_name, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
+from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.problem.stacking import CONSTRAINED, StackedConstraints
 
 
@@ -174,13 +176,25 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self.stacking = StackedConstraints(self.constraint_names, targets, init, device, augmented_lagrangian)
         for kind, constraint in self.stacking.constraints.items():
             setattr(self, kind, constraint)
-        self.levels = {name: levels[name] for name in self.constraint_names}
+        # Every constraint's level at rest: ε for targets, 0 for penalties. A target schedule
+        # (GDA's) moves the targets' levels; the problem only reads them (levels).
+        self._resting_levels = {name: levels[name] for name in self.constraint_names}
+        self.schedule: TargetSchedule | None = None
+        """The target schedule whose levels the constraints are held to (GDA attaches its own)."""
         # What the forward pass calls: the model, or its DistributedDataParallel wrapper (fit sets it).
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
         """True during the feasibility phase: no multiplier is updated."""
         if len(self.targets_all) > 1:
             check_jointly_reachable(self)
+
+    @property
+    def levels(self) -> Mapping[str, float]:
+        """The level each constraint is held to now (read-only): the target schedule's for the
+        targets (ε when there is none, before the first step and in the feasibility phase), 0
+        for penalties. Only :class:`~ctrlsparse.TargetSchedule` writes levels."""
+        moved = self.schedule.levels if self.schedule is not None else {}
+        return MappingProxyType({name: moved.get(name, rest) for name, rest in self._resting_levels.items()})
 
     def unit_share(self, name: str) -> float:
         """The most one unit can change constraint ``name``'s value when every unit is open

@@ -218,6 +218,8 @@ class GDA:
             total_steps, self.steps_per_epoch, self.schedule, self.feasibility, self._given_ramp_steps
         )
         self.total_steps, self.schedule = horizon.total_steps, horizon.schedule
+        self.schedule.hold(self.problem.targets_all)  # ε until the first step starts the ramp
+        self.problem.schedule = self.schedule
         self._ramp_steps, self._phase_start = horizon.ramp_steps, horizon.phase_start
         if self._given_dual_lr is None and self.dual_optimizer_name == "adam":
             for group in self.dual_optimizer.param_groups:
@@ -397,8 +399,7 @@ class GDA:
             return self.decision
         problem = self.problem
         problem.dual_frozen = True
-        for name, eps in problem.targets_all.items():
-            problem.levels[name] = eps
+        self.schedule.hold(problem.targets_all)
         self.decision = decide(problem, self.steps)
         forward = problem.forward_model
         ddp = getattr(forward, "_orig_mod", forward)  # under torch.compile too
@@ -463,11 +464,10 @@ class GDA:
             dual_state = problem.stacking.regroup_dual_state(dual_state)
         self.dual_optimizer.load_state_dict(dual_state)
         problem.load_state_dict(state["multipliers"])
-        problem.levels.update(state["levels"])
         problem.dual_frozen = state["dual_frozen"]
         self.steps = state["steps"]
-        if state["schedule"] is not None:
-            self.schedule.load_state_dict(state["schedule"])
+        if self.schedule is not None:  # states saved before the schedule held the levels: "levels"
+            self.schedule.load_state_dict({"initial": None, **(state["schedule"] or {}), "levels": state["levels"]})
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
         if state.get("skip_live") and self.skip_below is not None:
             skipping.load_live_masks(self.model, state["skip_live"])
