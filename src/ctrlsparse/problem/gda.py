@@ -467,7 +467,8 @@ class GDA:
         problem.dual_frozen = state["dual_frozen"]
         self.steps = state["steps"]
         if self.schedule is not None:  # states saved before the schedule held the levels: "levels"
-            self.schedule.load_state_dict({"initial": None, **(state["schedule"] or {}), "levels": state["levels"]})
+            saved = {"initial": None, **(state["schedule"] or {}), "levels": state["levels"]}
+            self.schedule.load_state_dict(saved)
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
         if state.get("skip_live") and self.skip_below is not None:
             skipping.load_live_masks(self.model, state["skip_live"])

@@ -140,7 +140,8 @@ class TargetSchedule:
 
     def state_dict(self) -> dict:
         """The initial values the levels start from, and the levels in force."""
-        return {"initial": None if self.initial is None else dict(self.initial), "levels": dict(self.levels)}
+        initial = None if self.initial is None else dict(self.initial)
+        return {"initial": initial, "levels": dict(self.levels)}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict` (a state saved before the schedule held the levels
