@@ -144,8 +144,8 @@ class TargetSchedule:
         return {"initial": initial, "levels": dict(self.levels)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from :meth:`state_dict` (a state saved before the schedule held the levels
-        has none: the caller passes them, see :meth:`GDA.load_state_dict <ctrlsparse.GDA.load_state_dict>`)."""
+        """Continue from :meth:`state_dict`. A state saved before the schedule held the levels
+        has none; :meth:`GDA.load_state_dict <ctrlsparse.GDA.load_state_dict>` adds them."""
         self.initial = None if state["initial"] is None else dict(state["initial"])
         if "levels" in state:
             self.levels = dict(state["levels"])
