@@ -193,6 +193,12 @@ class GDA:
         return self._phase_start
 
     @property
+    def decision_due(self) -> bool:
+        """Whether the feasibility phase starts now: its step is reached and the gates are not
+        decided yet (``step`` then calls :meth:`decide`; ``fit`` calls it first, to measure)."""
+        return self._phase_start is not None and self.steps >= self._phase_start and self.decision is None
+
+    @property
     def dual_lr(self) -> float:
         return self.dual_optimizer.param_groups[0]["lr"]
 
@@ -335,7 +341,7 @@ class GDA:
             self.begin(None)  # warns: the run's length is unknown (here, for the caller's line)
         if not own_loss and self.skip_below is not None and self.steps % self.skip_every == 0:
             skipping.refresh(self.model, self.skip_below)
-        if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
+        if self.decision_due:
             self.decide()
         if self.decision is None:
             self.schedule.advance(self.problem, self.steps, self._ramp_steps, self.steps_per_epoch)
@@ -375,7 +381,7 @@ class GDA:
             self.primal_optimizer.zero_grad()
             if self.skip_below is not None and self.steps % self.skip_every == 0:
                 skipping.refresh(self.model, self.skip_below)
-            if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
+            if self.decision_due:
                 self.decide()
         return read[0]
 
