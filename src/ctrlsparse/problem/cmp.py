@@ -33,6 +33,7 @@ from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_na
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
 from ctrlsparse.problem.schedules import TargetSchedule
+from ctrlsparse.problem.sharding import check_not_sharded_yet
 from ctrlsparse.problem.stacking import CONSTRAINED, StackedConstraints
 
 
@@ -113,6 +114,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                 f"loss_fn must be a callable loss_fn(output, targets) or None (the model's own loss, or "
                 f"GDA.step(loss=...)), got {type(loss_fn).__name__}; targets go in target_density="
             )
+        check_not_sharded_yet(model)
         self.model = model
         self.loss_fn = loss_fn
         accounting = Accounting(model)

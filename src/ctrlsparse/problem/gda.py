@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ctrlsparse.gating import skipping
+from ctrlsparse.problem import sharding
 from ctrlsparse.problem.cmp import SparsityProblem
 from ctrlsparse.problem.dual import (
     CheckedAlternatingOptimizer,
@@ -149,6 +150,11 @@ class GDA:
                     "build it on model.parameters() after calling sparsify()"
                 )
         self.problem, self.primal_optimizer = problem, primal_optimizer
+        # FSDP2: the weights are sharded, the gates whole on every rank; their gradients are
+        # averaged here, since fully_shard reduces only what it manages (problem/sharding.py).
+        self._sharded = sharding.is_sharded(problem.model)
+        if self._sharded:
+            sharding.check_gates_whole(problem.groups)
         self.dual_restarts, self.dual_optimizer_name = dual_restarts, dual_optimizer
         self.schedule = schedule
         self.steps_per_epoch = steps_per_epoch
@@ -349,6 +355,8 @@ class GDA:
         read: list[GDAStep] = []
 
         def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
+            if self._sharded:
+                sharding.average_gate_gradients(self.problem.groups)
             read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
 
         if own_loss:
