@@ -71,3 +71,22 @@ def test_default_schedule_ramps_the_target_over_a_third_of_training():
     assert trainer._ramp_steps == 5 * trainer.steps_per_epoch
     fixed = parse_problem({"name": "x", "sparsity": {"target_density": 0.3}, "schedule": {"kind": "fixed"}})
     assert build(fixed).trainer.schedule.kind is ScheduleKind.FIXED
+
+
+@pytest.mark.parametrize(("key", "bad", "text"), [("target_density", 1.5, "(0, 1]"), ("penalty", -0.1, ">= 0"),
+                                                  ("target_macs", 0.0, "(0, 1]")])  # fmt: skip
+def test_a_bad_level_is_refused_with_the_same_range_by_the_file_and_the_python_api(key, bad, text):
+    """One range per setting (ctrlsparse.choices): a problem file and SparsityProblem agree."""
+    import torch
+    import torch.nn.functional as F
+
+    import ctrlsparse as cs
+
+    with pytest.raises(ProblemFileError, match=rf"\[sparsity\] {key} values must .*{text.replace('(', '.')}"):
+        parse_problem({"name": "t", "sparsity": {key: bad}})
+    net = cs.sparsify(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+                      example_input=torch.zeros(1, 4))  # fmt: skip
+    with pytest.raises(
+        ValueError, match=rf"{key} for '(model|macs)' must .*{text.replace('(', '.')}, got {bad}"
+    ):
+        cs.SparsityProblem(net, F.cross_entropy, example_input=torch.zeros(1, 4), **{key: bad})

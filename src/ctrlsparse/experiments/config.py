@@ -20,13 +20,12 @@ name the file, the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from ctrlsparse.choices import FEASIBILITY, PENALTY, TARGET, Range
 from ctrlsparse.data import DATASETS
 from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.experiments.schema import (
@@ -70,14 +69,16 @@ def _section(source: str, section: str, cls: type, values: Any) -> Any:
     return cls(**values)
 
 
-def _check_levels(source: str, levels: Any, key: str, valid: Callable[[float], bool], rule: str) -> None:
+def _check_levels(source: str, levels: Any, key: str, valid: Range) -> None:
     """Range-check the numbers of a target or penalty (layer names are checked against the model later)."""
     if levels is None:
         return
     values = levels.values() if isinstance(levels, dict) else levels if isinstance(levels, list) else [levels]
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):
-            raise ProblemFileError(f"{source}: [sparsity] {key} values must be numbers {rule}, got {value!r}")
+        try:
+            valid.check(value, f"[sparsity] {key} values")
+        except ValueError as error:
+            raise ProblemFileError(f"{source}: {error}") from None
 
 
 def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
@@ -102,16 +103,13 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(
             f"{source}: [model] drop_rate must lie in (0, 1), got {config.model.drop_rate!r}"
         )
-    _check_levels(
-        source, config.sparsity.target_density, "target_density", lambda v: 0.0 < v <= 1.0, "in (0, 1]"
-    )
-    _check_levels(source, config.sparsity.penalty, "penalty", lambda v: 0.0 <= v < math.inf, ">= 0")
-    _check_levels(source, config.sparsity.target_macs, "target_macs", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
-    _check_levels(source, config.sparsity.macs_penalty, "macs_penalty", lambda v: 0.0 <= v < math.inf, ">= 0")
+    for key, valid in (("target_density", TARGET), ("penalty", PENALTY), ("target_macs", TARGET),
+                       ("macs_penalty", PENALTY)):  # fmt: skip
+        _check_levels(source, getattr(config.sparsity, key), key, valid)
     feasibility = config.sparsity.feasibility
-    if not isinstance(feasibility, bool) and not 0.0 <= feasibility < 1.0:
+    if not isinstance(feasibility, bool) and not FEASIBILITY.contains(feasibility):
         raise ProblemFileError(
-            f"{source}: [sparsity] feasibility must be a fraction of the run in [0, 1) or false, "
+            f"{source}: [sparsity] feasibility must be a fraction of the run in {FEASIBILITY.text} or false, "
             f"got {feasibility!r}"
         )
     if config.optim.augmented_lagrangian is not None and not config.optim.augmented_lagrangian > 0:

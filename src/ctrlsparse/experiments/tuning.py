@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from ctrlsparse.choices import TARGET
 from ctrlsparse.experiments.build import resume_or_run
 from ctrlsparse.experiments.config import ProblemConfig
 from ctrlsparse.runs import store as runs
@@ -49,8 +50,7 @@ def tune_penalty(
         >>> result = tune_penalty(config, 0.3, "runs/tune")  # doctest: +SKIP
         >>> result["runs"], result["best"]["penalty"]  # doctest: +SKIP
     """
-    if not 0.0 < target_density <= 1.0:
-        raise ValueError(f"target_density must lie in (0, 1], got {target_density!r}")
+    TARGET.check(target_density, "target_density")
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"tolerance must lie in (0, 1), got {tolerance!r}")
     if max_runs < 1:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ctrlsparse.choices import FEASIBILITY
 from ctrlsparse.gating import skipping
 from ctrlsparse.problem import sharding
 from ctrlsparse.problem.cmp import SparsityProblem
@@ -136,9 +137,10 @@ class GDA:
             raise ValueError(f"gate_lr must be positive, got {gate_lr!r}")
         if isinstance(feasibility, bool):
             feasibility = DEFAULT_FEASIBILITY if feasibility else 0.0
-        if not 0.0 <= feasibility < 1.0:
+        if not FEASIBILITY.contains(feasibility):
             raise ValueError(
-                f"feasibility must be a fraction of the run in [0, 1) or False, got {feasibility!r}"
+                f"feasibility must be a fraction of the run in {FEASIBILITY.text} or False, "
+                f"got {feasibility!r}"
             )
         if primal_optimizer is None:
             primal_optimizer = adam(problem.model.parameters(), lr=DEFAULT_PRIMAL_LR)

@@ -8,8 +8,9 @@ layer) or a ``{layer: value}`` dict, whose keys may be patterns (``"layer2.*"``)
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections.abc import Mapping, Sequence
+
+from ctrlsparse.choices import PENALTY, TARGET
 
 MODEL = "model"
 """Name of the model-wise constraint (layer-wise constraints carry their layer's name)."""
@@ -87,11 +88,9 @@ def check_levels(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Targets in (0, 1], penalties finite and >= 0, and no constraint given both (else ``ValueError``)."""
     for name, eps in targets.items():
-        if not (0.0 < eps <= 1.0):
-            raise ValueError(f"{target_arg} for {name!r} must lie in (0, 1], got {eps!r}")
+        TARGET.check(eps, f"{target_arg} for {name!r}")
     for name, lam in penalties.items():
-        if not (lam >= 0.0 and math.isfinite(lam)):
-            raise ValueError(f"{penalty_arg} for {name!r} must be a finite number >= 0, got {lam!r}")
+        PENALTY.check(lam, f"{penalty_arg} for {name!r}")
     both = sorted(set(targets) & set(penalties))
     if both:
         raise ValueError(f"{both[0]!r} has both a {target_arg} and a {penalty_arg}; give one of them")

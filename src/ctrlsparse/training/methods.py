@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from ctrlsparse.choices import TARGET
 from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.problem.gda import GDAStep
 from ctrlsparse.problem.levels import MODEL, Levels, parse_levels
@@ -49,8 +50,7 @@ def check_pruning(targets: dict[str, float], prune_epoch: int) -> None:
     if not targets:
         raise ValueError("magnitude pruning needs a target_density")
     for name, eps in targets.items():
-        if not 0.0 < eps <= 1.0:
-            raise ValueError(f"target_density for {name!r} must lie in (0, 1], got {eps!r}")
+        TARGET.check(eps, f"target_density for {name!r}")
     if prune_epoch < 0:
         raise ValueError(f"prune_epoch must be >= 0, got {prune_epoch!r}")
 
