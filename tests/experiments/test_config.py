@@ -73,8 +73,10 @@ def test_default_schedule_ramps_the_target_over_a_third_of_training():
     assert build(fixed).trainer.schedule.kind is ScheduleKind.FIXED
 
 
-@pytest.mark.parametrize(("key", "bad", "text"), [("target_density", 1.5, "(0, 1]"), ("penalty", -0.1, ">= 0"),
-                                                  ("target_macs", 0.0, "(0, 1]")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "bad", "text"),
+    [("target_density", 1.5, "(0, 1]"), ("penalty", -0.1, ">= 0"), ("target_macs", 0.0, "(0, 1]")],
+)
 def test_a_bad_level_is_refused_with_the_same_range_by_the_file_and_the_python_api(key, bad, text):
     """One range per setting (ctrlsparse.choices): a problem file and SparsityProblem agree."""
     import torch
