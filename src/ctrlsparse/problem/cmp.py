@@ -29,7 +29,7 @@ from torch import nn
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
 from ctrlsparse.modelio import Inputs, call_model, forward_order
-from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_name, parse_levels
+from ctrlsparse.problem.levels import MODEL, ConstraintKey, Levels, Quantity, check_levels, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
 from ctrlsparse.problem.schedules import TargetSchedule
@@ -205,14 +205,11 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
 
     def _constraint_order(self, name: str) -> tuple[int, int]:
         """Model-wise density, model-wise MACs, then layers' densities and MACs in forward order."""
-        layers = self.accounting.layers
-        if name == MODEL:
-            return (0, 0)
-        if name == MACS:
-            return (1, 0)
-        if name.startswith(MACS + ":"):
-            return (3, layers.index(name[len(MACS) + 1 :]))
-        return (2, layers.index(name))
+        key = ConstraintKey.parse(name)
+        macs = key.quantity is Quantity.MACS
+        if key.layer is None:
+            return (int(macs), 0)
+        return (2 + int(macs), self.accounting.layers.index(key.layer))
 
     @property
     def targets_all(self) -> dict[str, float]:
@@ -252,14 +249,11 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         values = {}
         macs = self._macs.fractions(per_param) if self._macs is not None else None
         for name in self.constraint_names:
-            if name == MODEL:
-                values[name] = model_density
-            elif name == MACS:
-                values[name] = macs[0]
-            elif name.startswith(MACS + ":"):
-                values[name] = macs[1][name[len(MACS) + 1 :]]
-            else:
-                values[name] = densities[name]
+            key = ConstraintKey.parse(name)
+            model_wise, layers = (
+                (macs[0], macs[1]) if key.quantity is Quantity.MACS else (model_density, densities)
+            )
+            values[name] = model_wise if key.layer is None else layers[key.layer]
         return values
 
     def target_values_at(self, units: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -274,14 +268,16 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         every = torch.cat(list(ranges.values()))
         units = {}
         for name in self.targets_all:
-            if name in (MODEL, MACS):
+            key = ConstraintKey.parse(name)
+            if key.layer is None:
                 units[name] = every
                 continue
-            layer = name[len(MACS) + 1 :] if name.startswith(MACS + ":") else name
+            # A layer's density counts every slice of it; its MACs, the weight's alone.
+            density = key.quantity is Quantity.DENSITY
             touching = [
                 ranges[id(g)]
                 for g in self.groups
-                if any(s.module == layer and (name == layer or s.param == "weight") for s in g.slices)
+                if any(s.module == key.layer and (density or s.param == "weight") for s in g.slices)
             ]
             units[name] = torch.cat(touching) if touching else every[:0]
         return units
@@ -342,9 +338,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         misc.update(density=model_density.detach(), densities=densities, layer_densities=layer_densities)
         if self._macs is not None:
             macs, macs_layers = self._macs.fractions(per_param)
-            values[MACS] = macs
-            values.update({macs_name(layer): v for layer, v in macs_layers.items()})
-            misc["macs"] = {n: values[n] for n in self.constraint_names if n.startswith(MACS)}
+            values[ConstraintKey.macs(MODEL).name] = macs
+            values.update({ConstraintKey.macs(layer).name: v for layer, v in macs_layers.items()})
+            misc["macs"] = {n: values[n] for n in self.constraint_names
+                            if ConstraintKey.parse(n).quantity is Quantity.MACS}  # fmt: skip
         return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
 
     def compute_cmp_state(

@@ -9,24 +9,70 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from ctrlsparse.choices import PENALTY, TARGET
+from ctrlsparse.choices import PENALTY, TARGET, Choice
 
 MODEL = "model"
 """Name of the model-wise constraint (layer-wise constraints carry their layer's name)."""
 
 MACS = "macs"
-"""Name of the model-wise MACs constraint; a layer's is ``"macs:<layer>"`` (:func:`macs_name`)."""
+"""Name of the model-wise MACs constraint; a layer's is ``"macs:<layer>"`` (:class:`ConstraintKey`)."""
 
 
-def macs_name(layer: str) -> str:
-    """The constraint name of a MACs budget on ``layer`` (``"model"`` → ``"macs"``).
+class Quantity(Choice):
+    """What a constraint bounds: the density of the sparsifiable parameters, or the MACs fraction."""
+
+    DENSITY = "density"
+    MACS = "macs"
+
+
+Quantity._noun = "constrained quantity"
+
+
+@dataclass(frozen=True)
+class ConstraintKey:
+    """A constraint's name, read: what it bounds and where (a layer, or None for the model).
+
+    Names are ``"model"`` and ``"<layer>"`` (densities), ``"macs"`` and ``"macs:<layer>"``
+    (MACs budgets): :attr:`name` writes them, :meth:`parse` reads them, and nothing else
+    slices them.
 
     Examples:
-        >>> macs_name("model"), macs_name("fc1")
-        ('macs', 'macs:fc1')
+        >>> ConstraintKey.parse("macs:fc1")
+        ConstraintKey(quantity=<Quantity.MACS: 'macs'>, layer='fc1')
+        >>> ConstraintKey(Quantity.MACS, None).name, ConstraintKey(Quantity.DENSITY, "fc1").name
+        ('macs', 'fc1')
     """
-    return MACS if layer == MODEL else f"{MACS}:{layer}"
+
+    quantity: Quantity
+    layer: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> ConstraintKey:
+        if name == MODEL:
+            return cls(Quantity.DENSITY)
+        if name == MACS:
+            return cls(Quantity.MACS)
+        if name.startswith(MACS + ":"):
+            return cls(Quantity.MACS, name[len(MACS) + 1 :])
+        return cls(Quantity.DENSITY, name)
+
+    @classmethod
+    def macs(cls, scope: str) -> ConstraintKey:
+        """The MACs budget on ``scope``: a layer, or ``"model"``."""
+        return cls(Quantity.MACS, None if scope == MODEL else scope)
+
+    @property
+    def name(self) -> str:
+        if self.quantity is Quantity.MACS:
+            return MACS if self.layer is None else f"{MACS}:{self.layer}"
+        return MODEL if self.layer is None else self.layer
+
+    @property
+    def scope(self) -> str:
+        """The layer it bounds, or ``"model"``."""
+        return MODEL if self.layer is None else self.layer
 
 
 Levels = float | Sequence[float] | Mapping[str, float] | None

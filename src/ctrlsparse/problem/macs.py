@@ -13,7 +13,7 @@ from torch import nn
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.counting import dense_macs
 from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE
-from ctrlsparse.problem.levels import MACS, Levels, macs_name, parse_levels
+from ctrlsparse.problem.levels import ConstraintKey, Levels, parse_levels
 
 
 class MacsAccounting:
@@ -45,7 +45,7 @@ class MacsAccounting:
         self._fixed = self.total - sum(self.dense[n] for n in self.layers)
 
     def levels(self, value: Levels, argument: str) -> dict[str, float]:
-        return {macs_name(k): v for k, v in parse_levels(value, self.layers, argument).items()}
+        return {ConstraintKey.macs(k).name: v for k, v in parse_levels(value, self.layers, argument).items()}
 
     def fractions(self, per_param: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MACs / dense MACs of the model and of each gated layer at the accounting's counts."""
@@ -55,9 +55,9 @@ class MacsAccounting:
 
     def floor(self, name: str) -> float:
         """The smallest MACs fraction closing every gate leaves for constraint ``name``."""
-        if name == MACS:
+        layer = ConstraintKey.parse(name).layer
+        if layer is None:
             return (
                 self._fixed + sum(self._ungated[n] * self._per_entry[n] for n in self.layers)
             ) / self.total
-        layer = name[len(MACS) + 1 :]
         return self._ungated[layer] * self._per_entry[layer] / self.dense[layer]

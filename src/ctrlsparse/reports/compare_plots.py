@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ctrlsparse.problem.levels import MACS, MODEL  # noqa: E402
+from ctrlsparse.problem.levels import MODEL, ConstraintKey  # noqa: E402
 from ctrlsparse.reports.measures import constraint_value  # noqa: E402
 from ctrlsparse.reports.run_plots import layer_colors  # noqa: E402
 from ctrlsparse.runs.records import RunSummary  # noqa: E402
@@ -50,7 +50,7 @@ def comparison(runs: Sequence[Run]) -> Figure:
         return summary.density if name == MODEL else summary.densities[name]
 
     def layer_of(name: str) -> str:  # "macs" -> model, "macs:fc1" -> fc1
-        return MODEL if name == MACS else name.removeprefix(MACS + ":")
+        return ConstraintKey.parse(name).scope
 
     def style(name: str, marker: str) -> dict:
         # The model as a larger open marker: a layer at the same point stays visible inside it.
