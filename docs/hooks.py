@@ -1,7 +1,7 @@
 """mkdocs hooks: the reference pages are generated at build time, so nothing is hand-copied.
 
 - ``reference/api.md``: one mkdocstrings block per name in ``ctrlsparse.__all__``, then the
-  gates, methods and plots modules;
+  modules listed in ``MODULES``;
 - ``reference/cli.md``: the ``--help`` of every ``ctrlsparse`` subcommand, from the argparse
   parser (:func:`ctrlsparse.cli.build_parser`);
 - ``reference/problem-file.md``: every section and key of a problem file, from the config
@@ -21,6 +21,13 @@ from pathlib import Path
 MODULES = {
     "ctrlsparse.gating.gates": "Gates",
     "ctrlsparse.training.methods": "Other methods",
+    "ctrlsparse.problem.optimizer": "GDA as a torch optimizer",
+    "ctrlsparse.integrations.transformers": "Hugging Face Trainer",
+    "ctrlsparse.integrations.lightning": "Lightning",
+    "ctrlsparse.problem.sharding": "FSDP2: whole gates",
+    "ctrlsparse.training.sharded": "FSDP2: checkpoints",
+    "ctrlsparse.training.resume": "Checkpoints of fit",
+    "ctrlsparse.training.monitor": "Records, TensorBoard and progress of fit",
     "ctrlsparse.reports": "Plots and reports",
 }
 
