@@ -24,16 +24,16 @@ def test_parse_levels_rejects(text):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--target-density", "1.5"], r"target_density values must be numbers in \(0, 1\], got 1.5"),
+        (["--target-density", "1.5"], r"target_density values must lie in \(0, 1\], got 1.5"),
         (["--target-density", "0"], r"in \(0, 1\], got 0"),
-        (["--penalty", "-0.1"], "penalty values must be numbers >= 0, got -0.1"),
+        (["--penalty", "-0.1"], "penalty values must be a finite number >= 0, got -0.1"),
         (["--target-density", "fc9=0.5"], "unknown layer name 'fc9'; valid names: model, fc1, fc2, fc3"),
         (["--target-density", "0.5,0.5"], "one value per gated layer"),
         (["--target-density", "zero"], "cannot read 'zero'"),
         (["--epochs", "0"], r"\[train\] epochs must be >= 1"),
         (["--schedule-factor", "1.5"], r"\[schedule\] needs epochs >= 1, 0 < factor < 1"),
         (["--augmented-lagrangian", "-1"], r"augmented_lagrangian must be > 0"),
-        (["--target-macs", "1.5"], r"target_macs values must be numbers in \(0, 1\], got 1.5"),
+        (["--target-macs", "1.5"], r"target_macs values must lie in \(0, 1\], got 1.5"),
         (["--target-macs", "fc9=0.5"], "target_macs: unknown layer name 'fc9'"),
         (
             ["--feasibility", "1.0"],
