@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomllib joined the standard library in 3.11; tomli is the same parser under another name
+    import tomli as tomllib
 
 from ctrlsparse.data import DATASETS
 from ctrlsparse.errors import CtrlsparseError
