@@ -2,7 +2,8 @@
 #   make demo   creates .venv, installs ctrlsparse, trains the digits problem three ways
 #               (constrained model-wise, constrained per-layer, penalized) and compares them
 #   make test   creates .venv-dev with the dev extras and runs the test suite
-#   make docs   creates .venv-docs and builds the documentation site into site/ (strict)
+#   make docs   creates .venv-docs and builds the documentation site into site/ (strict; needs Node/npm)
+#   make check-pythons  installs into a venv per supported Python and runs a short smoke check
 PYTHON ?= python3
 VENV := .venv
 DEV_VENV := .venv-dev
@@ -11,7 +12,7 @@ KATEX := docs/assets/katex
 RUNS ?= runs/demo
 DEMO_PROBLEM := problems/digits_mlp.toml
 
-.PHONY: demo test lint docs docs-serve clean
+.PHONY: demo test lint docs docs-serve check-pythons clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,10 @@ demo: $(VENV)/.installed
 test: $(DEV_VENV)/.installed
 	@$(DEV_VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+
+# One venv per Python in pyproject.toml's classifiers, under build/pythons (reused).
+check-pythons:
+	bash .ci/check-pythons
 
 lint: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check src tests examples
