@@ -1,0 +1,86 @@
+"""Griffe extension: the docstrings' Sphinx roles become links (and math) on the site.
+
+The docstrings are written with Sphinx roles (``:func:`~ctrlsparse.fit```, ``:math:`\\beta```)
+while the site renders them as Markdown, which would show the roles as raw text. Before
+rendering, every role is rewritten:
+
+- ``:mod:``, ``:func:``, ``:class:``, ``:meth:``, ``:attr:``, ``:data:``, ``:exc:``, ``:obj:``:
+  an autorefs cross-reference ``[`title`][path]``, the target resolved in the docstring's scope
+  as Sphinx does (``fit``, ``GDA.step``, ``~Gate.parameter``). A private helper (``_scale_inputs``)
+  links to the public object that holds it, as the site leaves private names out. A target that
+  the site does not document fails the strict build ("Could not find cross-reference target").
+  Names outside ctrlsparse (``torch.nn.utils.parametrize``) link to a search of their project's
+  documentation.
+- ``:math:`x``` becomes ``$x$``, which arithmatex and KaTeX render.
+
+A role this extension does not know is left alone, and ``docs/hooks.py`` fails the build when
+it finds one in the built pages. The hooks also rewrite the docstrings they copy into generated
+pages with :func:`to_markdown`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+
+import griffe
+
+ROLE = re.compile(r":(?:py:)?(mod|func|class|meth|attr|data|exc|obj|math):`([^`]+)`")
+TITLED = re.compile(r"(.*?)\s*<([^<>]+)>$")  # :func:`title <target>`
+EXTERNAL = {"torch": "https://docs.pytorch.org/docs/stable/search.html?q={}"}
+
+
+def _target(obj: griffe.Object, name: str) -> str:
+    """The canonical path of ``name`` as written in ``obj``'s docstring (``GDA.step``, ``fit``)."""
+    head, _, rest = name.partition(".")
+    if head in EXTERNAL:
+        return name
+    if head != obj.package.name:
+        try:
+            head = obj.resolve(head)
+        except griffe.NameResolutionError:
+            return name  # left for autorefs to report
+    path = f"{head}.{rest}" if rest else head
+    # Where it is defined: `ctrlsparse.problem.GDA.step` is `ctrlsparse.problem.gda.GDA.step`.
+    with contextlib.suppress(KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+        path = obj.modules_collection[path].canonical_path
+    # The site leaves private helpers out (filters "!^_"): link to the public object holding one.
+    parts = path.split(".")
+    while len(parts) > 1 and parts[-1].startswith("_") and not parts[-1].startswith("__"):
+        parts.pop()
+    return ".".join(parts)
+
+
+def to_markdown(text: str, resolve: Callable[[str], str] = lambda name: name) -> str:
+    """``text`` with its Sphinx roles rewritten; ``resolve`` turns a target as written into a path.
+
+    Examples:
+        >>> to_markdown("see :func:`~ctrlsparse.fit` and :math:`\\beta`")
+        'see [`fit`][ctrlsparse.fit] and $\\beta$'
+    """
+
+    def replace(match: re.Match) -> str:
+        role, written = match.groups()
+        if role == "math":
+            return f"${written}$"
+        titled = TITLED.match(written)
+        title, name = titled.groups() if titled else (None, written)
+        name = name.lstrip("~")
+        if title is None:
+            title = name.rsplit(".", 1)[-1] if written.startswith("~") else name
+        path = resolve(name)
+        root = path.partition(".")[0]
+        if root in EXTERNAL:
+            return f"[`{title}`]({EXTERNAL[root].format(path)})"
+        return f"[`{title}`][{path}]"
+
+    return ROLE.sub(replace, text)
+
+
+class SphinxRoles(griffe.Extension):
+    """Rewrite the Sphinx roles of every docstring before mkdocstrings renders it."""
+
+    def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = to_markdown(obj.docstring.value, lambda name: _target(obj, name))
