@@ -7,7 +7,8 @@ rendering, every role is rewritten:
 - ``:mod:``, ``:func:``, ``:class:``, ``:meth:``, ``:attr:``, ``:data:``, ``:exc:``, ``:obj:``:
   an autorefs cross-reference ``[`title`][path]``, the target resolved in the docstring's scope
   as Sphinx does (``fit``, ``GDA.step``, ``~Gate.parameter``). A private helper (``_scale_inputs``)
-  links to the public object that holds it, as the site leaves private names out. A target that
+  links to the public object that holds it, as the site leaves private names out; a name the
+  package exports (``ctrlsparse.GDA``) links to its entry on the API page. A target that
   the site does not document fails the strict build ("Could not find cross-reference target").
   Names outside ctrlsparse (``torch.nn.utils.parametrize``) link to a search of their project's
   documentation.
@@ -21,6 +22,7 @@ pages with :func:`to_markdown`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable
 
@@ -31,7 +33,7 @@ TITLED = re.compile(r"(.*?)\s*<([^<>]+)>$")  # :func:`title <target>`
 EXTERNAL = {"torch": "https://docs.pytorch.org/docs/stable/search.html?q={}"}
 
 
-def _target(obj: griffe.Object, name: str) -> str:
+def _target(obj: griffe.Object, exported: dict[str, str], name: str) -> str:
     """The canonical path of ``name`` as written in ``obj``'s docstring (``GDA.step``, ``fit``)."""
     head, _, rest = name.partition(".")
     if head in EXTERNAL:
@@ -49,7 +51,21 @@ def _target(obj: griffe.Object, name: str) -> str:
     parts = path.split(".")
     while len(parts) > 1 and parts[-1].startswith("_") and not parts[-1].startswith("__"):
         parts.pop()
-    return ".".join(parts)
+    path = ".".join(parts)
+    # A name the package exports links to its entry on the API page, not in its module.
+    for canonical, public in exported.items():
+        if path == canonical or path.startswith(canonical + "."):
+            return public + path[len(canonical) :]
+    return path
+
+
+def _exported(package: griffe.Module) -> dict[str, str]:
+    """Where each name in the package's ``__all__`` is defined → its public path."""
+    exported = {}
+    for name in package.exports or ():
+        with contextlib.suppress(KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+            exported[package.members[name].canonical_path] = f"{package.path}.{name}"
+    return exported
 
 
 def to_markdown(text: str, resolve: Callable[[str], str] = lambda name: name) -> str:
@@ -78,9 +94,21 @@ def to_markdown(text: str, resolve: Callable[[str], str] = lambda name: name) ->
     return ROLE.sub(replace, text)
 
 
+def _objects(obj: griffe.Object):
+    """``obj`` and everything defined in it (not what it imports)."""
+    yield obj
+    for member in obj.members.values():
+        if not member.is_alias:
+            yield from _objects(member)
+
+
 class SphinxRoles(griffe.Extension):
     """Rewrite the Sphinx roles of every docstring before mkdocstrings renders it."""
 
-    def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
-        if obj.docstring is not None:
-            obj.docstring.value = to_markdown(obj.docstring.value, lambda name: _target(obj, name))
+    def on_package(self, *, pkg: griffe.Module, **kwargs) -> None:
+        # Once the whole package is loaded, so that every import between its modules resolves.
+        exported = _exported(pkg)
+        for obj in _objects(pkg):
+            if obj.docstring is not None:
+                resolve = functools.partial(_target, obj, exported)
+                obj.docstring.value = to_markdown(obj.docstring.value, resolve)
