@@ -2,10 +2,14 @@
 
 - ``reference/api.md``: one mkdocstrings block per name in ``ctrlsparse.__all__``, then the
   gates, methods and plots modules;
+- ``reference/modules.md``: every other module, so that each docstring link has a target;
 - ``reference/cli.md``: the ``--help`` of every ``ctrlsparse`` subcommand, from the argparse
   parser (:func:`ctrlsparse.cli.build_parser`);
 - ``reference/problem-file.md``: every section and key of a problem file, from the config
   dataclasses (:mod:`ctrlsparse.experiments.schema`).
+
+After the build, the site is checked: every public name and subcommand is shown, no Sphinx role
+is left as text (``docs/roles.py`` rewrites them), and every link opens from disk.
 """
 
 from __future__ import annotations
