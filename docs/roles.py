@@ -29,7 +29,7 @@ from collections.abc import Callable
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(mod|func|class|meth|attr|data|exc|obj|math):`([^`]+)`")
-TITLED = re.compile(r"(.*?)\s*<([^<>]+)>$")  # :func:`title <target>`
+TITLED = re.compile(r"(.*?)\s*<([^<>]+)>$", re.DOTALL)  # :func:`title <target>`, maybe over two lines
 EXTERNAL = {"torch": "https://docs.pytorch.org/docs/stable/search.html?q={}"}
 
 
@@ -82,9 +82,10 @@ def to_markdown(text: str, resolve: Callable[[str], str] = lambda name: name) ->
             return f"${written}$"
         titled = TITLED.match(written)
         title, name = titled.groups() if titled else (None, written)
-        name = name.lstrip("~")
+        name = name.strip().lstrip("~")
         if title is None:
             title = name.rsplit(".", 1)[-1] if written.startswith("~") else name
+        title = " ".join(title.split())
         path = resolve(name)
         root = path.partition(".")[0]
         if root in EXTERNAL:

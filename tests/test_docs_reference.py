@@ -60,6 +60,7 @@ roles = hooks.roles
         (":func:`~ctrlsparse.fit`", "[`fit`][ctrlsparse.fit]"),
         (":class:`ctrlsparse.GDA`", "[`ctrlsparse.GDA`][ctrlsparse.GDA]"),
         (":meth:`the step <ctrlsparse.GDA.step>`", "[`the step`][ctrlsparse.GDA.step]"),
+        (":meth:`GDA.step\n    <ctrlsparse.GDA.step>`", "[`GDA.step`][ctrlsparse.GDA.step]"),
         (":py:attr:`~ctrlsparse.GDA.problem`", "[`problem`][ctrlsparse.GDA.problem]"),
         (":math:`\\gamma\\sqrt t`", "$\\gamma\\sqrt t$"),
         (
