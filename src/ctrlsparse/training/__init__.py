@@ -1,4 +1,6 @@
-"""Training: the loop (:func:`fit`, :func:`evaluate`) and the other methods' trainers.
+"""Training: the loop (:func:`fit`, :func:`evaluate`), its parts (:func:`start_feasibility_phase`,
+:class:`~ctrlsparse.training.resume.Checkpointer`, :class:`~ctrlsparse.training.monitor.Monitor`)
+and the other methods' trainers.
 
 :class:`~ctrlsparse.problem.GDA` is the trainer for gated models;
 :class:`~ctrlsparse.training.methods.L1RDA` and
@@ -8,7 +10,7 @@
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning, plain_layers
 from ctrlsparse.training.rda import RDA
-from ctrlsparse.training.trainer import NonFiniteLossError, Trainer, evaluate, fit
+from ctrlsparse.training.trainer import NonFiniteLossError, Trainer, evaluate, fit, start_feasibility_phase
 
 __all__ = [
     "GroupMagnitudePruning",
@@ -20,4 +22,5 @@ __all__ = [
     "evaluate",
     "fit",
     "plain_layers",
+    "start_feasibility_phase",
 ]

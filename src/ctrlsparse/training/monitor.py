@@ -1,4 +1,5 @@
-"""What a user watches while ``fit`` trains: a tqdm progress bar and TensorBoard scalars."""
+"""What a user watches while ``fit`` trains: ``metrics.jsonl``, a tqdm progress bar and
+TensorBoard scalars, fed by one :class:`Monitor`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,56 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ctrlsparse.runs.records import StepRecord
+from ctrlsparse.runs import store as runs
+from ctrlsparse.runs.records import GDAStep, StepRecord
+
+
+class Monitor:
+    """Where :func:`~ctrlsparse.fit` sends each step: a line of ``metrics.jsonl`` every
+    ``log_every`` steps and at each epoch's end (rank 0, in ``run_dir``), the same record
+    as TensorBoard scalars (``tensorboard``), and the progress bar.
+
+    ``metrics_offset``: a resumed run's ``metrics.jsonl`` is cut back to the length its
+    checkpoint recorded, and TensorBoard drops the events after ``done`` steps.
+
+    Examples:
+        >>> monitor = Monitor(None, None, None, progress=False, epochs=1, steps_per_epoch=10)
+        >>> monitor.offset
+        0
+    """
+
+    def __init__(
+        self, run_dir: str | Path | None, metrics_offset: int | None, tensorboard: str | Path | None,
+        progress: bool, epochs: int, steps_per_epoch: int, done: int = 0, rank: int = 0, log_every: int = 1,
+    ) -> None:  # fmt: skip
+        self.log_every = log_every
+        self.writer = runs.MetricsWriter(run_dir, offset=metrics_offset) if run_dir and rank == 0 else None
+        self.board = None
+        if tensorboard is not None and rank == 0:
+            self.board = TensorBoard(tensorboard, purge_step=done + 1 if done else None)
+        self.bar = Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0 and rank == 0, done)
+
+    @property
+    def offset(self) -> int:
+        """The length of ``metrics.jsonl`` so far (what a checkpoint records)."""
+        return self.writer.offset if self.writer is not None else 0
+
+    def record(self, step: GDAStep, step_count: int, epoch: int, batch: int, end_of_epoch: bool,
+               test_error: float | None) -> None:  # fmt: skip
+        if step_count % self.log_every == 0 or end_of_epoch:
+            record = StepRecord.of(step, step_count, epoch, test_error)
+            if self.writer is not None:
+                self.writer.write(record.to_dict())
+            if self.board is not None:
+                self.board.write(record)
+        self.bar.update(epoch, batch, step, test_error)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.board is not None:
+            self.board.close()
 
 
 class Progress:
@@ -77,11 +127,7 @@ class TensorBoard:
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def write(self, record: StepRecord) -> None:
-        scalars = {"loss": record.loss, "density/model": record.density}
-        groups = {"density": record.densities, "multiplier": record.multipliers,
-                  "violation": record.violations, "level": record.levels, "macs": record.macs}  # fmt: skip
-        for prefix, values in groups.items():
-            scalars.update({f"{prefix}/{name}": value for name, value in values.items()})
+        scalars = record.scalars()
         if record.test_error is not None:
             scalars["test_error"] = record.test_error
         for tag, value in scalars.items():

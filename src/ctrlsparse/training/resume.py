@@ -11,25 +11,94 @@ uninterrupted one would have (bit for bit on CPU with the same threads and world
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from ctrlsparse.runs import checkpoint as checkpoints
+from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.checkpoint import CheckpointError, rng_state, set_rng_state
 from ctrlsparse.training import distributed
 
 
 @dataclass
 class Position:
-    """Where a run continues: ``epoch`` (1-based) after ``batches_done`` of its batches."""
+    """Where a run is: ``step`` steps done, in ``epoch`` (1-based) after ``batches_done`` of
+    its batches; the last test error, the example input the summary counts with, and the
+    training time so far."""
 
-    step: int
-    epoch: int
-    batches_done: int
-    test_error: float | None
-    example_input: Any
-    train_seconds: float
+    step: int = 0
+    epoch: int = 1
+    batches_done: int = 0
+    test_error: float | None = None
+    example_input: Any = None
+    train_seconds: float = 0.0
+
+
+class Checkpointer:
+    """:func:`~ctrlsparse.fit`'s run directory: refusing or clearing a used one, a fresh run's
+    ``config.json``, checkpoints (:func:`capture`) and continuing from the last (:func:`restore`).
+
+    Every rank builds one and calls :meth:`save` (the checkpoint gathers every rank's random
+    state); rank 0 alone writes.
+
+    Examples:
+        >>> keeper = Checkpointer("runs/mine", gda, None, batches, config, epochs=10)  # doctest: +SKIP
+        >>> resuming = keeper.prepare(resume=True, overwrite=False)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, run_dir: str | Path, trainer, lr_scheduler, batches, config: dict | None, epochs: int,
+        world_size: int = 1,
+    ) -> None:  # fmt: skip
+        self.run_dir = Path(run_dir)
+        self.trainer, self.lr_scheduler, self.batches = trainer, lr_scheduler, batches
+        self.config, self.epochs, self.world_size = config, epochs, world_size
+        self.mid_epoch = hasattr(batches, "state_dict") and hasattr(batches, "load_state_dict")
+        """Whether the batches can resume mid-epoch (else checkpoints are taken at epoch ends only)."""
+
+    def prepare(self, resume: bool, overwrite: bool) -> bool:
+        """Check the run directory (rank 0 decides; its refusal stops every rank); True when resuming.
+
+        Raises:
+            RunDirectoryError: the directory holds a run and neither ``resume`` nor ``overwrite``.
+        """
+        return distributed.on_rank0(lambda: checkpoints.prepare_run_dir(self.run_dir, resume, overwrite))
+
+    def warn_if_epoch_ends_only(self, checkpoint_every: int | None) -> None:
+        if checkpoint_every and not self.mid_epoch:
+            warnings.warn(
+                f"{type(self.batches).__name__} has no state_dict: checkpoints are taken at epoch ends only",
+                stacklevel=3,
+            )
+
+    def mid_epoch_due(self, step: int, checkpoint_every: int | None) -> bool:
+        """Whether to checkpoint after ``step`` inside an epoch (epoch ends always are)."""
+        return self.mid_epoch and bool(checkpoint_every) and step % checkpoint_every == 0
+
+    def start(self) -> None:
+        """A fresh run: the directory and its ``config.json`` (rank 0)."""
+        if distributed.context()[0] == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            runs.write_json(self.run_dir / runs.CONFIG, self.config or {})
+
+    def restore(self) -> tuple[Position, int]:
+        """Load the last complete checkpoint into the run; its position and the length of
+        ``metrics.jsonl`` it recorded."""
+        state = checkpoints.load_checkpoint(self.run_dir)
+        model = self.trainer.model
+        at = restore(state, self.trainer, model, self.lr_scheduler, self.batches, self.config, self.epochs,
+                     self.world_size)  # fmt: skip
+        return at, state["metrics_offset"]
+
+    def save(self, at: Position, metrics_offset: int) -> None:
+        """Checkpoint the run at ``at`` (a collective: every rank calls it)."""
+        state = capture(self.trainer, self.trainer.model, self.lr_scheduler, self.batches, at, metrics_offset,
+                        self.config, self.epochs, self.world_size)  # fmt: skip
+        distributed.on_rank0(lambda: checkpoints.save_checkpoint(self.run_dir, state))
 
 
 def _normal(config: dict | None) -> Any:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sized
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,10 +17,10 @@ from ctrlsparse.gating.counting import count, macs_summary
 from ctrlsparse.modelio import Inputs, call_model, head, logits, to_device
 from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import store as runs
-from ctrlsparse.runs.records import GDAStep, RunSummary, StepRecord
+from ctrlsparse.runs.records import GDAStep, RunSummary
 from ctrlsparse.training import distributed
-from ctrlsparse.training.monitor import Progress, TensorBoard, require_tensorboard
-from ctrlsparse.training.resume import Position, capture, restore
+from ctrlsparse.training.monitor import Monitor, require_tensorboard
+from ctrlsparse.training.resume import Checkpointer, Position
 
 
 @torch.no_grad()
@@ -70,7 +70,7 @@ class Trainer(Protocol):
     def summary(self) -> RunSummary: ...
 
     # Optional: ``begin(total_steps, steps_per_epoch)`` before the first step (GDA fixes its
-    # schedules there); ``phase_start``, ``decision`` and ``decide()`` for a feasibility phase.
+    # schedules there); ``decision_due`` and ``decide()`` for a feasibility phase.
 
 
 def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None) -> RunSummary:
@@ -88,13 +88,21 @@ def summarize(trainer: Trainer, example_input: Inputs, test_error: float | None)
     return summary
 
 
-def _decide(trainer, model: nn.Module, test_batches, output_fn) -> None:
-    """Start the trainer's feasibility phase, with the test error on both sides of the decision."""
-    before = evaluate(model, test_batches, output_fn) if test_batches is not None else None
+def start_feasibility_phase(trainer: Trainer, measure: Callable[[], float] | None = None) -> None:
+    """Decide the trainer's gates when its feasibility phase is due, with the test error
+    (``measure()``) on both sides of the decision in ``decision.test_error_before`` and
+    ``test_error_decided``. A trainer without a phase, or not yet at it, is left alone.
+
+    Examples:
+        >>> start_feasibility_phase(gda, lambda: evaluate(model, test_batches))  # doctest: +SKIP
+    """
+    if not getattr(trainer, "decision_due", False):
+        return
+    before = measure() if measure is not None else None
     decision = trainer.decide()
     decision.test_error_before = before
-    if test_batches is not None:
-        decision.test_error_decided = evaluate(model, test_batches, output_fn)
+    if measure is not None:
+        decision.test_error_decided = measure()
 
 
 def fit(
@@ -118,7 +126,7 @@ def fit(
     Before the first step it tells the trainer the run's length (``trainer.begin``: GDA's
     target ramp, dual step and feasibility phase count in fractions of it). At the start of
     GDA's feasibility phase it measures the test error before and after the gates are
-    decided (``summary.feasibility``).
+    decided (``summary.feasibility``, :func:`start_feasibility_phase`).
 
     Writes, when ``run_dir`` is given: ``config.json`` (``config``) at the start,
     ``metrics.jsonl`` as training goes (every ``log_every`` steps and at every epoch's
@@ -137,6 +145,11 @@ def fit(
     :class:`~ctrlsparse.data.Batches`) resume mid-epoch; any other iterable resumes at the
     last epoch boundary (mid-epoch checkpoints are not taken for it).
 
+    The loop is short and built from parts you can reuse in a loop of your own:
+    :class:`~ctrlsparse.training.resume.Checkpointer` (the run directory),
+    :class:`~ctrlsparse.training.monitor.Monitor` (records, TensorBoard, progress),
+    :func:`start_feasibility_phase` and :func:`evaluate`.
+
     Raises:
         NonFiniteLossError: the loss or a violation became NaN/inf; the message names the
             step, which was not applied; ``metrics.jsonl`` and the last checkpoint are intact.
@@ -151,6 +164,77 @@ def fit(
         ...               test_batches=Batches(x_test, y_test, 512), run_dir="runs/mine")  # doctest: +SKIP
         >>> summary = fit(opt, batches, epochs=10, run_dir="runs/mine", resume=True)  # doctest: +SKIP
     """
+    _check_settings(epochs, log_every, checkpoint_every, run_dir, resume, overwrite)
+    rank, world = distributed.context()
+    if tensorboard is not None:  # before any work: a missing package fails here
+        require_tensorboard()
+    keeper = None if run_dir is None else Checkpointer(run_dir, trainer, lr_scheduler, train_batches, config,
+                                                       epochs, world)  # fmt: skip
+    resuming = keeper is not None and keeper.prepare(resume, overwrite)
+    model = trainer.model
+    if world > 1 and hasattr(train_batches, "shard"):  # each rank takes its share of every batch
+        train_batches.shard(rank, world)
+    steps_per_epoch = _tell_length(trainer, train_batches, epochs)
+    at, offset = Position(), None
+    if keeper is not None:
+        keeper.warn_if_epoch_ends_only(checkpoint_every)
+        if resuming:
+            at, offset = keeper.restore()
+        else:
+            keeper.start()
+    if world > 1:  # after restoring: DDP registers the parameters that learn (decided gates do not)
+        distributed.wrap(trainer)
+    monitor = Monitor(
+        run_dir, offset, tensorboard, progress, epochs, steps_per_epoch, at.step, rank, log_every
+    )
+    measure = None if test_batches is None else partial(evaluate, model, test_batches, output_fn)
+    device = next(model.parameters()).device
+    started = time.monotonic() - at.train_seconds
+    try:
+        for epoch in range(at.epoch, epochs + 1):
+            model.train()
+            first = at.batches_done + 1 if epoch == at.epoch else 1
+            for batch, (x, y) in enumerate(train_batches, start=first):
+                x, y = to_device(x, device), y.to(device)
+                at.example_input = head(x) if at.example_input is None else at.example_input
+                start_feasibility_phase(trainer, measure)
+                step = _step(trainer, x, y, at.step + 1, epoch, run_dir)
+                at.step += 1
+                end_of_epoch = batch == steps_per_epoch
+                error = measure() if end_of_epoch and measure is not None else None
+                at.test_error = at.test_error if error is None else error
+                monitor.record(step, at.step, epoch, batch, end_of_epoch, error)
+                if (
+                    keeper is not None
+                    and not end_of_epoch
+                    and keeper.mid_epoch_due(at.step, checkpoint_every)
+                ):
+                    at.epoch, at.batches_done, at.train_seconds = epoch, batch, time.monotonic() - started
+                    keeper.save(at, monitor.offset)
+            if lr_scheduler is not None:
+                lr_scheduler.step()
+            distributed.check_identical(trainer, epoch)
+            if keeper is not None:
+                at.epoch, at.batches_done, at.train_seconds = epoch + 1, 0, time.monotonic() - started
+                keeper.save(at, monitor.offset)
+    finally:
+        monitor.close()
+    if at.example_input is None:
+        raise ValueError("train_batches yielded no minibatch")
+    test_error = at.test_error
+    if trainer.finish() and measure is not None:
+        test_error = measure()
+    summary = summarize(trainer, at.example_input, test_error)
+    summary.steps = at.step
+    summary.train_seconds = time.monotonic() - started
+    summary.world_size = world
+    if run_dir is not None and rank == 0:
+        runs.write_summary(run_dir, summary)
+        torch.save(model.state_dict(), Path(run_dir) / runs.MODEL)
+    return summary
+
+
+def _check_settings(epochs, log_every, checkpoint_every, run_dir, resume, overwrite) -> None:
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if log_every < 1:
@@ -159,114 +243,30 @@ def fit(
         raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {checkpoint_every!r}")
     if run_dir is None and (resume or overwrite or checkpoint_every):
         raise ValueError("resume, overwrite and checkpoint_every need a run_dir")
-    rank, world = distributed.context()
-    if tensorboard is not None:  # before any work: a missing package fails here
-        require_tensorboard()
-    resuming = False
-    if run_dir is not None:  # rank 0 decides; its refusal stops every rank
-        resuming = distributed.on_rank0(lambda: checkpoints.prepare_run_dir(run_dir, resume, overwrite))
-    model = trainer.model
-    if world > 1 and hasattr(train_batches, "shard"):  # each rank takes its share of every batch
-        train_batches.shard(rank, world)
-    device = next(model.parameters()).device
-    steps_per_epoch = len(train_batches) if isinstance(train_batches, Sized) else 0
+
+
+def _tell_length(trainer: Trainer, batches, epochs: int) -> int:
+    """Tell the trainer the run's length (schedules, dual step, feasibility phase); batches
+    per epoch, 0 when the batches have no length."""
+    steps_per_epoch = len(batches) if isinstance(batches, Sized) else 0
     if trainer.steps_per_epoch is None:  # target schedules and pruning epochs count in epochs
         trainer.steps_per_epoch = steps_per_epoch or None
-    if hasattr(trainer, "begin"):  # the run's length: schedules, dual step and feasibility phase
+    if hasattr(trainer, "begin"):
         trainer.begin(epochs * steps_per_epoch if steps_per_epoch else None, steps_per_epoch or None)
-    stateful = hasattr(train_batches, "state_dict") and hasattr(train_batches, "load_state_dict")
-    if checkpoint_every and not stateful:
-        warnings.warn(
-            f"{type(train_batches).__name__} has no state_dict: checkpoints are taken at epoch ends only",
-            stacklevel=2,
-        )
-    at = Position(step=0, epoch=1, batches_done=0, test_error=None, example_input=None, train_seconds=0.0)
-    writer = None  # rank 0 alone writes the run directory
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        if resuming:
-            state = checkpoints.load_checkpoint(run_dir)
-            at = restore(state, trainer, model, lr_scheduler, train_batches, config, epochs, world)
-            if rank == 0:
-                writer = runs.MetricsWriter(run_dir, offset=state["metrics_offset"])
-        elif rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            runs.write_json(run_dir / runs.CONFIG, config or {})
-            writer = runs.MetricsWriter(run_dir)
-    if world > 1:  # after restoring: DDP registers the parameters that learn (decided gates do not)
-        distributed.wrap(trainer)
+    return steps_per_epoch
 
-    def checkpoint(epoch: int, batches_done: int) -> None:
-        at.step, at.epoch, at.batches_done = step_count, epoch, batches_done
-        at.train_seconds = elapsed + time.monotonic() - start
-        offset = writer.offset if writer is not None else 0
-        state = capture(trainer, model, lr_scheduler, train_batches, at, offset, config, epochs, world)
-        distributed.on_rank0(lambda: checkpoints.save_checkpoint(run_dir, state))
 
-    board = None  # a resumed run drops the events after its checkpoint
-    if tensorboard is not None and rank == 0:
-        board = TensorBoard(tensorboard, purge_step=at.step + 1 if at.step else None)
-    bar = Progress(epochs, steps_per_epoch, progress and steps_per_epoch > 0 and rank == 0, at.step)
-    step_count, test_error, example_input = at.step, at.test_error, at.example_input
-    elapsed = at.train_seconds
-    start = time.monotonic()
+def _step(trainer: Trainer, x, y, step_count: int, epoch: int, run_dir: Path | None) -> GDAStep:
+    """``trainer.step(x, y)``; a non-finite loss stops the run with where its files are."""
     try:
-        for epoch in range(at.epoch, epochs + 1):
-            model.train()
-            first = at.batches_done + 1 if epoch == at.epoch else 1
-            for batch, (x, y) in enumerate(train_batches, start=first):
-                x, y = to_device(x, device), y.to(device)
-                example_input = head(x) if example_input is None else example_input
-                at.example_input = example_input
-                if step_count == getattr(trainer, "phase_start", None) and trainer.decision is None:
-                    _decide(trainer, model, test_batches, output_fn)
-                try:
-                    step = trainer.step(x, y)
-                except NonFiniteLossError as error:
-                    raise NonFiniteLossError(f"{error} (epoch {epoch}){_kept(run_dir)}") from None
-                step_count += 1
-                if not math.isfinite(step.loss):  # trainers that do not check before updating
-                    raise NonFiniteLossError(
-                        f"loss became {step.loss} at step {step_count} (epoch {epoch}){_kept(run_dir)}"
-                    )
-                end_of_epoch = batch == steps_per_epoch
-                record_error = None
-                if end_of_epoch and test_batches is not None:
-                    test_error = record_error = evaluate(model, test_batches, output_fn)
-                    at.test_error = test_error
-                if step_count % log_every == 0 or end_of_epoch:
-                    record = StepRecord.of(step, step_count, epoch, record_error)
-                    if writer is not None:
-                        writer.write(record.to_dict())
-                    if board is not None:
-                        board.write(record)
-                bar.update(epoch, batch, step, record_error)
-                mid_epoch = run_dir is not None and stateful and not end_of_epoch
-                if mid_epoch and checkpoint_every and step_count % checkpoint_every == 0:
-                    checkpoint(epoch, batch)
-            if lr_scheduler is not None:
-                lr_scheduler.step()
-            distributed.check_identical(trainer, epoch)
-            if run_dir is not None:
-                checkpoint(epoch + 1, 0)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if board is not None:
-            board.close()
-    if example_input is None:
-        raise ValueError("train_batches yielded no minibatch")
-    if trainer.finish() and test_batches is not None:
-        test_error = evaluate(model, test_batches, output_fn)
-    summary = summarize(trainer, example_input, test_error)
-    summary.steps = step_count
-    summary.train_seconds = elapsed + time.monotonic() - start
-    summary.world_size = world
-    if run_dir is not None and rank == 0:
-        runs.write_summary(run_dir, summary)
-        torch.save(model.state_dict(), run_dir / runs.MODEL)
-    return summary
+        step = trainer.step(x, y)
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"{error} (epoch {epoch}){_kept(run_dir)}") from None
+    if not math.isfinite(step.loss):  # trainers that do not check before updating
+        raise NonFiniteLossError(
+            f"loss became {step.loss} at step {step_count} (epoch {epoch}){_kept(run_dir)}"
+        )
+    return step
 
 
 def _kept(run_dir: Path | None) -> str:
