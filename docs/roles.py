@@ -45,8 +45,11 @@ def _target(obj: griffe.Object, exported: dict[str, str], name: str) -> str:
             return name  # left for autorefs to report
     path = f"{head}.{rest}" if rest else head
     # Where it is defined: `ctrlsparse.problem.GDA.step` is `ctrlsparse.problem.gda.GDA.step`.
-    with contextlib.suppress(KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
-        path = obj.modules_collection[path].canonical_path
+    with contextlib.suppress(griffe.AliasResolutionError, griffe.CyclicAliasError):
+        try:
+            path = obj.modules_collection[path].canonical_path
+        except KeyError:
+            path = _holder(obj.modules_collection, path)
     # The site leaves private helpers out (filters "!^_"): link to the public object holding one.
     parts = path.split(".")
     while len(parts) > 1 and parts[-1].startswith("_") and not parts[-1].startswith("__"):
@@ -56,6 +59,17 @@ def _target(obj: griffe.Object, exported: dict[str, str], name: str) -> str:
     for canonical, public in exported.items():
         if path == canonical or path.startswith(canonical + "."):
             return public + path[len(canonical) :]
+    return path
+
+
+def _holder(collection: griffe.ModulesCollection, path: str) -> str:
+    """An instance attribute that griffe does not see (set outside ``__init__``, e.g. in a
+    dataclass's ``__post_init__``) links to its class; any other unknown path stays as it is."""
+    parent, _, member = path.rpartition(".")
+    with contextlib.suppress(KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+        holder = collection[parent]
+        if holder.is_class and re.search(rf"self\.{member}\s*(:[^=\n]*)?=", holder.source):
+            return holder.canonical_path
     return path
 
 

@@ -84,8 +84,11 @@ def test_roles_resolve_in_the_docstring_s_scope_as_sphinx_does(tmp_path):
         '    """Drive it with :meth:`step`; see :func:`run` and :func:`_helper`."""\n'
         "    def step(self):\n"
         '        """One step."""\n'
+        "    def start(self):\n"
+        "        self.speed = 1.0\n"
         "def run():\n"
-        '    """Calls :meth:`Engine.step` and :class:`~toy.Engine`; :func:`nowhere` stays as written."""\n'
+        '    """Calls :meth:`Engine.step` and :class:`~toy.Engine`; :func:`nowhere` stays as written;\n'
+        '    :attr:`Engine.speed` is set outside __init__, :attr:`Engine.sped` nowhere."""\n'
         "def _helper():\n"
         '    """Private."""\n'
     )
@@ -97,6 +100,8 @@ def test_roles_resolve_in_the_docstring_s_scope_as_sphinx_does(tmp_path):
     assert "[`Engine.step`][toy.core.Engine.step]" in run
     assert "[`Engine`][toy.core.Engine]" in run  # the alias toy.Engine: where it is defined
     assert "[`nowhere`][nowhere]" in run  # autorefs fails the strict build on it
+    assert "[`Engine.speed`][toy.core.Engine]" in run  # griffe does not see it: its class
+    assert "[`Engine.sped`][toy.core.Engine.sped]" in run  # a typo still fails the build
 
 
 def test_the_site_check_finds_roles_left_as_text(tmp_path):
