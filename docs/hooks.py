@@ -2,10 +2,14 @@
 
 - ``reference/api.md``: one mkdocstrings block per name in ``ctrlsparse.__all__``, then the
   modules listed in ``MODULES``;
+- ``reference/modules.md``: every other module, so that each docstring link has a target;
 - ``reference/cli.md``: the ``--help`` of every ``ctrlsparse`` subcommand, from the argparse
   parser (:func:`ctrlsparse.cli.build_parser`);
 - ``reference/problem-file.md``: every section and key of a problem file, from the config
   dataclasses (:mod:`ctrlsparse.experiments.schema`).
+
+After the build, the site is checked: every public name and subcommand is shown, no Sphinx role
+is left as text (``docs/roles.py`` rewrites them), and every link opens from disk.
 """
 
 from __future__ import annotations
@@ -13,10 +17,23 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib.util
 import inspect
 import os
+import pkgutil
 import re
 from pathlib import Path
+
+
+def _load(path: Path):
+    """A module of this folder (mkdocs loads this file by path, not as part of a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+roles = _load(Path(__file__).with_name("roles.py"))
 
 MODULES = {
     "ctrlsparse.gating.gates": "Gates",
@@ -65,6 +82,43 @@ def api_page() -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def modules_page() -> str:
+    """Every module of the package, so that a docstring's link to a module or helper has a target."""
+    import ctrlsparse
+
+    lines = [
+        "# Modules",
+        "",
+        "Every module of `ctrlsparse`, in the order of the data flow, with its documented members.",
+        "The names most programs need are on the [Python API](api.md) page.",
+        "",
+    ]
+    for module in pkgutil.walk_packages(ctrlsparse.__path__, "ctrlsparse."):
+        if module.name.endswith("__main__") or module.name.rpartition(".")[2].startswith("_"):
+            continue
+        if module.name in MODULES:
+            lines += [f"## `{module.name}`", "", f"On the [Python API](api.md#{module.name}) page.", ""]
+            continue
+        lines += [f"::: {module.name}", "    options:", "      heading_level: 2"]
+        if module.ispkg:  # what it imports is documented in its modules: only what it defines here
+            lines.append(f"      members: {_defined_in(module.name)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _defined_in(package: str) -> list[str]:
+    """The public names that a package's ``__init__.py`` defines rather than imports."""
+    spec = importlib.util.find_spec(package)
+    names = []
+    for node in ast.parse(Path(spec.origin).read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return [name for name in names if not name.startswith("_")]
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: str):
@@ -138,7 +192,7 @@ def schema_page() -> str:
         "",
     ]
     for section, cls in schema.SECTIONS.items():
-        doc = " ".join((cls.__doc__ or "").split())
+        doc = roles.to_markdown(" ".join((cls.__doc__ or "").split()))
         lines += [f"## `[{section}]`", "", doc if not doc.startswith(cls.__name__ + "(") else "", ""]
         lines += ["| key | type | default | choices | notes |", "|---|---|---|---|---|"]
         notes = _key_notes(cls)
@@ -152,7 +206,12 @@ def schema_page() -> str:
     return "\n".join(lines)
 
 
-PAGES = {"reference/api.md": api_page, "reference/cli.md": cli_page, "reference/problem-file.md": schema_page}
+PAGES = {
+    "reference/api.md": api_page,
+    "reference/modules.md": modules_page,
+    "reference/cli.md": cli_page,
+    "reference/problem-file.md": schema_page,
+}
 
 
 def on_files(files, config):
@@ -168,8 +227,8 @@ def missing_from_site(site: Path) -> list[str]:
     import ctrlsparse
     from ctrlsparse.cli import build_parser
 
-    api = (site / "reference" / "api" / "index.html").read_text()
-    cli = (site / "reference" / "cli" / "index.html").read_text()
+    api = (site / "reference" / "api.html").read_text()
+    cli = (site / "reference" / "cli.html").read_text()
     missing = [f"API: {name}" for name in ctrlsparse.__all__ if not re.search(rf"\b{name}\b", api)]
     for command, _ in _subcommands(build_parser(), "ctrlsparse"):
         if f"<code>{command}</code>" not in cli:
@@ -177,7 +236,41 @@ def missing_from_site(site: Path) -> list[str]:
     return missing
 
 
+def raw_roles(site: Path) -> list[str]:
+    """Sphinx roles that reached the built pages as text (``:class:`` then code), page by page."""
+    found = []
+    for page in sorted(site.rglob("*.html")):
+        for role in sorted(set(re.findall(r":(?:py:)?[a-z]+:<code>[^<]*", page.read_text()))):
+            found.append(f"{page.relative_to(site)}: {role.replace('<code>', '`')}`")
+    return found
+
+
+def links_off_disk(site: Path) -> list[str]:
+    """Links that fail when ``site/`` is opened from disk: no such file, or a folder (which a
+    browser shows as a directory listing, not as its ``index.html``)."""
+    broken = []
+    for page in sorted(site.rglob("*.html")):
+        if page.name == "404.html":  # a web server's error page: its links are absolute by design
+            continue
+        for link in sorted(set(re.findall(r'(?:href|src)="([^"#?]*)[#?"]', page.read_text()))):
+            if not link or re.match(r"[a-z]+:", link):  # same page, or http:, mailto:, data:
+                continue
+            if not (page.parent / link).is_file():
+                broken.append(f"{page.relative_to(site)} → {link}")
+    return broken
+
+
 def on_post_build(config):
-    missing = missing_from_site(Path(config["site_dir"]))
+    site = Path(config["site_dir"])
+    missing = missing_from_site(site)
     if missing:
         raise RuntimeError(f"the built site lacks: {', '.join(missing)}")
+    broken = links_off_disk(site)
+    if broken:
+        raise RuntimeError(f"links that do not open from disk: {'; '.join(broken[:20])}")
+    raw = raw_roles(site)
+    if raw:
+        raise RuntimeError(
+            "Sphinx roles left as text (docs/roles.py rewrites :mod: :func: :class: :meth: :attr: "
+            f":data: :exc: :obj: :math:): {'; '.join(raw)}"
+        )

@@ -24,7 +24,13 @@ def test_parse_levels_rejects(text):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--target-density", "1.5"], r"target_density values must lie in \(0, 1\], got 1.5"),
+        (["--target-density", "150"], r"target_density values must lie in \(0, 1\], got 150"),
+        (
+            ["--target-density", "30"],
+            r"--target-density: 30 is not a fraction in \(0, 1\]; did you mean 0.3 \(30%\)\?",
+        ),
+        (["--target-density", "fc1=0.5,fc2=45"], r"--target-density: 45 .*did you mean 0.45"),
+        (["--target-macs", "50"], r"--target-macs: 50 .*did you mean 0.5"),
         (["--target-density", "0"], r"in \(0, 1\], got 0"),
         (["--penalty", "-0.1"], "penalty values must be a finite number >= 0, got -0.1"),
         (["--target-density", "fc9=0.5"], "unknown layer name 'fc9'; valid names: model, fc1, fc2, fc3"),
@@ -33,7 +39,7 @@ def test_parse_levels_rejects(text):
         (["--epochs", "0"], r"\[train\] epochs must be >= 1"),
         (["--schedule-factor", "1.5"], r"\[schedule\] needs epochs >= 1, 0 < factor < 1"),
         (["--augmented-lagrangian", "-1"], r"augmented_lagrangian must be > 0"),
-        (["--target-macs", "1.5"], r"target_macs values must lie in \(0, 1\], got 1.5"),
+        (["--target-macs", "150"], r"target_macs values must lie in \(0, 1\], got 150"),
         (["--target-macs", "fc9=0.5"], "target_macs: unknown layer name 'fc9'"),
         (
             ["--feasibility", "1.0"],
@@ -119,6 +125,8 @@ def test_plot_reports_garbled_metrics(tmp_path, capsys, make_run):
 def test_tune_penalty_rejects_bad_target(capsys):
     assert main(["tune-penalty", DIGITS, "--target-density", "1.5"]) == 2
     assert "(0, 1]" in capsys.readouterr().err
+    assert main(["tune-penalty", DIGITS, "--target-density", "30"]) == 2
+    assert "did you mean 0.3 (30%)?" in capsys.readouterr().err
 
 
 def test_compare_reports_dynamics_of_constrained_runs(tmp_path, capsys, make_run):
@@ -229,6 +237,43 @@ def test_every_library_error_shares_one_base_class():
     errors += [ModelImportError, RunFormatError, NonFiniteLossError, CLIError]
     assert all(issubclass(e, CtrlsparseError) for e in errors)
     assert issubclass(DownloadError, OSError) and issubclass(ProblemFileError, ValueError)
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ctrlsparse {version('ctrlsparse')}"
+
+
+def test_a_misspelt_run_option_shows_the_run_usage_and_the_option_meant(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", DIGITS, "--target-densty", "0.3", "--out", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ctrlsparse run ") and "--target-density TARGET_DENSITY" in err
+    assert (
+        "ctrlsparse run: error: unrecognized arguments: --target-densty (did you mean --target-density?)"
+        in err
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_misspelt_option_of_a_nested_command_shows_that_command_s_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "overhead", DIGITS, "--repetitons", "5"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ctrlsparse bench overhead ")
+    assert "(did you mean --repetitions?)" in err
+
+
+def test_the_schedule_choices_are_the_schedule_kinds():
+    from ctrlsparse.cli import SCHEDULES
+    from ctrlsparse.problem.schedules import ScheduleKind
+
+    assert tuple(kind.value for kind in ScheduleKind) == SCHEDULES
 
 
 def test_python_dash_m_runs_the_command_line():

@@ -17,25 +17,51 @@ Examples:
     ...     step = opt.step(x, y)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ctrlsparse._removed import removed
-from ctrlsparse.data import Batches, load_dataset
-from ctrlsparse.experiments import ProblemConfig, load_problem, run_problem
-from ctrlsparse.gating import (
-    GateGroup,
-    HardConcrete,
-    Structure,
-    count,
-    gate_groups,
-    purge,
-    register_attention,
-    register_layer,
-    sparse_layers,
-    sparsify,
-)
-from ctrlsparse.models import lenet5, mlp
-from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
-from ctrlsparse.runs import RunSummary, load_run, read_metrics
-from ctrlsparse.training import evaluate, fit
+
+# The public names are imported on first use (PEP 562), so that `import ctrlsparse.cli` and
+# `ctrlsparse --help` do not pay for torch, cooper and torch_pruning. The block under
+# TYPE_CHECKING names the same imports for type checkers, editors and the API reference.
+_LAZY = {
+    "ctrlsparse.data": ("Batches", "load_dataset"),
+    "ctrlsparse.experiments": ("ProblemConfig", "load_problem", "run_problem"),
+    "ctrlsparse.gating": (
+        "GateGroup", "HardConcrete", "Structure", "count", "gate_groups", "purge", "register_attention",
+        "register_layer", "sparse_layers", "sparsify",
+    ),
+    "ctrlsparse.models": ("lenet5", "mlp"),
+    "ctrlsparse.problem": (
+        "GDA", "GDAStep", "SparsityProblem", "TargetSchedule", "penalty_from_per_parameter",
+    ),
+    "ctrlsparse.runs": ("RunSummary", "load_run", "read_metrics"),
+    "ctrlsparse.training": ("evaluate", "fit"),
+}  # fmt: skip
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+if TYPE_CHECKING:
+    from ctrlsparse.data import Batches, load_dataset
+    from ctrlsparse.experiments import ProblemConfig, load_problem, run_problem
+    from ctrlsparse.gating import (
+        GateGroup,
+        HardConcrete,
+        Structure,
+        count,
+        gate_groups,
+        purge,
+        register_attention,
+        register_layer,
+        sparse_layers,
+        sparsify,
+    )
+    from ctrlsparse.models import lenet5, mlp
+    from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
+    from ctrlsparse.runs import RunSummary, load_run, read_metrics
+    from ctrlsparse.training import evaluate, fit
 
 GatedLayer = removed("GatedLayer")
 GatedLinear = removed("GatedLinear")
@@ -75,3 +101,21 @@ __all__ = [
     "sparse_layers",
     "sparsify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name or a subpackage (``ctrlsparse.gating``), imported when first asked for."""
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":  # a subpackage that exists but failed to import
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

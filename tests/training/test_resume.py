@@ -193,7 +193,8 @@ def test_a_garbled_checkpoint_falls_back_to_the_previous_one_then_names_both(tmp
     assert checkpoints.load_checkpoint(tmp_path)["step"] == 8
     newest = tmp_path / checkpoints.CHECKPOINT
     newest.write_bytes(newest.read_bytes()[:100])
-    assert checkpoints.load_checkpoint(tmp_path)["step"] == 4  # checkpoint.prev.pt
+    with pytest.warns(UserWarning, match=r"checkpoint\.pt is corrupt: .*falling back to .*prev\.pt"):
+        assert checkpoints.load_checkpoint(tmp_path)["step"] == 4
     (tmp_path / checkpoints.PREVIOUS).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"checkpoint\.pt.*checkpoint\.prev\.pt"):
         checkpoints.load_checkpoint(tmp_path)

@@ -1,12 +1,18 @@
 """Command line: ``ctrlsparse run``, ``tune-penalty``, ``reproduce``, ``bench``, ``purge``, ``plot``
-and ``compare``. The commands themselves are in :mod:`ctrlsparse.cli.commands`."""
+and ``compare``. The commands themselves are in :mod:`ctrlsparse.cli.commands`.
+
+Importing this module imports neither torch nor the training code: ``ctrlsparse --help`` prints
+at once, and each command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 
+from ctrlsparse import __version__
 from ctrlsparse.cli.commands import (
     LEVELS_HELP,
     CLIError,
@@ -21,14 +27,43 @@ from ctrlsparse.cli.commands import (
     parse_levels,
 )
 from ctrlsparse.errors import CtrlsparseError
-from ctrlsparse.problem.schedules import ScheduleKind
 
 __all__ = ["CLIError", "build_parser", "main", "parse_levels"]
 
+# The values of ctrlsparse.problem.schedules.ScheduleKind, spelled out because that module imports
+# torch (tests/test_cli.py checks that the two agree).
+SCHEDULES = ("fixed", "linear", "geometric", "dynamic")
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an unknown option is reported with this command's usage.
+
+    argparse hands a subcommand's unrecognized arguments back to the top-level parser, whose
+    usage line does not show the subcommand's options.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [o for action in self._actions for o in action.option_strings]
+            named = []
+            for extra in extras:
+                close = difflib.get_close_matches(extra.split("=")[0], options, n=1)
+                named.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
+            self.error(f"unrecognized arguments: {' '.join(named)}")
+        return namespace, extras
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ctrlsparse`` argument parser, one subparser per command.
+
+    Examples:
+        >>> build_parser().parse_args(["purge", "runs/mine"]).command
+        'purge'
+    """
     parser = argparse.ArgumentParser(prog="ctrlsparse", description="Sparsity as a constraint you state.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     run = sub.add_parser("run", help="train a problem file and write a run directory")
     run.add_argument("problem", help="problem file (TOML), e.g. problems/digits_mlp.toml")
@@ -85,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--schedule",
-        choices=[kind.value for kind in ScheduleKind],
+        choices=SCHEDULES,
         help="target schedule (default linear: initial density to the target over a third of training)",
     )
     run.add_argument(

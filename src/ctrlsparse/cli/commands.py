@@ -1,4 +1,8 @@
-"""What each ``ctrlsparse`` command does, and how flags are read (the parser is in :mod:`ctrlsparse.cli`)."""
+"""What each ``ctrlsparse`` command does, and how flags are read (the parser is in :mod:`ctrlsparse.cli`).
+
+Each command imports the library inside its function: importing this module stays free of torch,
+so that ``ctrlsparse --help`` is quick.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ import time
 from pathlib import Path
 
 from ctrlsparse.errors import CtrlsparseError
-from ctrlsparse.experiments.config import load_problem, parse_problem
-from ctrlsparse.runs.store import label_runs, load_run, problem_of
 
 LEVELS_HELP = "a number (model-wise), a list in forward order (0.5,0.3,0.7) or per layer (fc1=0.5,fc2=0.3)"
 
@@ -71,8 +73,19 @@ _RUN_OVERRIDES = {
 }
 
 
+def _check_fraction(levels: float | list[float] | dict[str, float], flag: str) -> None:
+    """A density or MACs level above 1 but at most 100 is most likely a percentage: say so."""
+    values = levels.values() if isinstance(levels, dict) else levels if isinstance(levels, list) else [levels]
+    for value in values:
+        if 1 < value <= 100:
+            raise CLIError(
+                f"{flag}: {value:g} is not a fraction in (0, 1]; did you mean {value / 100:g} ({value:g}%)?"
+            )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from ctrlsparse.experiments.build import run_problem  # imports torch: keep `--help` fast
+    from ctrlsparse.experiments.build import run_problem
+    from ctrlsparse.experiments.config import load_problem, parse_problem
     from ctrlsparse.training import distributed
 
     data = load_problem(args.problem).to_dict()
@@ -85,6 +98,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for key, flag in flags.items()
             }
         )
+        for key in ("target_density", "target_macs"):
+            if data["sparsity"][key] is not None:
+                _check_fraction(data["sparsity"][key], flags[key])
     for attribute, (section, key) in _RUN_OVERRIDES.items():
         if getattr(args, attribute) is not None:
             data[section][key] = getattr(args, attribute)
@@ -109,8 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tune_penalty(args: argparse.Namespace) -> int:
+    from ctrlsparse.experiments.config import load_problem
     from ctrlsparse.experiments.tuning import tune_penalty
 
+    _check_fraction(args.target_density, "--target-density")
     config = load_problem(args.problem)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
@@ -177,6 +195,7 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
     import torch
 
     from ctrlsparse.experiments.bench import overhead
+    from ctrlsparse.experiments.config import load_problem
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,6 +276,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
     from ctrlsparse.reports.tables import comparison_table, dynamics_table
+    from ctrlsparse.runs.store import label_runs, load_run, problem_of
 
     runs = label_runs([load_run(path) for path in args.runs])
     problems = sorted({problem_of(run) for run in runs})

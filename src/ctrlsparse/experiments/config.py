@@ -20,10 +20,14 @@ name the file, the key and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tomllib joined the standard library in 3.11; tomli is the same parser under another name
+    import tomli as tomllib
 
 from ctrlsparse.choices import FEASIBILITY, PENALTY, TARGET, Range
 from ctrlsparse.data import DATASETS

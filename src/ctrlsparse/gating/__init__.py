@@ -3,7 +3,7 @@
 Data flow: :func:`~ctrlsparse.gating.units.find_units` (which slices live or die
 together) → :class:`~ctrlsparse.gating.groups.GateGroup` (one gate per unit, attached
 by parametrization) → :class:`~ctrlsparse.gating.accounting.Accounting` (expected and
-realized active parameters) → :func:`~ctrlsparse.gating.purge.purge` (a smaller plain model).
+realized active parameters) → :func:`~ctrlsparse.gating.purging.purge` (a smaller plain model).
 """
 
 from ctrlsparse.gating.accounting import Accounting

@@ -60,7 +60,8 @@ class PrunedMultiheadAttention(nn.Module):
             1/sqrt(d) scale).
         bias: Q/K/V and output projections have biases.
         batch_first: inputs and outputs are ``(batch, seq, feature)``.
-        kdim, vdim: features of the key and value (default ``embed_dim``).
+        kdim: features of the key (default ``embed_dim``).
+        vdim: features of the value (default ``embed_dim``).
         dropout: dropout on the attention weights, in training mode.
         heads: the kept heads' indices in the original module (default ``0..num_heads-1``).
         source_heads: the original module's number of heads (default ``num_heads``).

@@ -6,7 +6,7 @@ one entry of ``"penalized"``, whose multiplier stays at λ. One vector constrain
 same few operators however many targets it holds (docs/performance.md, "What each
 constraint costs"). Until commit bbe3fe8 each name was its own cooper constraint; states
 saved that way are regrouped when they load (:meth:`StackedConstraints.regroup`,
-:func:`regroup_dual_state`), so checkpoints written before still resume.
+:meth:`StackedConstraints.regroup_dual_state`), so checkpoints written before still resume.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from cooper.formulations import AugmentedLagrangian
 from cooper.multipliers import DenseMultiplier
 from cooper.penalty_coefficients import DensePenaltyCoefficient
 
-CONSTRAINED, PENALIZED = "constrained", "penalized"
-"""The names of the cooper constraints: one holds every target (learned multipliers), the
-other every penalty (multipliers fixed at λ)."""
+CONSTRAINED = "constrained"
+"""The name of the cooper constraint that holds every target (learned multipliers)."""
+PENALIZED = "penalized"
+"""The name of the cooper constraint that holds every penalty (multipliers fixed at λ)."""
 
 
 class StackedConstraints:

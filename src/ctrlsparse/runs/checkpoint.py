@@ -20,8 +20,11 @@ Examples:
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +103,29 @@ def _safe_globals() -> list:
     return [nuPIInitType]
 
 
+def _why_unreadable(error: Exception) -> str:
+    """What is wrong with the file, in a few words.
+
+    torch's own message advises loading with ``weights_only=False`` or allow-listing the
+    offending class: unsafe advice for a file that may not be ours, so it is not repeated.
+    """
+    text = str(error).strip()
+    foreign = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if foreign:
+        return f"it holds a {foreign.group(1)} object, which no ctrlsparse checkpoint holds"
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        return "its bytes are not a torch.save file"
+    if isinstance(error, EOFError) or not text:
+        return "it is empty or ends early"
+    return text.splitlines()[0].split(". ")[0]  # torch's first sentence says what failed
+
+
 def _read(path: Path) -> dict:
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file: one message naming it
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path} is corrupt: {_why_unreadable(error)}") from None
     if not isinstance(state, dict) or state.get("schema") != SCHEMA_VERSION:
         found = state.get("schema") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
@@ -125,9 +144,18 @@ def load_checkpoint(run_dir: str | Path) -> dict:
 
     A run killed between the two renames of :func:`save_checkpoint` has its newest checkpoint
     staged under a temporary name; it is complete (it was fsynced before the renames) and used.
+    Falling back past a corrupt file warns, naming that file and the one used instead.
 
     Raises:
         CheckpointError: none exists, or none is readable (the message names each file).
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = save_checkpoint(d, {"step": 1})
+        ...     _ = save_checkpoint(d, {"step": 2})
+        ...     load_checkpoint(d)["step"]
+        2
     """
     run_dir = Path(run_dir)
     candidates = [run_dir / f".{CHECKPOINT}.new", run_dir / CHECKPOINT, run_dir / PREVIOUS]
@@ -136,9 +164,13 @@ def load_checkpoint(run_dir: str | Path) -> dict:
         if not path.exists():
             continue
         try:
-            return _read(path)
+            state = _read(path)
         except CheckpointError as error:
             problems.append(str(error))
+            continue
+        if problems:
+            warnings.warn(f"{'; '.join(problems)}; falling back to {path}", stacklevel=2)
+        return state
     if not problems:
         raise CheckpointError(
             f"{run_dir}: no checkpoint to resume from ({CHECKPOINT} is written at every epoch's end "
