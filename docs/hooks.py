@@ -43,8 +43,6 @@ MODULES = {
     "ctrlsparse.integrations.lightning": "Lightning",
     "ctrlsparse.problem.sharding": "FSDP2: whole gates",
     "ctrlsparse.training.sharded": "FSDP2: checkpoints",
-    "ctrlsparse.training.resume": "Checkpoints of fit",
-    "ctrlsparse.training.monitor": "Records, TensorBoard and progress of fit",
     "ctrlsparse.reports": "Plots and reports",
 }
 
