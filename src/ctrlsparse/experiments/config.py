@@ -28,6 +28,8 @@ from typing import Any
 import tomllib
 
 from ctrlsparse.data import DATASETS
+from ctrlsparse.data.text import CORPORA
+from ctrlsparse.data.tokenizer import MIN_BPE_VOCAB
 from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.experiments.schema import (
     SECTIONS,
@@ -167,11 +169,26 @@ def _positive_int(value: Any) -> bool:
 
 def _check_data(source: str, config: ProblemConfig) -> None:
     data = config.data
-    valid = (*DATASETS, SYNTHETIC)
+    valid = (*DATASETS, *CORPORA, SYNTHETIC)
     if data.name not in valid:
         raise ProblemFileError(
             f"{source}: [data] name = {data.name!r} is not valid; valid choices: {', '.join(valid)}"
         )
+    train = config.train
+    if not 0.0 <= train.distill_weight <= 1.0 or not train.distill_temperature > 0:
+        raise ProblemFileError(
+            f"{source}: [train] needs 0 <= distill_weight <= 1 and distill_temperature > 0, "
+            f"got {train.distill_weight!r} and {train.distill_temperature!r}"
+        )
+    if data.name in CORPORA:
+        if not _positive_int(data.seq_len):
+            raise ProblemFileError(f"{source}: [data] seq_len must be a positive integer, got {data.seq_len!r}")
+        if data.tokenizer == "bpe" and data.vocab_size is not None and data.vocab_size < MIN_BPE_VOCAB:
+            raise ProblemFileError(
+                f"{source}: [data] vocab_size of a byte-level BPE must be >= {MIN_BPE_VOCAB} "
+                f"(256 bytes and the end-of-text token), got {data.vocab_size!r}"
+            )
+        return
     if data.name != SYNTHETIC:
         return
     if not data.shape or not all(_positive_int(v) for v in data.shape):
