@@ -54,9 +54,7 @@ def test_distillation_sends_no_gradient_to_the_teacher_and_scales_by_t_squared()
     flat_s, flat_t = student.detach().reshape(-1, 6) / 4.0, teacher.detach().reshape(-1, 6) / 4.0
     kl = (flat_t.softmax(-1) * (flat_t.log_softmax(-1) - flat_s.log_softmax(-1))).sum(-1).mean()
     loss = distillation_loss(student, teacher, y, weight=1.0, temperature=4.0)
-    assert float(loss.detach()) == pytest.approx(
-        16 * float(kl), rel=1e-5
-    )
+    assert float(loss.detach()) == pytest.approx(16 * float(kl), rel=1e-5)
 
 
 def test_distillation_runs_the_teacher_on_the_students_training_inputs():
@@ -85,7 +83,5 @@ def test_perplexity_is_exp_of_the_mean_nll_over_all_tokens():
         (torch.tensor([[2, 0], [1, 1]]), torch.tensor([[1, 1], [2, 0]])),
     ]
     nll = [-log_p[x, y] for xs, ys in batches for x, y in zip(xs.flatten().tolist(), ys.flatten().tolist())]
-    assert perplexity(model, batches) == pytest.approx(
-        math.exp(sum(float(v) for v in nll) / 6), rel=1e-6
-    )
+    assert perplexity(model, batches) == pytest.approx(math.exp(sum(float(v) for v in nll) / 6), rel=1e-6)
     assert model.training  # restored after evaluation

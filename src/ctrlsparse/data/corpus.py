@@ -89,11 +89,15 @@ def _read_manifest(path: Path) -> dict[str, str]:
 
 def _documents(sources: Path, manifest: dict[str, str]) -> list[str]:
     files = sorted(
-        p for folder in PROSE_FOLDERS if (sources / folder).is_dir() for p in (sources / folder).rglob(f"*{SUFFIX}")
+        p
+        for folder in PROSE_FOLDERS
+        if (sources / folder).is_dir()
+        for p in (sources / folder).rglob(f"*{SUFFIX}")
     )
-    missing = sorted(set(n for n in manifest if n.split("/")[0] in PROSE_FOLDERS) - {
-        str(p.relative_to(sources)) for p in files
-    })
+    missing = sorted(
+        set(n for n in manifest if n.split("/")[0] in PROSE_FOLDERS)
+        - {str(p.relative_to(sources)) for p in files}
+    )
     if missing:
         raise CorpusError(
             f"{sources}: {len(missing)} corpus files are missing, e.g. {missing[0]}; "
@@ -148,8 +152,9 @@ def load_python_docs(root: str | Path | None = None) -> Corpus:
         installed = _system_sources()
         if not installed:
             raise FileNotFoundError(
-                f"python_docs: the Python documentation sources are not installed (looked for {SYSTEM_GLOB}); "
-                f"install them with `apt-get install {PACKAGE}`, or set [data] root to a copy"
+                "python_docs: the Python documentation sources are not installed "
+                f"(looked for {SYSTEM_GLOB}); install them with `apt-get install {PACKAGE}`, "
+                "or set [data] root to a copy"
             )
         sources = installed[0]
         manifest = _dpkg_manifest(sources)

@@ -96,7 +96,7 @@ def _tokenizers():
     except ImportError:
         raise ImportError(
             "the BPE tokenizer needs Hugging Face tokenizers: pip install 'ctrlsparse[lm]' "
-            "(or set [data] tokenizer = \"bytes\")"
+            '(or set [data] tokenizer = "bytes")'
         ) from None
     return tokenizers
 
@@ -113,7 +113,9 @@ def train_bpe(texts: Sequence[str], vocab_size: int) -> BPETokenizer:
         0
     """
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_BPE_VOCAB:
-        raise ValueError(f"vocab_size of a byte-level BPE must be an int >= {MIN_BPE_VOCAB}, got {vocab_size!r}")
+        raise ValueError(
+            f"vocab_size of a byte-level BPE must be an int >= {MIN_BPE_VOCAB}, got {vocab_size!r}"
+        )
     tk = _tokenizers()
     # Merges are ranked by count, ties by the pair itself, so one process gives one result;
     # the variable keeps the Rust thread pool from reordering anything it might.
@@ -131,9 +133,7 @@ def train_bpe(texts: Sequence[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(tokenizer, vocab_size)
 
 
-def corpus_tokenizer(
-    name: str, texts: Sequence[str], kind: str = "bpe", vocab_size: int = 4096
-) -> Tokenizer:
+def corpus_tokenizer(name: str, texts: Sequence[str], kind: str = "bpe", vocab_size: int = 4096) -> Tokenizer:
     """The tokenizer of corpus ``name``: :class:`ByteTokenizer`, or a BPE trained on ``texts``
     and cached in ``cache_dir(name)``.
 

@@ -130,7 +130,9 @@ def build(config: ProblemConfig) -> Experiment:
     loss_fn = _loss(output_fn)
     if config.train.distill_weight > 0:  # the teacher is the dense model, copied before any gating
         teacher = copy.deepcopy(model).to(config.train.device)
-        loss_fn = Distillation(teacher, config.train.distill_weight, config.train.distill_temperature, output_fn)
+        loss_fn = Distillation(
+            teacher, config.train.distill_weight, config.train.distill_temperature, output_fn
+        )
         loss_fn.attach(model)
     method, structure = config.sparsity.method, Structure.parse(config.model.structure)
     group_magnitude = method == "magnitude" and structure is Structure.NEURON

@@ -182,7 +182,9 @@ def _check_data(source: str, config: ProblemConfig) -> None:
         )
     if data.name in CORPORA:
         if not _positive_int(data.seq_len):
-            raise ProblemFileError(f"{source}: [data] seq_len must be a positive integer, got {data.seq_len!r}")
+            raise ProblemFileError(
+                f"{source}: [data] seq_len must be a positive integer, got {data.seq_len!r}"
+            )
         if data.tokenizer == "bpe" and data.vocab_size is not None and data.vocab_size < MIN_BPE_VOCAB:
             raise ProblemFileError(
                 f"{source}: [data] vocab_size of a byte-level BPE must be >= {MIN_BPE_VOCAB} "
