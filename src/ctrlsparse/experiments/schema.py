@@ -42,7 +42,8 @@ AUGMENTATIONS = ("none", "crop_flip")
 
 @dataclass
 class DataConfig:
-    """``[data]``: a registered data set, or ``name = "synthetic"`` with the keys below it."""
+    """``[data]``: a registered data set, a text corpus (``name = "python_docs"``: next-token
+    windows for a language model, docs/howto/language-models.md), or ``name = "synthetic"``."""
 
     name: str = _field("digits", (str,))
     root: str | None = _field(None, (str,))
