@@ -34,7 +34,7 @@ def test_an_altered_file_is_named_with_its_checksum(tmp_path):
     write_corpus(tmp_path)
     victim = tmp_path / "tutorial" / "doc03.rst.txt"
     victim.write_bytes(victim.read_bytes()[:100])  # truncated
-    with pytest.raises(CorpusError, match=r"doc03\.rst\.txt: checksum mismatch .*--reinstall python3-doc"):
+    with pytest.raises(CorpusError, match=r"doc03\.rst\.txt: checksum mismatch .*restore them in"):
         load_python_docs(tmp_path)
 
 
@@ -102,3 +102,11 @@ def test_load_text_gives_windows_of_the_vocabulary(tmp_path, cache):
     assert len(data.test[0]) > 0
     with pytest.raises(ValueError, match="valid corpora: python_docs"):
         load_text("wikitext", str(tmp_path))
+
+
+def test_the_installed_package_passes_dpkg_checksums():
+    if not corpus_module._system_sources():
+        pytest.skip("python3-doc is not installed")
+    corpus = load_python_docs()
+    assert len(corpus.validation) >= 5 and sum(map(len, corpus.train)) > 1_000_000  # MB of prose
+    assert any("for loop" in doc or "for statement" in doc for doc in corpus.train)

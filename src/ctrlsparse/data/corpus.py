@@ -87,35 +87,30 @@ def _read_manifest(path: Path) -> dict[str, str]:
     return manifest
 
 
-def _documents(sources: Path, manifest: dict[str, str]) -> list[str]:
-    files = sorted(
-        p
+def _documents(sources: Path, manifest: dict[str, str], repair: str) -> list[str]:
+    """The non-empty documents under ``sources``, in sorted order, each checked against ``manifest``."""
+    files = {
+        str(p.relative_to(sources)): p
         for folder in PROSE_FOLDERS
         if (sources / folder).is_dir()
         for p in (sources / folder).rglob(f"*{SUFFIX}")
-    )
-    missing = sorted(
-        set(n for n in manifest if n.split("/")[0] in PROSE_FOLDERS)
-        - {str(p.relative_to(sources)) for p in files}
-    )
+    }
+    missing = sorted(n for n in manifest if n.split("/")[0] in PROSE_FOLDERS and n not in files)
     if missing:
-        raise CorpusError(
-            f"{sources}: {len(missing)} corpus files are missing, e.g. {missing[0]}; "
-            f"reinstall them with `apt-get install --reinstall {PACKAGE}`"
-        )
+        raise CorpusError(f"{sources}: {len(missing)} corpus files are missing, e.g. {missing[0]}; {repair}")
     texts = []
-    for path in files:
-        data = path.read_bytes()
-        expected = manifest.get(str(path.relative_to(sources)))
-        if expected is not None and hashlib.md5(data).hexdigest() != expected:
+    for name in sorted(files):
+        data = files[name].read_bytes()
+        digest, expected = hashlib.md5(data).hexdigest(), manifest.get(name)
+        if expected is not None and digest != expected:
             raise CorpusError(
-                f"{path}: checksum mismatch (MD5 {hashlib.md5(data).hexdigest()}, expected {expected}); "
-                f"the file was altered or truncated: `apt-get install --reinstall {PACKAGE}`"
+                f"{files[name]}: checksum mismatch (MD5 {digest}, expected {expected}): "
+                f"the file was altered or truncated; {repair}"
             )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise CorpusError(f"{path}: not UTF-8 text ({err})") from None
+            raise CorpusError(f"{files[name]}: not UTF-8 text ({err})") from None
         if text.strip():
             texts.append(text)
     if len(texts) < 2:
@@ -148,6 +143,7 @@ def load_python_docs(root: str | Path | None = None) -> Corpus:
         if not sources.is_dir():
             raise FileNotFoundError(f"python_docs: no such directory {sources}")
         manifest = _read_manifest(sources / MANIFEST) if (sources / MANIFEST).is_file() else {}
+        repair = f"restore them in {sources}"
     else:
         installed = _system_sources()
         if not installed:
@@ -158,7 +154,8 @@ def load_python_docs(root: str | Path | None = None) -> Corpus:
             )
         sources = installed[0]
         manifest = _dpkg_manifest(sources)
-    texts = _documents(sources, manifest)
+        repair = f"reinstall them with `apt-get install --reinstall {PACKAGE}`"
+    texts = _documents(sources, manifest, repair)
     validation = tuple(t for i, t in enumerate(texts) if i % VALIDATION_EVERY == 0)
     train = tuple(t for i, t in enumerate(texts) if i % VALIDATION_EVERY != 0)
     return Corpus("python_docs", sources, train, validation)
