@@ -170,9 +170,21 @@ def test_step_records_carry_the_level_in_force():
     assert levels == sorted(levels, reverse=True)
 
 
-def test_gda_without_the_run_length_warns_once_and_still_steps():
+def test_gda_without_the_run_length_refuses_to_step_with_the_default_dual_step():
+    """A streaming loop that forgot total_steps gets an error, not a dense model (the dual step
+    of the default Adam ascent is DUAL_TRAVEL / total_steps)."""
     net = _net()
     opt = cs.GDA(cs.SparsityProblem(net, F.cross_entropy, target_density=0.5))
+    before = [p.detach().clone() for p in net.parameters()]
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"does not know the length of training.*ramp_steps=<steps>"):
+        opt.step(x[:32], y[:32])
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_gda_without_the_run_length_but_a_dual_lr_warns_once_and_still_steps():
+    net = _net()
+    opt = cs.GDA(cs.SparsityProblem(net, F.cross_entropy, target_density=0.5), dual_lr=1e-3)
     x, y = _data()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -182,10 +194,31 @@ def test_gda_without_the_run_length_warns_once_and_still_steps():
     assert step.levels == {"model": 0.5} and opt.phase_start is None
 
 
+def test_a_loop_of_unknown_length_with_ramp_steps_lands_on_the_target():
+    """``ramp_steps`` alone (no total_steps): the level ramps to ε over those steps, the user
+    calls ``decide()`` when they want the gates decided, and the realized density is <= ε."""
+    net = _net()
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.3)
+    opt = cs.GDA(problem, torch.optim.Adam(net.parameters(), lr=5e-3), ramp_steps=60)
+    x, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "unknown length" warning: the plan is stated
+        levels = [opt.step(x[i % 8 * 32 : i % 8 * 32 + 32], y[i % 8 * 32 : i % 8 * 32 + 32]).levels["model"]
+                  for i in range(180)]  # fmt: skip
+    assert levels[60] == pytest.approx(0.3) and levels[0] > levels[30] > levels[59] > levels[60]
+    assert opt.phase_start is None and opt.decision is None  # the user decides when
+    opt.decide()
+    for i in range(20):
+        opt.step(x[i % 8 * 32 : i % 8 * 32 + 32], y[i % 8 * 32 : i % 8 * 32 + 32])
+    assert problem.realized_densities()[0] <= 0.3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"total_steps": 0}, "total_steps must be an integer >= 1, got 0"),
+        ({"ramp_steps": 0}, "ramp_steps must be an integer >= 1, got 0"),
+        ({"ramp_steps": 10, "schedule": TargetSchedule("fixed")}, "ramp_steps sets the length of a linear"),
         ({"total_steps": 100, "feasibility": 1.0}, r"feasibility must be a fraction of the run in \[0, 1\)"),
         (
             {"total_steps": 100, "schedule": TargetSchedule("linear", epochs=20), "steps_per_epoch": 5},

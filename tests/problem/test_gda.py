@@ -302,7 +302,7 @@ def test_a_compiler_that_fails_leaves_gda_eager_with_a_warning(monkeypatch):
 def test_without_the_runs_length_the_warning_names_the_callers_line():
     model = sparsify(mlp(input_size=10, hidden=(16,), num_classes=3), "paper")
     problem = SparsityProblem(model, F.cross_entropy, target_density=0.5)
-    gda = GDA(problem, torch.optim.Adam(model.parameters()))
+    gda = GDA(problem, torch.optim.Adam(model.parameters()), dual_lr=1e-3)
     with pytest.warns(UserWarning, match="does not know the length of training") as record:
         gda.step(*_toy(8))
     assert record[0].filename == __file__

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from ctrlsparse.problem.schedules import TargetSchedule
 
@@ -42,3 +43,30 @@ def test_initial_below_target_starts_at_target():
 def test_bad_schedules(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TargetSchedule(**kwargs)
+
+
+def test_only_the_schedule_writes_the_levels():
+    """The problem's levels are a read-only view of its GDA's schedule: a ramp, the feasibility
+    phase and a resume all go through the schedule, and nothing else can write them."""
+    import torch.nn.functional as F
+
+    import ctrlsparse as cs
+
+    torch.manual_seed(0)
+    net = cs.sparsify(torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)),
+                      example_input=torch.zeros(1, 6))  # fmt: skip
+    problem = cs.SparsityProblem(net, F.cross_entropy, target_density=0.4)
+    assert dict(problem.levels) == {"model": 0.4}  # at rest: ε
+    gda = cs.GDA(problem, total_steps=20)
+    x, y = torch.randn(8, 6), torch.randint(0, 2, (8,))
+    for _ in range(3):
+        gda.step(x, y)
+    assert problem.levels["model"] > 0.4 and problem.levels == gda.schedule.levels
+    with pytest.raises(TypeError):
+        problem.levels["model"] = 0.1
+    gda.decide()
+    assert dict(problem.levels) == {"model": 0.4} == gda.schedule.levels
+    state = gda.state_dict()
+    fresh = cs.GDA(cs.SparsityProblem(net, F.cross_entropy, target_density=0.4), total_steps=20)
+    fresh.load_state_dict(state)
+    assert fresh.problem.levels == problem.levels and fresh.schedule.levels is not gda.schedule.levels

@@ -72,7 +72,7 @@ def build_graph(model: nn.Module, example_input) -> tp.DependencyGraph:
     try:
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_input, forward_fn=call_model, verbose=False
+                model, example_inputs=example_input, forward_fn=_traced_call, verbose=False
             )
     except Exception as error:  # noqa: BLE001 - any tracing failure becomes one clear message
         raise TraceError(
@@ -81,6 +81,20 @@ def build_graph(model: nn.Module, example_input) -> tp.DependencyGraph:
         ) from error
     finally:
         model.train(was_training)
+
+
+def _traced_call(model: nn.Module, example_input):
+    """The model's output without its ``None`` entries, which the graph cannot walk: a model
+    returning ``(logits, loss)`` gives ``loss=None`` when it is not given labels."""
+    return _drop_none(call_model(model, example_input))
+
+
+def _drop_none(output):
+    if isinstance(output, dict):  # a Hugging Face ModelOutput is a dict too
+        return {k: _drop_none(v) for k, v in output.items() if v is not None}
+    if isinstance(output, list | tuple):  # named tuples too: the graph only walks the tensors
+        return [_drop_none(v) for v in output if v is not None]
+    return output
 
 
 def _check_forward(model: nn.Module, example_input) -> None:

@@ -19,7 +19,8 @@ when :math:`\lambda = \lambda_\text{count}\cdot|\theta|` (see :func:`penalty_fro
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import cooper
 import torch
@@ -27,10 +28,11 @@ from torch import nn
 
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
-from ctrlsparse.modelio import call_model, forward_order
+from ctrlsparse.modelio import Inputs, call_model, forward_order
 from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_name, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
+from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.problem.stacking import CONSTRAINED, StackedConstraints
 
 
@@ -55,7 +57,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         loss_fn: ``loss_fn(model(inputs), targets)`` → scalar task loss; it receives the
             model's output as it is (a Hugging Face model's ``ModelOutput``, say:
             ``lambda out, y: F.cross_entropy(out.logits, y)``). Inputs may be a tensor, a
-            tuple (``model(*inputs)``) or a dict (``model(**inputs)``).
+            tuple (``model(*inputs)``) or a dict (``model(**inputs)``). None: the model
+            computes its own loss, read from its output's ``loss`` (a Hugging Face model
+            given ``labels``), or you compute it and pass it to :meth:`GDA.step`
+            (``step(loss=...)``; docs/howto/loops.md).
         target_density: maximum expected density ε in (0, 1]: a number (one model-wise
             constraint), ``{layer: ε}`` (one constraint per listed layer, ``"model"``
             allowed as a key) or a list (one per gated layer, forward order).
@@ -87,12 +92,13 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         ...                           target_density={"fc1": 0.5, "fc2": 0.3})  # doctest: +SKIP
         >>> budget = SparsityProblem(model, F.cross_entropy, target_macs=0.4)  # doctest: +SKIP
         >>> problem.multiplier("fc1")  # fc1's multiplier now  # doctest: +SKIP
+        >>> own_loss = SparsityProblem(model, target_density=0.3)  # GDA.step(loss=...)  # doctest: +SKIP
     """
 
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         target_density: Levels = None,
         penalty: Levels = None,
         weight_decay: float = 0.0,
@@ -102,6 +108,11 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         macs_penalty: Levels = None,
     ) -> None:
         super().__init__()
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(
+                f"loss_fn must be a callable loss_fn(output, targets) or None (the model's own loss, or "
+                f"GDA.step(loss=...)), got {type(loss_fn).__name__}; targets go in target_density="
+            )
         self.model = model
         self.loss_fn = loss_fn
         accounting = Accounting(model)
@@ -165,13 +176,25 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self.stacking = StackedConstraints(self.constraint_names, targets, init, device, augmented_lagrangian)
         for kind, constraint in self.stacking.constraints.items():
             setattr(self, kind, constraint)
-        self.levels = {name: levels[name] for name in self.constraint_names}
+        # Every constraint's level at rest: ε for targets, 0 for penalties. A target schedule
+        # (GDA's) moves the targets' levels; the problem only reads them (levels).
+        self._resting_levels = {name: levels[name] for name in self.constraint_names}
+        self.schedule: TargetSchedule | None = None
+        """The target schedule whose levels the constraints are held to (GDA attaches its own)."""
         # What the forward pass calls: the model, or its DistributedDataParallel wrapper (fit sets it).
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
         """True during the feasibility phase: no multiplier is updated."""
         if len(self.targets_all) > 1:
             check_jointly_reachable(self)
+
+    @property
+    def levels(self) -> Mapping[str, float]:
+        """The level each constraint is held to now (read-only): the target schedule's for the
+        targets (ε when there is none, before the first step and in the feasibility phase), 0
+        for penalties. Only :class:`~ctrlsparse.TargetSchedule` writes levels."""
+        moved = self.schedule.levels if self.schedule is not None else {}
+        return MappingProxyType({name: moved.get(name, rest) for name, rest in self._resting_levels.items()})
 
     def unit_share(self, name: str) -> float:
         """The most one unit can change constraint ``name``'s value when every unit is open
@@ -198,6 +221,11 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def mode(self) -> str:
         """``"constrained"`` when any multiplier is learned, else ``"penalized"``."""
         return "constrained" if self.targets_all else "penalized"
+
+    @property
+    def has_arm_gates(self) -> bool:
+        """Whether some gate is an ARM gate (its gradient estimate needs a second forward pass)."""
+        return bool(self._arm_gates)
 
     def is_penalized(self, name: str) -> bool:
         return name in self.penalties or name in self.macs_penalties
@@ -317,9 +345,23 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             misc["macs"] = {n: values[n] for n in self.constraint_names if n.startswith(MACS)}
         return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
 
-    def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
+    def compute_cmp_state(
+        self,
+        inputs: Inputs | None = None,
+        targets: torch.Tensor | None = None,
+        loss: torch.Tensor | None = None,
+        backpropagated: bool = False,
+    ) -> cooper.CMPState:
+        """The loss and the constraints on a minibatch (``inputs``, ``targets``), or, when the loss
+        was ``backpropagated`` already (its gradient is in ``.grad``, :meth:`GDA.backward`), the
+        constraints alone: the objective holds only the weight-decay term and ``loss`` (None
+        when nobody observed it) is only logged."""
+        if backpropagated:
+            objective = 0.5 * self.weight_decay * self.accounting.expected_l2() if self.weight_decay else None
+            self.last_state = self._state(objective, {"loss": loss})
+            return self.last_state
         outputs = call_model(self.forward_model or self.model, inputs)
-        loss = self.loss_fn(outputs, targets)
+        loss = self._task_loss(outputs, targets)
         objective = loss
         if self._arm_gates and self.model.training and not self.dual_frozen:
             objective = objective + self._arm_estimator_term(inputs, targets, loss)
@@ -328,6 +370,19 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             objective = objective + 0.5 * self.weight_decay * l2
         self.last_state = self._state(objective, {"loss": loss.detach()})
         return self.last_state
+
+    def _task_loss(self, outputs, targets: torch.Tensor | None) -> torch.Tensor:
+        """``loss_fn(outputs, targets)``, or the model's own loss when there is no ``loss_fn``."""
+        if self.loss_fn is not None:
+            return self.loss_fn(outputs, targets)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else getattr(outputs, "loss", None)
+        if loss is None:
+            raise ValueError(
+                f"this SparsityProblem has no loss_fn and the model's output ({type(outputs).__name__}) "
+                "carries no loss: pass loss_fn=, give the model its labels (a Hugging Face model returns "
+                "output.loss), or compute the loss yourself and call GDA.step(loss=loss)"
+            )
+        return loss
 
     def _arm_estimator_term(
         self, inputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
@@ -341,7 +396,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         antithetic_loss = None
         if any(gate.estimator is Estimator.ARM for gate in self._arm_gates):
             with torch.no_grad(), antithetic(self._arm_gates):
-                antithetic_loss = self.loss_fn(call_model(self.model, inputs), targets)
+                antithetic_loss = self._task_loss(call_model(self.model, inputs), targets)
         return torch.stack([gate.estimator_term(loss, antithetic_loss) for gate in self._arm_gates]).sum()
 
     def compute_violations(self) -> cooper.CMPState:

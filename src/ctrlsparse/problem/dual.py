@@ -48,19 +48,21 @@ class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
 
     ``before_update(cmp_state)`` runs after the backward pass and before any update: GDA
     reads the step's numbers there (one host transfer) and stops on a non-finite loss.
+    With ``accumulated``, the loss's gradient is already in the primal ``.grad``
+    (:meth:`ctrlsparse.GDA.backward`): it is kept, and the Lagrangian's other terms add to it.
     """
 
     def roll(
-        self, compute_cmp_state_kwargs: dict | None = None, before_update: BeforeUpdate = None
+        self,
+        compute_cmp_state_kwargs: dict | None = None,
+        before_update: BeforeUpdate = None,
+        accumulated: bool = False,
     ) -> RollOut:
-        self.zero_grad()
+        _zero_grad(self, accumulated)
         cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
         primal_store = cmp_state.compute_primal_lagrangian()
         dual_store = cmp_state.compute_dual_lagrangian()
-        total = primal_store.lagrangian
-        if dual_store.lagrangian is not None:
-            total = total + dual_store.lagrangian
-        total.backward()
+        _backward(primal_store.lagrangian, dual_store.lagrangian)
         if before_update is not None:
             before_update(cmp_state)
         self.primal_step()
@@ -70,16 +72,20 @@ class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
 
 class CheckedAlternatingOptimizer(AlternatingPrimalDualOptimizer):
     """cooper's alternating update (primal step, then the dual step on the violations at the
-    new point), with ``before_update(cmp_state)`` between the backward pass and the primal step."""
+    new point), with ``before_update(cmp_state)`` between the backward pass and the primal step;
+    ``accumulated`` as in :class:`OneBackwardSimultaneousOptimizer`."""
 
     def roll(
-        self, compute_cmp_state_kwargs: dict | None = None, before_update: BeforeUpdate = None
+        self,
+        compute_cmp_state_kwargs: dict | None = None,
+        before_update: BeforeUpdate = None,
+        accumulated: bool = False,
     ) -> RollOut:
         kwargs = compute_cmp_state_kwargs or {}
-        self.zero_grad()
+        _zero_grad(self, accumulated)
         cmp_state = self.cmp.compute_cmp_state(**kwargs)
         primal_store = cmp_state.compute_primal_lagrangian()
-        primal_store.backward()
+        _backward(primal_store.lagrangian)
         if before_update is not None:
             before_update(cmp_state)
         self.primal_step()
@@ -89,6 +95,27 @@ class CheckedAlternatingOptimizer(AlternatingPrimalDualOptimizer):
         dual_store.backward()
         self.dual_step()
         return RollOut(cmp_state.loss, new_state, primal_store, dual_store)
+
+
+def _zero_grad(optimizer, accumulated: bool) -> None:
+    """Both optimizers' gradients, or only the multipliers' when the primal ones hold the loss's."""
+    if accumulated:
+        for dual in optimizer.dual_optimizers:
+            dual.zero_grad()
+    else:
+        optimizer.zero_grad()
+
+
+def _backward(*terms: torch.Tensor | None) -> None:
+    """Backpropagate the sum of the Lagrangian terms that exist and carry a graph (with the loss
+    already backpropagated, the primal term may be None or constant: no constraint contributes)."""
+    live = [t for t in terms if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not live:
+        return
+    total = live[0]
+    for term in live[1:]:
+        total = total + term
+    total.backward()
 
 
 def roll(optimizer, problem, kwargs: dict, before_update: BeforeUpdate, read: list, compile: bool) -> RollOut:

@@ -33,6 +33,7 @@ from ctrlsparse.problem.horizon import (
     plan,
 )
 from ctrlsparse.problem.kernels import adam
+from ctrlsparse.problem.optimizer import GDAOptimizer
 from ctrlsparse.problem.readout import read_step
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs.records import GDAStep, RunSummary
@@ -79,8 +80,15 @@ class GDA:
             ``TargetSchedule("fixed")`` holds ε from the first step.
         steps_per_epoch: batches per epoch (``fit`` sets it); epoch-counted schedules need it.
         total_steps: the run's length in steps (``fit`` sets it: epochs × batches). Without
-            it GDA warns once and uses a fixed target, the dual step of a 10k-step run and
-            no feasibility phase.
+            it (a loop of unknown length) pass ``ramp_steps``; with neither, the default
+            dual step has nothing to scale with and the first step raises ``ValueError``
+            (with ``dual_lr`` given, or SGD or nuPI ascent, GDA warns once and holds a
+            fixed target with no feasibility phase).
+        ramp_steps: the linear ramp's length in steps, for a loop of unknown length (a
+            streaming loader): the level reaches ε after ``ramp_steps`` steps, the dual and
+            gate steps are those of a run three ramps long, and the feasibility phase
+            starts when you call :meth:`decide`. With ``total_steps`` too, it replaces the
+            schedule's ``fraction``.
         feasibility: length of the feasibility phase as a fraction of the run (default
             0.1); ``False`` or 0 turns it off (paper reproductions). Always off in penalized mode.
         gate_lr: learning rate of the gates. None: the optimizer's, raised to
@@ -97,8 +105,8 @@ class GDA:
         >>> opt = GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-3))  # doctest: +SKIP
         >>> summary = fit(opt, loader, epochs=10)  # fit tells opt the run's length  # doctest: +SKIP
         >>> opt = GDA(problem, primal, total_steps=len(loader) * epochs)  # your own loop  # doctest: +SKIP
-        >>> for x, y in loader:  # doctest: +SKIP
-        ...     step = opt.step(x, y)
+        >>> for batch in loader:  # doctest: +SKIP
+        ...     step = opt.step(loss=model(**batch).loss)  # your loss, any way you compute it
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class GDA:
         schedule: TargetSchedule | None = None,
         steps_per_epoch: int | None = None,
         total_steps: int | None = None,
+        ramp_steps: int | None = None,
         feasibility: float | bool = DEFAULT_FEASIBILITY,
         gate_lr: float | None = None,
         compile: bool = False,
@@ -161,11 +170,17 @@ class GDA:
         for group in problem.groups:
             self._clamp_groups.setdefault(group.gate.parameter_range, []).append(group.gate.parameter)
         self._ramp_steps = 0
+        self._given_ramp_steps = ramp_steps
         self._phase_start: int | None = None
         self._ready = False
+        # The losses backward() has seen since the last step (logged by it), and whether the
+        # first one was checked to reach the gates.
+        self._loss: torch.Tensor | None = None
+        self._loss_checked = False
+        self._as_optimizer: GDAOptimizer | None = None
         skipping.check(skip_below, skip_every)
         self._compile, self.skip_below, self.skip_every = compile, skip_below, skip_every
-        if total_steps is not None:
+        if total_steps is not None or ramp_steps is not None:
             self.begin(total_steps, steps_per_epoch)
 
     @property
@@ -191,8 +206,20 @@ class GDA:
             return
         if steps_per_epoch and not self.steps_per_epoch:
             self.steps_per_epoch = steps_per_epoch
-        horizon = plan(total_steps, self.steps_per_epoch, self.schedule, self.feasibility)
+        unknown = total_steps is None and self._given_ramp_steps is None
+        if unknown and self.problem.mode == "constrained" and self._length_sets_dual_step:
+            raise ValueError(
+                "GDA does not know the length of training, and its dual step (Adam ascent, "
+                "lr = DUAL_TRAVEL / total_steps) depends on it: pass total_steps=<steps> (fit() does it "
+                "for you), or ramp_steps=<steps> for a loop of unknown length (the level reaches ε after "
+                "that many steps; call decide() to start the feasibility phase), or choose dual_lr="
+            )
+        horizon = plan(
+            total_steps, self.steps_per_epoch, self.schedule, self.feasibility, self._given_ramp_steps
+        )
         self.total_steps, self.schedule = horizon.total_steps, horizon.schedule
+        self.schedule.hold(self.problem.targets_all)  # ε until the first step starts the ramp
+        self.problem.schedule = self.schedule
         self._ramp_steps, self._phase_start = horizon.ramp_steps, horizon.phase_start
         if self._given_dual_lr is None and self.dual_optimizer_name == "adam":
             for group in self.dual_optimizer.param_groups:
@@ -201,12 +228,112 @@ class GDA:
         give_gates_their_group(self.primal_optimizer, gates, self.gate_lr, GATE_TRAVEL / horizon.steps)
         self._ready = True
 
-    def step(self, inputs, targets: torch.Tensor) -> GDAStep:
-        """One primal descent and dual ascent step on a minibatch (a primal step alone in
-        the feasibility phase, whose first step decides the gates)."""
+    @property
+    def _length_sets_dual_step(self) -> bool:
+        return self._given_dual_lr is None and self.dual_optimizer_name == "adam"
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate a (micro-)batch's loss, computed any way you like, for the next :meth:`step`.
+
+        For gradient accumulation call it on each of k micro-batches (pass ``loss / k`` to
+        average), then ``step()`` once: one primal and one dual update per k micro-batches.
+        Clip gradients between the last ``backward`` and ``step`` as usual: what you clip is
+        the loss's gradient; ``step`` then adds the constraints' terms, which are not clipped
+        (clipping them would weaken the multipliers' pull by an amount the dual step cannot see).
+
+        Raises:
+            ValueError: ``loss`` is not a scalar tensor, has no autograd graph, or (checked on
+                the first call) reaches no gate of the problem's model.
+
+        Examples:
+            >>> for i, batch in enumerate(loader):  # doctest: +SKIP
+            ...     opt.backward(model(**batch).loss / 4)
+            ...     if (i + 1) % 4 == 0:
+            ...         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            ...         opt.step()
+        """
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"the loss must be a scalar tensor (reduce it, e.g. .mean()), got {shape}")
+        if self.problem.has_arm_gates:
+            raise ValueError(
+                "ARM gates estimate their gradient with a second forward pass on the minibatch, which "
+                "GDA cannot make from a loss: use step(inputs, targets) with them"
+            )
+        if not loss.requires_grad:
+            raise ValueError(
+                "the loss does not depend on the gated model: it has no autograd graph (computed under "
+                "torch.no_grad(), or detached); compute it from the output of the model passed to sparsify()"
+            )
+        check = not self._loss_checked and self.decision is None
+        if check:
+            before = [group.gate.parameter.grad for group in self.problem.groups]
+        loss.backward()
+        if check:
+            after = [group.gate.parameter.grad for group in self.problem.groups]
+            if all(a is None or a is b for a, b in zip(after, before)):
+                raise ValueError(
+                    "the loss does not depend on the gated model: no gate received a gradient. "
+                    "Compute it from the output of the model passed to sparsify() (the model the "
+                    "SparsityProblem holds), in training mode"
+                )
+            self._loss_checked = True
+        self.observe(loss)
+
+    def _has_gradients(self) -> bool:
+        """Whether a backward pass reached the gates (the weights, once the gates are decided)."""
+        if self.decision is None:
+            return any(g.gate.parameter.grad is not None for g in self.problem.groups)
+        groups = self.primal_optimizer.param_groups
+        return any(p.grad is not None for group in groups for p in group["params"])
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Record a loss that something else backpropagated (a Lightning closure, say), for the
+        next :meth:`step` to log; :meth:`backward` calls it. Losses add up until that step.
+
+        Examples:
+            >>> loss = model(**batch).loss; accelerator.backward(loss)  # doctest: +SKIP
+            >>> opt.observe(loss); opt.step()  # doctest: +SKIP
+        """
+        loss = loss.detach().float().reshape(())
+        self._loss = loss if self._loss is None else self._loss + loss
+
+    def step(
+        self, inputs=None, targets: torch.Tensor | None = None, *, loss: torch.Tensor | None = None
+    ) -> GDAStep:
+        """One primal descent and dual ascent step (a primal step alone in the feasibility phase,
+        whose first step decides the gates).
+
+        Three ways to give it the loss:
+
+        - ``step(inputs, targets)``: GDA calls the model and the problem's ``loss_fn``
+          (``targets`` may be None when the model computes its own loss, e.g. a Hugging Face
+          model given ``labels`` in ``inputs``);
+        - ``step(loss=loss)``: a loss you computed from the gated model's output;
+        - ``step()`` after one or more :meth:`backward` calls (gradient accumulation), or after
+          something else backpropagated the loss (a trainer's own backward pass: the gates
+          must hold gradients; the loss is logged when :meth:`observe` saw it, NaN otherwise).
+
+        With a loss of your own the constraints' terms are computed in float32 even under
+        ``torch.autocast``, and the primal gradients are zeroed after the update.
+
+        Raises:
+            NonFiniteLossError: the loss or a violation is NaN/inf; nothing was updated.
+            ValueError: neither a minibatch nor a loss, or both.
+        """
+        if loss is not None:
+            if inputs is not None:
+                raise ValueError("step() takes a minibatch (inputs, targets) or loss=, not both")
+            self.backward(loss)
+        own_loss = inputs is None
+        if own_loss and self._loss is None and not self._has_gradients():
+            raise ValueError(
+                "step() needs a minibatch, step(inputs, targets), or a loss: step(loss=loss), or "
+                "backward(loss) on each micro-batch first (no gate holds a gradient)"
+            )
         if not self._ready:
             self.begin(None)  # warns: the run's length is unknown (here, for the caller's line)
-        if self.skip_below is not None and self.steps % self.skip_every == 0:
+        if not own_loss and self.skip_below is not None and self.steps % self.skip_every == 0:
             skipping.refresh(self.model, self.skip_below)
         if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
             self.decide()
@@ -218,8 +345,19 @@ class GDA:
         def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
             read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
 
-        kwargs, compile_first, self._compile = {"inputs": inputs, "targets": targets}, self._compile, False
-        rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first)
+        if own_loss:
+            device = self.problem.groups[0].gate.parameter.device.type
+            kwargs = {"loss": self._loss, "backpropagated": True}
+            with torch.autocast(device, enabled=False):  # densities and multipliers in float32
+                rollout = self._cooper.roll(kwargs, before_update, accumulated=True)
+            self._loss = None
+        else:
+            kwargs, compile_first, self._compile = (
+                {"inputs": inputs, "targets": targets},
+                self._compile,
+                False,
+            )
+            rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first)
         problem = self.problem
         with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
             for (low, high), params in self._clamp_groups.items():
@@ -233,7 +371,25 @@ class GDA:
                 satisfied = states[targets].violation.detach() <= 0
                 targets.multiplier.weight.masked_fill_(satisfied, 0.0)
         self.steps += 1
+        if own_loss:  # the next forward pass is the user's, before the next step() is called
+            self.primal_optimizer.zero_grad()
+            if self.skip_below is not None and self.steps % self.skip_every == 0:
+                skipping.refresh(self.model, self.skip_below)
+            if self._phase_start is not None and self.steps >= self._phase_start and self.decision is None:
+                self.decide()
         return read[0]
+
+    def as_optimizer(self) -> GDAOptimizer:
+        """This GDA as a ``torch.optim.Optimizer`` (the same object on every call), for trainers
+        that own the backward pass and call ``optimizer.step()``: Hugging Face's ``Trainer``,
+        Lightning, Accelerate (:class:`~ctrlsparse.problem.optimizer.GDAOptimizer`).
+
+        Examples:
+            >>> optimizer = accelerator.prepare(opt.as_optimizer())  # doctest: +SKIP
+        """
+        if self._as_optimizer is None:
+            self._as_optimizer = GDAOptimizer(self)
+        return self._as_optimizer
 
     def decide(self) -> Decision:
         """Start the feasibility phase now: decide the gates, hold every level at ε, freeze the
@@ -243,8 +399,7 @@ class GDA:
             return self.decision
         problem = self.problem
         problem.dual_frozen = True
-        for name, eps in problem.targets_all.items():
-            problem.levels[name] = eps
+        self.schedule.hold(problem.targets_all)
         self.decision = decide(problem, self.steps)
         forward = problem.forward_model
         ddp = getattr(forward, "_orig_mod", forward)  # under torch.compile too
@@ -309,11 +464,11 @@ class GDA:
             dual_state = problem.stacking.regroup_dual_state(dual_state)
         self.dual_optimizer.load_state_dict(dual_state)
         problem.load_state_dict(state["multipliers"])
-        problem.levels.update(state["levels"])
         problem.dual_frozen = state["dual_frozen"]
         self.steps = state["steps"]
-        if state["schedule"] is not None:
-            self.schedule.load_state_dict(state["schedule"])
+        if self.schedule is not None:  # states saved before the schedule held the levels: "levels"
+            saved = {"initial": None, **(state["schedule"] or {}), "levels": state["levels"]}
+            self.schedule.load_state_dict(saved)
         self.decision = None if state["decision"] is None else Decision(**state["decision"])
         if state.get("skip_live") and self.skip_below is not None:
             skipping.load_live_masks(self.model, state["skip_live"])

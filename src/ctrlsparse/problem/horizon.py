@@ -3,8 +3,10 @@
 :class:`~ctrlsparse.GDA` fixes them once, in ``begin``, when it learns the run's number of
 steps: how long the target ramps, when the feasibility phase starts, the Adam dual step
 (``DUAL_TRAVEL / total_steps``) and the gates' learning-rate floor
-(``GATE_TRAVEL / total_steps``). Without a known length it warns and assumes
-``FALLBACK_STEPS`` with a fixed target and no phase.
+(``GATE_TRAVEL / total_steps``). A loop of unknown length states the ramp instead
+(``ramp_steps``): the settings then assume a run three ramps long, and the feasibility
+phase starts when the user calls :meth:`GDA.decide <ctrlsparse.GDA.decide>`. With neither,
+it warns and assumes ``FALLBACK_STEPS`` with a fixed target and no phase.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from ctrlsparse.problem.kernels import can_fuse
-from ctrlsparse.problem.schedules import ScheduleKind, TargetSchedule
+from ctrlsparse.problem.schedules import DEFAULT_RAMP, ScheduleKind, TargetSchedule
 
 DUAL_TRAVEL = 40.0
 """The default dual step: Adam ascent with ``lr = DUAL_TRAVEL / total_steps``, so a multiplier
@@ -48,21 +50,42 @@ class Horizon(NamedTuple):
     phase_start: int | None
 
 
+def _check_steps(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not value >= 1):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def plan(
     total_steps: int | None,
     steps_per_epoch: int | None,
     schedule: TargetSchedule | None,
     feasibility: float,
+    ramp_steps: int | None = None,
 ) -> Horizon:
     """The :class:`Horizon` of a run; raises ``ValueError`` when the ramp and phase do not fit.
+
+    ``ramp_steps`` fixes the linear ramp's length in steps, whatever the run's length; with
+    ``total_steps`` unknown, the settings assume a run of ``ramp_steps / DEFAULT_RAMP`` steps
+    (the default ramp's share of a run) and there is no automatic feasibility phase.
 
     Examples:
         >>> h = plan(900, 30, None, 0.1)
         >>> h.ramp_steps, h.phase_start
         (300, 810)
+        >>> h = plan(None, None, None, 0.1, ramp_steps=200)  # a loop of unknown length
+        >>> h.ramp_steps, h.steps, h.phase_start
+        (200, 600, None)
     """
-    if total_steps is not None and (isinstance(total_steps, bool) or not total_steps >= 1):
-        raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+    _check_steps("total_steps", total_steps)
+    _check_steps("ramp_steps", ramp_steps)
+    if ramp_steps is not None and schedule is not None and schedule.kind is not ScheduleKind.LINEAR:
+        raise ValueError(
+            f"ramp_steps sets the length of a linear ramp; the schedule is {schedule.kind.value!r}: "
+            "drop one of them"
+        )
+    if total_steps is None and ramp_steps is not None:
+        schedule = dataclasses.replace(schedule or TargetSchedule("linear"))
+        return Horizon(None, round(ramp_steps / DEFAULT_RAMP), schedule, ramp_steps, None)
     known = total_steps is not None
     if not known:
         warnings.warn(
@@ -75,7 +98,7 @@ def plan(
     if schedule is None:
         schedule = TargetSchedule("linear") if known else TargetSchedule("fixed")
     schedule = dataclasses.replace(schedule)  # its state is this run's
-    ramp = schedule.ramp_steps(steps, steps_per_epoch) if known else 0
+    ramp = (ramp_steps or schedule.ramp_steps(steps, steps_per_epoch)) if known else 0
     if schedule.kind not in (ScheduleKind.LINEAR, ScheduleKind.FIXED) and not steps_per_epoch:
         raise ValueError(
             f"a {schedule.kind.value} schedule changes the level once per epoch and needs "

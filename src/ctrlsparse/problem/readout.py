@@ -26,7 +26,12 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
     constraints = list(problem.constraints())
     layer_names = list(misc["densities"])
     macs = misc.get("macs", {})
-    loss = misc["loss"].detach().reshape(1).to(misc["density"])
+    observed = misc["loss"] is not None  # None: backpropagated by someone who did not show it to GDA
+    loss = (
+        misc["loss"].detach().reshape(1).to(misc["density"])
+        if observed
+        else misc["density"].new_full((1,), math.nan)
+    )
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         # The global batch's mean loss; a NaN on any rank makes it NaN, so every rank stops.
         loss = loss.clone()
@@ -43,7 +48,10 @@ def read_step(problem, cmp_state, levels: dict[str, float], step: int) -> GDASte
         parts.append(torch.stack([v.detach() for v in macs.values()]))
     values = torch.cat(parts).tolist()  # the step's one host transfer
     n_layers, n_constraints = len(layer_names), len(names)
-    checked = [values[0], *values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints]]
+    checked = [
+        values[0] if observed else 0.0,
+        *values[2 + n_layers + n_constraints : 2 + n_layers + 2 * n_constraints],
+    ]
     if not all(math.isfinite(v) for v in checked):
         bad = [n for n, v in zip(["loss", *names], checked) if not math.isfinite(v)]
         raise NonFiniteLossError(

@@ -10,6 +10,10 @@ model had at its first step (``initial``):
 - ``geometric``: ``initial · factor^epoch``, never below ε (updated once per epoch).
 - ``dynamic``: multiply the level by ``factor`` only after an epoch that ended with
   the constraint satisfied (value ≤ level); "tighten once the current level is met".
+
+The schedule owns the levels in force (:attr:`TargetSchedule.levels`): it alone writes
+them, the :class:`~ctrlsparse.SparsityProblem` reads them (``problem.levels``, read-only),
+and the feasibility phase asks the schedule to hold them at ε (:meth:`TargetSchedule.hold`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class TargetSchedule:
     def __post_init__(self) -> None:
         self.kind = ScheduleKind.parse(self.kind)
         self.initial: dict[str, float] | None = None  # each constraint's value at the first step
+        self.levels: dict[str, float] = {}  # the level of each target constraint now (ε until started)
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"schedule epochs must be >= 1, got {self.epochs!r}")
         if not 0.0 < self.factor < 1.0:
@@ -105,9 +110,14 @@ class TargetSchedule:
         met = density is not None and density <= previous
         return max(target, previous * self.factor) if met else previous
 
+    def hold(self, targets: dict[str, float]) -> None:
+        """Hold every level at its target ε from now on (the levels before a run starts, and
+        the feasibility phase's)."""
+        self.levels.update(targets)
+
     def advance(self, problem, step: int, ramp_steps: int, steps_per_epoch: int | None) -> None:
-        """Set ``problem.levels`` for ``step`` (every step for the linear ramp, at each epoch
-        boundary for the geometric and dynamic ones); the first call records the initial values."""
+        """Set the levels for ``step`` (every step for the linear ramp, at each epoch boundary
+        for the geometric and dynamic ones); the first call records the initial values."""
         if self.kind is ScheduleKind.FIXED:
             return
         if self.initial is None:  # one host transfer, at the first step
@@ -116,7 +126,7 @@ class TargetSchedule:
             self.initial = {name: float(values[name]) for name in problem.targets_all}
         if self.kind is ScheduleKind.LINEAR:
             for name, target in problem.targets_all.items():
-                problem.levels[name] = self.level_at(step, ramp_steps, target, self.initial[name])
+                self.levels[name] = self.level_at(step, ramp_steps, target, self.initial[name])
             return
         if step % steps_per_epoch:
             return
@@ -124,13 +134,18 @@ class TargetSchedule:
             values = problem.constraint_values()
         epoch = step // steps_per_epoch
         for name, target in problem.targets_all.items():
-            previous = None if epoch == 0 else problem.levels[name]
+            previous = None if epoch == 0 else self.levels[name]
             value = float(values[name])
-            problem.levels[name] = self.level(epoch, target, self.initial[name], previous, value)
+            self.levels[name] = self.level(epoch, target, self.initial[name], previous, value)
 
     def state_dict(self) -> dict:
-        """The initial values the levels start from (the levels themselves are the problem's)."""
-        return {"initial": None if self.initial is None else dict(self.initial)}
+        """The initial values the levels start from, and the levels in force."""
+        initial = None if self.initial is None else dict(self.initial)
+        return {"initial": initial, "levels": dict(self.levels)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`. A state saved before the schedule held the levels
+        has none; :meth:`GDA.load_state_dict <ctrlsparse.GDA.load_state_dict>` adds them."""
         self.initial = None if state["initial"] is None else dict(state["initial"])
+        if "levels" in state:
+            self.levels = dict(state["levels"])

@@ -47,6 +47,22 @@ class GDAStep:
     levels: dict[str, float] = field(default_factory=dict)
     macs: dict[str, float] = field(default_factory=dict)
 
+    def scalars(self) -> dict[str, float]:
+        """Flat ``{tag: value}``: ``loss``, ``density/model``, ``density/<layer>``,
+        ``multiplier/<constraint>``, ``violation/<constraint>``, ``level/<constraint>`` and
+        ``macs/<constraint>``: the TensorBoard tags, and the keys the trainer integrations log.
+
+        Examples:
+            >>> GDAStep(0.5, 0.4, {"fc1": 0.4}, {"model": 0.1}, {"model": 0.1}).scalars()["multiplier/model"]
+            0.1
+        """
+        scalars = {"loss": self.loss, "density/model": self.density}
+        groups = {"density": self.densities, "multiplier": self.multipliers,
+                  "violation": self.violations, "level": self.levels, "macs": self.macs}  # fmt: skip
+        for prefix, values in groups.items():
+            scalars.update({f"{prefix}/{name}": value for name, value in values.items()})
+        return scalars
+
 
 @dataclass
 class StepRecord(GDAStep):

@@ -77,11 +77,7 @@ class TensorBoard:
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def write(self, record: StepRecord) -> None:
-        scalars = {"loss": record.loss, "density/model": record.density}
-        groups = {"density": record.densities, "multiplier": record.multipliers,
-                  "violation": record.violations, "level": record.levels, "macs": record.macs}  # fmt: skip
-        for prefix, values in groups.items():
-            scalars.update({f"{prefix}/{name}": value for name, value in values.items()})
+        scalars = record.scalars()
         if record.test_error is not None:
             scalars["test_error"] = record.test_error
         for tag, value in scalars.items():
