@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from ctrlsparse.experiments.build import build, run_problem
+from ctrlsparse.cli import main
+from ctrlsparse.experiments.build import build
 from ctrlsparse.experiments.config import ProblemFileError, load_problem, parse_problem
+from ctrlsparse.runs.store import read_summary
 from tests.helpers import write_corpus
 
 TINY_LLAMA = {"hidden": 16, "layers": 1, "heads": 2, "kv_heads": 1, "intermediate": 32}
@@ -56,15 +58,37 @@ def test_bad_language_model_settings_are_refused_before_training(section, values
         parse_problem(problem)
 
 
-def test_a_dense_tiny_llama_learns_and_reports_validation_perplexity(corpus, tmp_path):
-    summary = run_problem(parse_problem(_dense(corpus, epochs=1)), tmp_path / "run", progress=False)
+def test_a_dense_tiny_llama_learns_and_reports_validation_perplexity(corpus, tmp_path, capsys):
+    problem = tmp_path / "tiny_llama.toml"
+    problem.write_text(
+        f"""name = "tiny_llama"
+[data]
+name = "python_docs"
+root = "{corpus}"
+seq_len = 16
+vocab_size = 300
+[model]
+name = "llama"
+kwargs = {{ hidden = 16, layers = 1, heads = 2, kv_heads = 1, intermediate = 32 }}
+structure = "weight"
+[sparsity]
+method = "magnitude"
+target_density = 1.0
+[optim]
+primal_lr = 1e-2
+[train]
+epochs = 1
+batch_size = 8
+"""
+    )
+    assert main(["run", str(problem), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    summary = read_summary(tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # From ln(300) ≈ 5.7 at random weights to well below on a corpus of four repeated sentences.
     assert records[0]["loss"] > 5.0 and records[-1]["loss"] < 3.0
     assert 0.0 <= summary.test_error < 1.0  # next-token error, a fraction of the validation tokens
     assert 1.0 < summary.perplexity < math.exp(3.0)
-    written = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert written["perplexity"] == pytest.approx(summary.perplexity)
+    assert f"validation perplexity {summary.perplexity:.2f}" in capsys.readouterr().out
     assert summary.params["dense"] == summary.params["remaining"]
 
 
