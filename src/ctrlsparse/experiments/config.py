@@ -140,6 +140,12 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
             raise ProblemFileError(
                 f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
             )
+    train = config.train
+    if not 0.0 <= train.distill_weight <= 1.0 or not train.distill_temperature > 0:
+        raise ProblemFileError(
+            f"{source}: [train] needs 0 <= distill_weight <= 1 and distill_temperature > 0, "
+            f"got {train.distill_weight!r} and {train.distill_temperature!r}"
+        )
     _check_method(source, config)
     _check_data(source, config)
     _check_model(source, config)
@@ -173,12 +179,6 @@ def _check_data(source: str, config: ProblemConfig) -> None:
     if data.name not in valid:
         raise ProblemFileError(
             f"{source}: [data] name = {data.name!r} is not valid; valid choices: {', '.join(valid)}"
-        )
-    train = config.train
-    if not 0.0 <= train.distill_weight <= 1.0 or not train.distill_temperature > 0:
-        raise ProblemFileError(
-            f"{source}: [train] needs 0 <= distill_weight <= 1 and distill_temperature > 0, "
-            f"got {train.distill_weight!r} and {train.distill_temperature!r}"
         )
     if data.name in CORPORA:
         if not _positive_int(data.seq_len):
