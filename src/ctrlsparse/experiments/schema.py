@@ -56,7 +56,7 @@ class DataConfig:
     test_size: int = _field(256, (int,))
     vocab_size: int | None = _field(None, (int,))
     # A text corpus (name = "python_docs"): windows of seq_len tokens, tokenized by a byte-level
-    # BPE of vocab_size tokens (unset: DEFAULT_VOCAB) trained on it, or by UTF-8 bytes.
+    # BPE of vocab_size tokens (unset: 4096, DEFAULT_VOCAB) trained on it, or by UTF-8 bytes.
     seq_len: int = _field(128, (int,))
     tokenizer: str = _field("bpe", (str,), TOKENIZERS)
 
