@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import struct
@@ -145,3 +146,27 @@ def write_cifar_archive(path, archive, skip=(), payloads=None, **batch_options):
             info.size = len(payloads[name])
             tar.addfile(info, io.BytesIO(payloads[name]))
     return batches
+
+
+SENTENCES = [
+    "The tutorial introduces the reader informally to the basic concepts of the language.",
+    "A function definition associates the function name with the function object.",
+    "Exceptions are a means of breaking out of the normal flow of control.",
+    "Names refer to objects and are introduced by name binding operations.",
+]
+
+
+def write_corpus(root, documents=12, manifest=True):
+    """A directory laid out like python3-doc's _sources: tutorial/ and faq/ documents, an MD5SUMS."""
+    lines = []
+    for i in range(documents):
+        folder = "tutorial" if i % 2 else "faq"
+        path = root / folder / f"doc{i:02d}.rst.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(40))
+        data = f"Document {i}. {body}".encode()
+        path.write_bytes(data)
+        lines.append(f"{hashlib.md5(data).hexdigest()}  {folder}/{path.name}")
+    if manifest:
+        (root / "MD5SUMS").write_text("\n".join(lines) + "\n")
+    return root

@@ -119,6 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume, overwrite=args.overwrite, tensorboard=board,
     )  # fmt: skip
     error = "n/a" if summary.test_error is None else f"{100 * summary.test_error:.2f}%"
+    if summary.perplexity is not None:  # a language model
+        error += f", validation perplexity {summary.perplexity:.2f}"
     if distributed.context()[0] == 0:
         print(f"{out}: {summary.mode}, density {summary.density:.4f}, test error {error}")
     return 0

@@ -1,4 +1,8 @@
-"""Data sets as in-memory tensors: the registry behind ``[data] name`` in problem files."""
+"""Data sets as in-memory tensors: the registry behind ``[data] name`` in problem files.
+
+Image data sets are in :data:`DATASETS`; text corpora for language models, cut into
+next-token windows, in :data:`~ctrlsparse.data.text.CORPORA` (:func:`load_text`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ from collections.abc import Callable
 
 from ctrlsparse.data.augment import random_crop_flip
 from ctrlsparse.data.cifar import ArchiveError, load_cifar10, load_cifar100
+from ctrlsparse.data.corpus import CorpusError
 from ctrlsparse.data.dataset import Batches, Dataset
 from ctrlsparse.data.digits import load_digits
 from ctrlsparse.data.download import DownloadError
 from ctrlsparse.data.idx import IDXError, read_idx
 from ctrlsparse.data.mnist import load_fashion_mnist, load_mnist
 from ctrlsparse.data.synthetic import synthetic
+from ctrlsparse.data.text import load_text
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
@@ -38,10 +44,12 @@ __all__ = [
     "DATASETS",
     "ArchiveError",
     "Batches",
+    "CorpusError",
     "Dataset",
     "DownloadError",
     "IDXError",
     "load_dataset",
+    "load_text",
     "random_crop_flip",
     "read_idx",
     "synthetic",

@@ -10,7 +10,9 @@ import torch
 
 @dataclass
 class Dataset:
-    """A classification data set held in memory.
+    """A classification data set held in memory, or a text corpus's next-token windows
+    (:func:`~ctrlsparse.data.load_text`: inputs and labels are token ids ``(N, seq_len)``,
+    ``num_classes`` the vocabulary size).
 
     Attributes:
         name: registered name (see :data:`DATASETS`).
@@ -25,7 +27,7 @@ class Dataset:
     num_classes: int
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train[0].shape[1:])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrlsparse.data import Batches, Dataset, load_dataset, random_crop_flip, synthetic
+from ctrlsparse.data.text import CORPORA, load_text
 from ctrlsparse.experiments.config import SYNTHETIC, ProblemConfig, parse_problem
+from ctrlsparse.experiments.schema import DEFAULT_VOCAB
 from ctrlsparse.gating import ARMGate, GateKind, Structure, sparsify
 from ctrlsparse.modelio import logits
 from ctrlsparse.models import build_model, import_factory
@@ -26,6 +29,7 @@ from ctrlsparse.runs.records import RunSummary
 from ctrlsparse.runs.store import load_run
 from ctrlsparse.training import distributed
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
+from ctrlsparse.training.lm import Distillation, perplexity
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning
 from ctrlsparse.training.trainer import Trainer, fit
 
@@ -54,6 +58,8 @@ def load_data(config: ProblemConfig) -> Dataset:
             seed=config.train.seed,
             vocab_size=data.vocab_size,
         )
+    if data.name in CORPORA:
+        return load_text(data.name, data.root, data.seq_len, data.tokenizer, data.vocab_size or DEFAULT_VOCAB)
     return load_dataset(data.name, data.root, data.download)
 
 
@@ -118,8 +124,16 @@ def build(config: ProblemConfig) -> Experiment:
     torch.manual_seed(config.train.seed)
     data = load_data(config)
     model, example = build_model_of(config, data)
+    if config.model.init is not None:
+        _load_init(model, config.model.init)
     output_fn = output_fn_of(config)
     loss_fn = _loss(output_fn)
+    if config.train.distill_weight > 0:  # the teacher is the dense model, copied before any gating
+        teacher = copy.deepcopy(model).to(config.train.device)
+        loss_fn = Distillation(
+            teacher, config.train.distill_weight, config.train.distill_temperature, output_fn
+        )
+        loss_fn.attach(model)
     method, structure = config.sparsity.method, Structure.parse(config.model.structure)
     group_magnitude = method == "magnitude" and structure is Structure.NEURON
     if method == "l0" or group_magnitude:
@@ -135,7 +149,8 @@ def build(config: ProblemConfig) -> Experiment:
     train = Batches(
         *data.train, config.train.batch_size, shuffle=True, generator=generator, transform=transform
     )
-    test = Batches(*data.test, EVAL_BATCH_SIZE)
+    # A text window's logits take seq_len x vocab floats: evaluate in training-size batches.
+    test = Batches(*data.test, config.train.batch_size if config.data.name in CORPORA else EVAL_BATCH_SIZE)
     model.to(config.train.device)
     optimizer = None
     if method == "l0":
@@ -160,7 +175,14 @@ def build(config: ProblemConfig) -> Experiment:
 
 
 def _loss(output_fn: Callable[[Any], torch.Tensor]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
-    return lambda output, targets: F.cross_entropy(output_fn(output), targets)
+    # Flattened, one loss fits a class per example (B, C) and a next token per position (B, T, V).
+    return lambda output, targets: F.cross_entropy(output_fn(output).flatten(0, -2), targets.flatten())
+
+
+def _load_init(model: nn.Module, path: str) -> None:
+    """``[model] init``: a run directory's ``model.pt``, or a state dict file, into the plain model."""
+    path = Path(path)
+    runs.load_model_state(model, path / runs.MODEL if path.is_dir() else path)
 
 
 def _weight_groups(config: ProblemConfig, params) -> list[dict]:
@@ -285,7 +307,7 @@ def run_problem(
         )
     distributed.on_rank0(lambda: checkpoints.check_run_dir(out, resume, overwrite))
     experiment = build(config)
-    return fit(
+    summary = fit(
         experiment.trainer,
         experiment.train,
         config.train.epochs,
@@ -301,6 +323,10 @@ def run_problem(
         overwrite=overwrite,
         tensorboard=tensorboard,
     )
+    if config.data.name in CORPORA:  # a language model's measure: validation perplexity
+        summary.perplexity = perplexity(experiment.trainer.model, experiment.test, experiment.output_fn)
+        distributed.on_rank0(lambda: runs.write_summary(out, summary))
+    return summary
 
 
 def resume_or_run(config: ProblemConfig, out: str | Path, progress: bool = True) -> RunSummary:

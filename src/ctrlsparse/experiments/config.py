@@ -31,6 +31,8 @@ else:  # tomllib joined the standard library in 3.11; tomli is the same parser u
 
 from ctrlsparse.choices import FEASIBILITY, PENALTY, TARGET, Range
 from ctrlsparse.data import DATASETS
+from ctrlsparse.data.text import CORPORA
+from ctrlsparse.data.tokenizer import MIN_BPE_VOCAB
 from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.experiments.schema import (
     SECTIONS,
@@ -140,6 +142,12 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
             raise ProblemFileError(
                 f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
             )
+    train = config.train
+    if not 0.0 <= train.distill_weight <= 1.0 or not train.distill_temperature > 0:
+        raise ProblemFileError(
+            f"{source}: [train] needs 0 <= distill_weight <= 1 and distill_temperature > 0, "
+            f"got {train.distill_weight!r} and {train.distill_temperature!r}"
+        )
     _check_method(source, config)
     _check_data(source, config)
     _check_model(source, config)
@@ -169,11 +177,22 @@ def _positive_int(value: Any) -> bool:
 
 def _check_data(source: str, config: ProblemConfig) -> None:
     data = config.data
-    valid = (*DATASETS, SYNTHETIC)
+    valid = (*DATASETS, *CORPORA, SYNTHETIC)
     if data.name not in valid:
         raise ProblemFileError(
             f"{source}: [data] name = {data.name!r} is not valid; valid choices: {', '.join(valid)}"
         )
+    if data.name in CORPORA:
+        if not _positive_int(data.seq_len):
+            raise ProblemFileError(
+                f"{source}: [data] seq_len must be a positive integer, got {data.seq_len!r}"
+            )
+        if data.tokenizer == "bpe" and data.vocab_size is not None and data.vocab_size < MIN_BPE_VOCAB:
+            raise ProblemFileError(
+                f"{source}: [data] vocab_size of a byte-level BPE must be >= {MIN_BPE_VOCAB} "
+                f"(256 bytes and the end-of-text token), got {data.vocab_size!r}"
+            )
+        return
     if data.name != SYNTHETIC:
         return
     if not data.shape or not all(_positive_int(v) for v in data.shape):

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctrlsparse.data.tokenizer import TOKENIZERS
 from ctrlsparse.gating.gates import ARM_SCALE, Estimator, GateKind, Squash
 from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.problem.dual import DUAL_OPTIMIZERS
@@ -17,6 +18,8 @@ from ctrlsparse.problem.gda import DEFAULT_PRIMAL_LR
 from ctrlsparse.problem.horizon import DEFAULT_FEASIBILITY
 from ctrlsparse.problem.schedules import DEFAULT_RAMP, ScheduleKind
 
+DEFAULT_VOCAB = 4096
+"""``[data] vocab_size`` of a text corpus's BPE when unset."""
 SYNTHETIC = "synthetic"
 """``[data] name`` of generated data (:func:`ctrlsparse.data.synthetic`), for any model."""
 NUMBER = (int, float)
@@ -39,7 +42,8 @@ AUGMENTATIONS = ("none", "crop_flip")
 
 @dataclass
 class DataConfig:
-    """``[data]``: a registered data set, or ``name = "synthetic"`` with the keys below it."""
+    """``[data]``: a registered data set, a text corpus (``name = "python_docs"``: next-token
+    windows for a language model, docs/howto/language-models.md), or ``name = "synthetic"``."""
 
     name: str = _field("digits", (str,))
     root: str | None = _field(None, (str,))
@@ -51,6 +55,10 @@ class DataConfig:
     train_size: int = _field(1024, (int,))
     test_size: int = _field(256, (int,))
     vocab_size: int | None = _field(None, (int,))
+    # A text corpus (name = "python_docs"): windows of seq_len tokens, tokenized by a byte-level
+    # BPE of vocab_size tokens (unset: 4096, DEFAULT_VOCAB) trained on it, or by UTF-8 bytes.
+    seq_len: int = _field(128, (int,))
+    tokenizer: str = _field("bpe", (str,), TOKENIZERS)
 
 
 @dataclass
@@ -75,6 +83,9 @@ class ModelConfig:
     arm_k: float = _field(ARM_SCALE, NUMBER)
     arm_squash: str = _field("sigmoid", (str,), tuple(k.value for k in Squash))
     arm_estimator: str = _field("arm", (str,), tuple(k.value for k in Estimator))
+    # The weights the plain model starts from: a run directory (its model.pt) or a state dict
+    # file, e.g. the dense run a pruning run starts from (and distills from, [train] distill_weight).
+    init: str | None = _field(None, (str,))
 
 
 @dataclass
@@ -143,6 +154,10 @@ class TrainConfig:
     world_size: int = _field(1, (int,))
     """Processes the run trains in: set by ``ctrlsparse run`` under torchrun and recorded in
     ``config.json`` (a resumed run must use as many). ``batch_size`` is the global batch."""
+    distill_weight: float = _field(0.0, NUMBER)
+    """α of :func:`~ctrlsparse.training.lm.distillation_loss`: mix in the KL divergence from the
+    dense model (the model as ``[model] init`` loads it, before gating); 0 turns it off."""
+    distill_temperature: float = _field(2.0, NUMBER)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from torch import nn
 
 from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.models.cifar import build_resnet18, build_wrn28_10
+from ctrlsparse.models.hf import llama
 from ctrlsparse.models.resnet import fashion_resnet
 from ctrlsparse.models.small import lenet5, mlp
 
@@ -28,6 +29,7 @@ MODELS: dict[str, ModelBuilder] = {
     "fashion_resnet": lambda input_shape, num_classes: fashion_resnet(input_shape, num_classes),
     "wrn28_10": build_wrn28_10,
     "resnet18": build_resnet18,
+    "llama": llama,
 }
 
 

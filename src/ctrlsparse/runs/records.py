@@ -134,6 +134,7 @@ class RunSummary:
         world_size: processes the run trained in.
         tuning_runs: on the run ``tune-penalty`` picked, the number of full runs it took.
         tuning_target: on that run, the density the search aimed at.
+        perplexity: a language model's validation perplexity (:func:`~ctrlsparse.training.lm.perplexity`).
 
     Examples:
         >>> s = RunSummary(method="hard_concrete", mode="constrained", targets={"model": 0.3},
@@ -168,6 +169,7 @@ class RunSummary:
     world_size: int = 1
     tuning_runs: int | None = None
     tuning_target: float | None = None
+    perplexity: float | None = None
 
     REQUIRED = ("mode", "targets", "penalties", "density", "densities", "realized_density")
 
@@ -180,9 +182,9 @@ class RunSummary:
         return {**self.penalties, **self.macs_penalties}
 
     def to_dict(self) -> dict:
-        """The JSON object; tuning fields only on a tuned run."""
+        """The JSON object; tuning fields only on a tuned run, perplexity only on a language model's."""
         data = asdict(self)
-        for key in ("tuning_runs", "tuning_target"):
+        for key in ("tuning_runs", "tuning_target", "perplexity"):
             if data[key] is None:
                 del data[key]
         return data

@@ -5,22 +5,28 @@ and the other methods' trainers.
 :class:`~ctrlsparse.problem.GDA` is the trainer for gated models;
 :class:`~ctrlsparse.training.methods.L1RDA` and
 :class:`~ctrlsparse.training.methods.MagnitudePruning` train plain models with the same loop.
+Language models: :mod:`ctrlsparse.training.lm` (next-token loss, distillation, perplexity).
 """
 
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
+from ctrlsparse.training.lm import Distillation, distillation_loss, next_token_loss, perplexity
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning, plain_layers
 from ctrlsparse.training.rda import RDA
 from ctrlsparse.training.trainer import NonFiniteLossError, Trainer, evaluate, fit, start_feasibility_phase
 
 __all__ = [
+    "Distillation",
     "GroupMagnitudePruning",
     "L1RDA",
     "RDA",
     "MagnitudePruning",
     "NonFiniteLossError",
     "Trainer",
+    "distillation_loss",
     "evaluate",
     "fit",
+    "next_token_loss",
+    "perplexity",
     "plain_layers",
     "start_feasibility_phase",
 ]

@@ -29,7 +29,8 @@ def evaluate(
     batches: Iterable[tuple[Inputs, torch.Tensor]],
     output_fn: Callable[[Any], torch.Tensor] | None = None,
 ) -> float:
-    """Classification error (fraction in [0, 1]) with the deterministic test-time gates (eq. 13).
+    """Classification error (fraction in [0, 1]; of next tokens for a language model) with the
+    deterministic test-time gates (eq. 13).
 
     Inputs may be a tensor, a tuple or a dict of tensors (:mod:`ctrlsparse.modelio`).
     ``output_fn`` maps the model's output to logits; by default the output itself, its
@@ -48,7 +49,7 @@ def evaluate(
         for x, y in batches:
             x, y = to_device(x, device), y.to(device)
             wrong += int((output_fn(call_model(model, x)).argmax(-1) != y).sum())
-            total += len(y)
+            total += y.numel()  # one label per example, or per token of a language model
     finally:
         model.train(was_training)
     return wrong / max(total, 1)
