@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ctrlsparse.choices import Choice
+from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE, decoder_layout, decoder_units
 from ctrlsparse.gating.gates import GateFactory, GateKind, make_gate
 from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE, GateGroup, attach, gate_groups
 from ctrlsparse.gating.registry import is_layer
@@ -95,9 +96,10 @@ def sparsify(
         gates: ``"hard_concrete"`` (Louizos et al., 2018), ``"arm"`` (Li & Ji, 2019), or a
             factory ``f(shape, drop_rate=...)``.
         heads: gate attention heads of registered attention modules (``structure="neuron"``).
-        hidden: gate a transformer's residual-stream (hidden) dimension. Not supported yet:
-            LayerNorm's statistics run over that dimension, so removing a closed dimension
-            changes every other one and purge could not reproduce the gated model.
+        hidden: gate a transformer's residual-stream (hidden) dimension: decoder LMs of
+            RMSNorm families only (:mod:`ctrlsparse.gating.decoders`). LayerNorm's
+            statistics run over that dimension, so removing a closed dimension changes
+            every other one and purge could not reproduce the gated model.
         inputs: gate the model's input features; None gates them where a Linear reads them.
 
     Returns:
@@ -110,11 +112,13 @@ def sparsify(
         [('0', 'input', 64), ('0', 'output', 32)]
     """
     structure = Structure.parse(structure)
-    if hidden:
+    # Decoder LMs: units from the family's registered layout, not from a traced graph.
+    layout = decoder_layout(model) if structure is Structure.NEURON else None
+    if hidden and layout is None:
         raise NotImplementedError(
-            "hidden=True (gating the residual-stream dimension) is not supported yet: LayerNorm "
-            "normalizes over that dimension, so closed dimensions cannot be removed exactly; "
-            "heads and FFN neurons are gated with the default hidden=False"
+            "hidden=True (gating the residual-stream dimension) is supported for decoder LMs of RMSNorm "
+            "families only: LayerNorm normalizes over that dimension, so closed dimensions cannot be "
+            "removed exactly; heads and FFN neurons are gated with the default hidden=False"
         )
     if not callable(gates) or isinstance(gates, str):
         gates = GateKind.parse(gates)
@@ -126,7 +130,9 @@ def sparsify(
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
     dense: dict[str, str] = {}
-    if structure is Structure.NEURON:
+    if layout is not None:
+        units = decoder_units(model, layout, heads=heads, hidden=hidden)
+    elif structure is Structure.NEURON:
         if example_input is None:
             raise ValueError(
                 "structure='neuron' finds units by tracing the model: pass example_input=<one batch>, "
@@ -162,6 +168,8 @@ def sparsify(
         groups.append(group)
         sites += [(group, site) for site in unit.sites]
     attach(model, groups, sites)
+    if layout is not None:  # what purge cuts the closed units from
+        model.__dict__[LAYOUT_ATTRIBUTE] = layout
     if example_input is not None:  # what a MACs budget counts with (SparsityProblem(target_macs=...))
         model.__dict__[EXAMPLE_ATTRIBUTE] = head(example_input, 1)
     return model
