@@ -115,6 +115,11 @@ def _heads(model: nn.Module, layout: DecoderLayout, kept: dict) -> list[tuple[in
         ):
             if hasattr(module, attribute):
                 setattr(module, attribute, value)
+        if getattr(module, "config", None) is not None:
+            # Phi-3 splits its packed Q/K/V at config.num_attention_heads: a block whose head
+            # count differs from the others (a per-layer budget) reads its own copy.
+            module.config = copy.copy(module.config)
+            module.config.num_attention_heads, module.config.num_key_value_heads = len(query), len(kv)
         shapes.append((len(query), len(kv)))
     return shapes
 
