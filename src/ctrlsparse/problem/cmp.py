@@ -30,7 +30,9 @@ from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
 from ctrlsparse.modelio import call_model, forward_order
 from ctrlsparse.problem.levels import MACS, MODEL, Levels, check_levels, macs_name, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
+from ctrlsparse.problem.params import params_density
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
+from ctrlsparse.problem.shape import SHAPE, group_units, shape_levels, shape_values
 from ctrlsparse.problem.stacking import CONSTRAINED, StackedConstraints
 
 
@@ -77,6 +79,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             exactly what purging removes. Constraints are named ``"macs"`` and
             ``"macs:<layer>"``.
         macs_penalty: λ ≥ 0 of a penalized MACs term, in the same forms.
+        target_params: a parameter budget for the model, instead of ``target_density``: a
+            fraction in (0, 1] of all its parameters (embeddings and LM head included) or a
+            count (``"1.3e9"``); see :mod:`~ctrlsparse.problem.params`.
+        target_shape: for a decoder LM, ``{"heads", "kv_heads", "intermediate", "hidden"}``
+            counts every block must keep (``"layers"`` may only repeat the model's); one
+            constraint ``"shape:<gate group>"`` per group, see :mod:`~ctrlsparse.problem.shape`.
 
     Every target is one entry of a single cooper constraint, ``"constrained"``, and every
     penalty one entry of ``"penalized"``: a step's cost does not grow with the number of
@@ -100,6 +108,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         augmented_lagrangian: float | None = None,
         target_macs: Levels = None,
         macs_penalty: Levels = None,
+        target_params: float | str | None = None,
+        target_shape: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -110,6 +120,15 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         names = self.accounting.layers
         if MODEL in names:
             raise ValueError(f"a layer is named {MODEL!r}, the name of the model-wise constraint; rename it")
+        if target_params is not None:
+            if target_density is not None:
+                raise ValueError(
+                    "give target_params or target_density, not both: both bound the model's size"
+                )
+            target_density = params_density(model, self.accounting, target_params)
+        self.shape_targets = (
+            {} if target_shape is None else shape_levels(model, self.accounting, target_shape)
+        )
         self.targets, self.penalties = check_levels(
             parse_levels(target_density, names, "target_density"),
             parse_levels(penalty, names, "penalty"),
@@ -134,10 +153,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                         f"target_macs for {name!r} is {eps!r}, but {floor:.4f} of its MACs are in layers "
                         "or entries no gate can remove; ask for at least that, or gate more layers"
                     )
-        if not (self.targets or self.penalties or self.macs_targets or self.macs_penalties):
+        if not (self.targets_all or self.penalties or self.macs_penalties):
             raise ValueError(
-                "give a target_density or target_macs (constrained mode), or a penalty or macs_penalty "
-                "(penalized mode)"
+                "give a target_density, target_params, target_macs or target_shape (constrained mode), "
+                "or a penalty or macs_penalty (penalized mode)"
             )
         if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
@@ -185,14 +204,16 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             return (0, 0)
         if name == MACS:
             return (1, 0)
+        if name.startswith(SHAPE + ":"):
+            return (4, list(group_units(self.accounting)).index(name))
         if name.startswith(MACS + ":"):
             return (3, layers.index(name[len(MACS) + 1 :]))
         return (2, layers.index(name))
 
     @property
     def targets_all(self) -> dict[str, float]:
-        """Every constraint with a target: ``{name: ε}``, densities then MACs budgets."""
-        return {**self.targets, **self.macs_targets}
+        """Every constraint with a target: ``{name: ε}``, densities, MACs budgets, then shape targets."""
+        return {**self.targets, **self.macs_targets, **self.shape_targets}
 
     @property
     def mode(self) -> str:
@@ -228,8 +249,11 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                 values[name] = macs[0]
             elif name.startswith(MACS + ":"):
                 values[name] = macs[1][name[len(MACS) + 1 :]]
-            else:
+            elif not name.startswith(SHAPE + ":"):
                 values[name] = densities[name]
+        if self.shape_targets:
+            vector = self.accounting.vector(realized) if units is None else units
+            values.update(shape_values(self.accounting, list(self.shape_targets), vector))
         return values
 
     def target_values_at(self, units: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -246,6 +270,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         for name in self.targets_all:
             if name in (MODEL, MACS):
                 units[name] = every
+                continue
+            if name in self.shape_targets:
+                units[name] = group_units(self.accounting)[name]
                 continue
             layer = name[len(MACS) + 1 :] if name.startswith(MACS + ":") else name
             touching = [
@@ -315,6 +342,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             values[MACS] = macs
             values.update({macs_name(layer): v for layer, v in macs_layers.items()})
             misc["macs"] = {n: values[n] for n in self.constraint_names if n.startswith(MACS)}
+        if self.shape_targets:
+            values.update(shape_values(self.accounting, list(self.shape_targets), self.accounting.vector()))
         return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
 
     def compute_cmp_state(self, inputs: torch.Tensor, targets: torch.Tensor) -> cooper.CMPState:
