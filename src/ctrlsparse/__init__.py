@@ -28,9 +28,11 @@ from ctrlsparse.gating import (
     gate_groups,
     purge,
     register_attention,
+    register_decoder,
     register_layer,
     sparse_layers,
     sparsify,
+    to_pretrained,
 )
 from ctrlsparse.models import lenet5, mlp
 from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
@@ -70,8 +72,10 @@ __all__ = [
     "purge",
     "read_metrics",
     "register_attention",
+    "register_decoder",
     "register_layer",
     "run_problem",
     "sparse_layers",
     "sparsify",
+    "to_pretrained",
 ]
