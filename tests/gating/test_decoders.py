@@ -137,3 +137,19 @@ def test_family_without_lm_head_is_refused():
     base = tf.LlamaModel(tiny_decoder("llama").config)
     with pytest.raises(DecoderError, match="without an LM head.*ForCausalLM"):
         cs.sparsify(base, example_input=_ids())
+
+
+def test_gates_of_a_decoder_round_trip_through_state_dict():
+    model = cs.sparsify(tiny_decoder("qwen3"), example_input=_ids(), hidden=True)
+    _scramble(model, seed=5)
+    cs.gate_groups(model)[0].decide_(torch.tensor([1.0, 0.0]))
+    fresh = cs.sparsify(tiny_decoder("qwen3"), example_input=_ids(), hidden=True)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(**_ids()).logits, model.eval()(**_ids()).logits)
+    assert cs.purge(fresh, _ids()).model.layers[0].self_attn.k_proj.out_features == 16  # one key-value head
+
+
+def test_sparsify_needs_no_example_input_for_a_decoder_and_excludes_by_name():
+    model = cs.sparsify(tiny_decoder("llama"), exclude=["*.self_attn"])
+    assert [kind for _, kind, _ in _units(model)] == ["output", "output"]
