@@ -153,3 +153,32 @@ def test_gates_of_a_decoder_round_trip_through_state_dict():
 def test_sparsify_needs_no_example_input_for_a_decoder_and_excludes_by_name():
     model = cs.sparsify(tiny_decoder("llama"), exclude=["*.self_attn"])
     assert [kind for _, kind, _ in _units(model)] == ["output", "output"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt"])
+def test_a_closed_layer_is_deleted_and_its_parameters_counted(family):
+    depth = {"n_layer": 3} if family == "gpt2" else {"num_hidden_layers": 3}
+    model = cs.sparsify(tiny_decoder(family, **depth), example_input=_ids(), layers=True)
+    layer = cs.gate_groups(model)[-1]
+    assert (layer.kind, layer.num_units) == ("layer", 3)
+    accounting = Accounting(model)
+    per_layer = sum(
+        p.numel() for p in tiny_decoder(family, **depth).get_submodule(_stack(family))[1].parameters()
+    )
+    for group in cs.gate_groups(model):
+        values = torch.full((group.num_units,), 0.9)
+        if group is layer:
+            values[1] = 0.0
+        group.decide_(values)
+    realized, _ = accounting.active(realized=True)
+    assert int(realized) == accounting.num_sparsifiable - per_layer
+    with torch.no_grad():
+        gated = model.eval()(**_ids()).logits
+    small = cs.purge(model, _ids())
+    assert len(small.get_submodule(_stack(family))) == 2 and small.config.num_hidden_layers == 2
+    torch.testing.assert_close(small(**_ids()).logits, gated, rtol=0, atol=1e-4 * float(gated.abs().max()))
+
+
+def _stack(family: str) -> str:
+    return {"llama": "model.layers", "gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers",
+            "opt": "model.decoder.layers"}[family]  # fmt: skip

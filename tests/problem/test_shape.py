@@ -19,14 +19,16 @@ def _lm_loss(output, targets):
     return F.cross_entropy(output.logits.flatten(0, 1), targets.flatten())
 
 
-def _llama(hidden: bool = True):
-    return cs.sparsify(tiny_decoder("llama"), example_input=IDS, hidden=hidden)
+def _llama(hidden: bool = True, layers: bool = False, depth: int = 2):
+    model = tiny_decoder("llama", num_hidden_layers=depth)
+    return cs.sparsify(model, example_input=IDS, hidden=hidden, layers=layers)
 
 
 def test_training_lands_every_block_on_the_target_shape_and_purges_to_it():
     torch.manual_seed(0)
-    model = _llama().train()
-    problem = cs.SparsityProblem(model, _lm_loss, target_shape={"heads": 2, "intermediate": 64, "hidden": 48})
+    model = _llama(layers=True, depth=3).train()
+    shape = {"layers": 2, "heads": 2, "intermediate": 64, "hidden": 48}
+    problem = cs.SparsityProblem(model, _lm_loss, target_shape=shape)
     opt = cs.GDA(problem, total_steps=10)  # the last step is the feasibility phase's
     for _ in range(10):
         ids = torch.randint(0, VOCAB, (2, 6))
@@ -35,6 +37,7 @@ def test_training_lands_every_block_on_the_target_shape_and_purges_to_it():
     realized = problem.constraint_values(realized=True)
     assert all(abs(float(realized[n]) - eps) < 1e-6 for n, eps in problem.targets_all.items())
     config = to_pretrained(model).config
+    assert config.num_hidden_layers == 2
     assert (config.num_attention_heads, config.num_key_value_heads) == (2, 1)
     assert (config.intermediate_size, config.hidden_size) == (64, 48)
 
@@ -47,7 +50,7 @@ def test_training_lands_every_block_on_the_target_shape_and_purges_to_it():
         ({"heads": 5}, r"'heads'\] = 5 is more than the model has \(4\)"),
         ({"heads": 3, "kv_heads": 2}, "kv_heads = 2 does not divide heads = 3"),
         ({"heads": 2, "kv_heads": 2}, r"pruned with its 2 query heads.*valid heads: 2, 4"),
-        ({"layers": 1}, r"layer gates\) is not supported yet.*model's 2"),
+        ({"layers": 3}, r"'layers'\] = 3 is more than the model has \(2\)"),
         ({"depth": 1}, "unknown key 'depth'; valid keys: layers, heads, kv_heads, intermediate, hidden"),
         ({"hidden": 0}, r"'hidden'\] must be a whole number >= 1, got 0"),
     ],
@@ -60,6 +63,8 @@ def test_bad_target_shapes_are_refused_before_training(shape, message):
 def test_a_shape_on_ungated_units_says_how_to_gate_them():
     with pytest.raises(DecoderError, match=r"model \(hidden\).*hidden=True"):
         cs.SparsityProblem(_llama(hidden=False), _lm_loss, target_shape={"hidden": 32})
+    with pytest.raises(DecoderError, match=r"model \(layer\).*layers=True"):
+        cs.SparsityProblem(_llama(), _lm_loss, target_shape={"layers": 1})
 
 
 def test_gpt2_heads_need_hidden_divisible_by_them():

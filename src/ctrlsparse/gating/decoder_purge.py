@@ -189,10 +189,16 @@ def purge_decoder(model: nn.Module) -> nn.Module:
         purged.config.tie_word_embeddings = False
         layout = dataclasses.replace(layout, lm_head=Projection("lm_head"))
     bake(purged)
+    kept_layers = kept.get((layout.base, "layer"))
+    full = layout
+    if kept_layers is not None:
+        layout = _layout_of(layout, kept_layers)
     heads = _heads(purged, layout, kept)
     sizes = _mlps(purged, layout, kept)
     if kept_hidden is not None:
         _hidden(purged, layout, kept_hidden)
+    if kept_layers is not None:
+        _delete_layers(purged, full, kept_layers)
     purged.__dict__.pop(LAYOUT_ATTRIBUTE, None)
     purged.__dict__[CONFIG_ATTRIBUTE] = _update_config(purged.config, layout, heads, sizes, kept_hidden)
     return purged
@@ -200,6 +206,34 @@ def purge_decoder(model: nn.Module) -> nn.Module:
 
 _FFN_FIELDS = {"gpt2": "n_inner", "gpt_neox": "intermediate_size", "opt": "ffn_dim"}
 """The config field of the MLP size, in the families whose config_update is None."""
+
+
+def _layout_of(layout: DecoderLayout, kept: list[int]) -> DecoderLayout:
+    """The layout of the ``kept`` decoder layers only (closed layers are deleted, not sliced)."""
+    prefixes = tuple(f"{layout.layers}.{i}." for i in kept)
+    norms = tuple(n for n in layout.norms if not n.startswith(layout.layers + ".") or n.startswith(prefixes))
+    return dataclasses.replace(
+        layout,
+        attentions=tuple(layout.attentions[i] for i in kept),
+        mlps=tuple(layout.mlps[i] for i in kept),
+        norms=norms,
+    )
+
+
+def _delete_layers(model: nn.Module, layout: DecoderLayout, kept: list[int]) -> None:
+    """Delete closed decoder layers (their gate baked to 0: they add nothing to the residual
+    stream) and renumber the rest, whose index the KV cache and ``config.layer_types`` follow."""
+    stack = model.get_submodule(layout.layers)
+    parent, _, child = layout.layers.rpartition(".")
+    setattr(model.get_submodule(parent), child, nn.ModuleList(stack[i] for i in kept))
+    for index, layer in enumerate(model.get_submodule(layout.layers)):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index
+    config = model.config
+    config.num_hidden_layers = len(kept)
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = [config.layer_types[i] for i in kept]
 
 
 def _update_config(config, layout: DecoderLayout, heads, sizes, kept_hidden) -> str | None:

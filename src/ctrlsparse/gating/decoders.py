@@ -26,6 +26,9 @@ The units, per block:
   dimensions equals RMSNorm of the open ones with a known factor, which purging folds
   into the norm's weight and eps (:mod:`~ctrlsparse.gating.decoder_purge`); LayerNorm
   subtracts the mean of all dimensions, so no such folding exists.
+- ``layer`` (with ``layers=True``): one unit per decoder layer, owning every parameter of
+  it; the gate scales the attention and MLP output projections whole, so a closed layer
+  adds 0 to the residual stream and purging deletes it.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ class DecoderLayout:
 
     Attributes:
         base: the name of the module holding the blocks (``"model"``, ``"transformer"``).
+        layers: the name of the ``nn.ModuleList`` of decoder layers.
         attentions, mlps: one per block, in order.
         embeddings: modules whose ``weight[:, d]`` writes residual dimension ``d``
             (token and learned position embeddings).
@@ -145,6 +149,7 @@ class DecoderLayout:
     """
 
     base: str
+    layers: str
     attentions: tuple[Attention, ...]
     mlps: tuple[MLP, ...]
     embeddings: tuple[str, ...]
@@ -222,6 +227,7 @@ def _llama_like(model: nn.Module) -> DecoderLayout:
     gemma = config.model_type == "gemma"
     return DecoderLayout(
         "model",
+        "model.layers",
         tuple(attentions),
         tuple(mlps),
         ("model.embed_tokens",),
@@ -266,6 +272,7 @@ def _gpt2(model: nn.Module) -> DecoderLayout:
         norms += [f"{prefix}.ln_1", f"{prefix}.ln_2"]
     return DecoderLayout(
         "transformer",
+        "transformer.h",
         tuple(attentions),
         tuple(mlps),
         ("transformer.wte", "transformer.wpe"),
@@ -302,6 +309,7 @@ def _gpt_neox(model: nn.Module) -> DecoderLayout:
         norms += [f"{prefix}.input_layernorm", f"{prefix}.post_attention_layernorm"]
     return DecoderLayout(
         "gpt_neox",
+        "gpt_neox.layers",
         tuple(attentions),
         tuple(mlps),
         ("gpt_neox.embed_in",),
@@ -330,6 +338,7 @@ def _opt(model: nn.Module) -> DecoderLayout:
         norms += [f"{prefix}.self_attn_layer_norm", f"{prefix}.final_layer_norm"]
     return DecoderLayout(
         "model.decoder",
+        "model.decoder.layers",
         tuple(attentions),
         tuple(mlps),
         ("model.decoder.embed_tokens",),
@@ -348,9 +357,10 @@ register_decoder("opt", _opt)
 
 
 def decoder_units(
-    model: nn.Module, layout: DecoderLayout, heads: bool = True, hidden: bool = False
+    model: nn.Module, layout: DecoderLayout, heads: bool = True, hidden: bool = False, layers: bool = False
 ) -> list[Unit]:
-    """The gate groups' units of a decoder LM: heads and MLP neurons per block, and the hidden dimension.
+    """The gate groups' units of a decoder LM: heads and MLP neurons per block, the hidden
+    dimension (``hidden``), and whole decoder layers (``layers``).
 
     Examples:
         >>> units = decoder_units(llama, decoder_layout(llama), hidden=True)  # doctest: +SKIP
@@ -376,7 +386,28 @@ def decoder_units(
         units.append(Unit(m.name, "output", m.size, slices + columns, columns, (m.name, "intermediate", 1)))
     if hidden:
         units.append(_hidden_unit(model, layout, modules))
+    if layers:
+        units.append(_layer_unit(model, layout, modules))
     return units
+
+
+def _layer_unit(model: nn.Module, layout: DecoderLayout, modules: dict[str, nn.Module]) -> Unit:
+    """One gate per decoder layer (Sheared-LLaMA's layer mask): it owns every parameter of
+    the layer and scales both residual writers whole, so a closed layer adds exactly 0 to
+    the residual stream and purging deletes it."""
+    stack = modules[layout.layers]
+    slices, sites = [], []
+    for i, layer in enumerate(stack):
+        prefix = f"{layout.layers}.{i}"
+        for name, _ in layer.named_parameters():
+            module, _, param = f"{prefix}.{name}".rpartition(".")
+            slices.append(Slice.of_whole(module, param, i))
+        for writer in (layout.attentions[i].output, layout.mlps[i].writer):
+            sites.append(Slice.of_whole(writer.name, "weight", i))
+            if getattr(modules[writer.name], "bias", None) is not None:
+                sites.append(Slice.of_whole(writer.name, "bias", i))
+    # On the base model, not the ModuleList: a model iterating its layers would run the gate as one.
+    return Unit(layout.base, "layer", len(stack), slices, sites, (layout.layers, "layers", 1))
 
 
 def _hidden_unit(model: nn.Module, layout: DecoderLayout, modules: dict[str, nn.Module]) -> Unit:

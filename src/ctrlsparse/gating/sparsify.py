@@ -73,6 +73,7 @@ def sparsify(
     heads: bool = True,
     hidden: bool = False,
     inputs: bool | None = None,
+    layers: bool = False,
 ) -> nn.Module:
     """Give ``model`` one stochastic gate per prunable unit, in place.
 
@@ -101,6 +102,8 @@ def sparsify(
             statistics run over that dimension, so removing a closed dimension changes
             every other one and purge could not reproduce the gated model.
         inputs: gate the model's input features; None gates them where a Linear reads them.
+        layers: gate whole decoder layers of a decoder LM (one gate per layer; purging
+            deletes a closed layer).
 
     Returns:
         ``model`` itself.
@@ -114,6 +117,11 @@ def sparsify(
     structure = Structure.parse(structure)
     # Decoder LMs: units from the family's registered layout, not from a traced graph.
     layout = decoder_layout(model) if structure is Structure.NEURON else None
+    if layers and layout is None:
+        raise ValueError(
+            f"layers=True gates the layers of decoder LMs (registered families); {type(model).__name__} "
+            "is not one"
+        )
     if hidden and layout is None:
         raise NotImplementedError(
             "hidden=True (gating the residual-stream dimension) is supported for decoder LMs of RMSNorm "
@@ -126,12 +134,12 @@ def sparsify(
         raise ValueError(f"{type(model).__name__} already has gates; sparsify a model only once")
     if not 0.0 < drop_rate < 1.0:
         raise ValueError(f"drop_rate must lie in (0, 1), got {drop_rate!r}")
-    layers = {name: m for name, m in model.named_modules() if is_layer(m) and name}
-    if not layers:
+    modules = {name: m for name, m in model.named_modules() if is_layer(m) and name}
+    if not modules:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
     dense: dict[str, str] = {}
     if layout is not None:
-        units = decoder_units(model, layout, heads=heads, hidden=hidden)
+        units = decoder_units(model, layout, heads=heads, hidden=hidden, layers=layers)
     elif structure is Structure.NEURON:
         if example_input is None:
             raise ValueError(
@@ -141,9 +149,9 @@ def sparsify(
         found = find_units(model, example_input, heads=heads, inputs=inputs)
         units, dense = found.units, found.dense
     elif structure is Structure.PAPER:
-        units = paper_units(layers)
+        units = paper_units(modules)
     else:
-        units = weight_units(layers)
+        units = weight_units(modules)
     names = [u.name for u in units]
     if not units:
         raise ValueError(f"{type(model).__name__} has no prunable unit (left dense: {dense or 'none'})")
@@ -162,7 +170,7 @@ def sparsify(
     parameter = next(model.parameters())
     groups, sites = [], []
     for unit in chosen:
-        group = _group(unit, gates, drop_rate, layers, structure).to(
+        group = _group(unit, gates, drop_rate, modules, structure).to(
             device=parameter.device, dtype=parameter.dtype
         )
         groups.append(group)

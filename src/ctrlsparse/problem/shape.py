@@ -27,19 +27,19 @@ from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE, DecoderError, DecoderLayout
 
 SHAPE = "shape"
-"""Prefix of the shape constraints' names: ``"shape:<gate group>"``."""
+"""Prefix of the shape constraints' names: ``"shape:<unit kind>:<gate group>"``."""
 KEYS = ("layers", "heads", "kv_heads", "intermediate", "hidden")
 """The keys of a target shape."""
 
 
-def shape_name(group: str) -> str:
-    """The constraint name of the shape target on gate group ``group``.
+def shape_name(group: str, kind: str) -> str:
+    """The constraint name of the shape target on the group of ``kind`` units rooted at ``group``.
 
     Examples:
-        >>> shape_name("model.layers.0.mlp")
-        'shape:model.layers.0.mlp'
+        >>> shape_name("model.layers.0.mlp", "output")
+        'shape:output:model.layers.0.mlp'
     """
-    return f"{SHAPE}:{group}"
+    return f"{SHAPE}:{kind}:{group}"
 
 
 def _check_values(shape: Mapping[str, int]) -> dict[str, int]:
@@ -96,7 +96,7 @@ def shape_levels(model: nn.Module, accounting: Accounting, shape: Mapping[str, i
 
     Examples:
         >>> shape_levels(llama, Accounting(llama), {"kv_heads": 1, "intermediate": 64})  # doctest: +SKIP
-        {'shape:model.layers.0.self_attn': 0.5, 'shape:model.layers.0.mlp': 0.372..., ...}
+        {'shape:head:model.layers.0.self_attn': 0.5, 'shape:output:model.layers.0.mlp': 0.372..., ...}
     """
     layout: DecoderLayout | None = model.__dict__.get(LAYOUT_ATTRIBUTE)
     if layout is None:
@@ -105,13 +105,14 @@ def shape_levels(model: nn.Module, accounting: Accounting, shape: Mapping[str, i
             "is not one (use target_density or target_macs)"
         )
     shape = _check_values(shape)
-    layers = len(layout.attentions)
-    if shape.get("layers", layers) != layers:
-        raise DecoderError(
-            f"target_shape['layers'] = {shape['layers']}: removing whole blocks (layer gates) is not "
-            f"supported yet; leave it out or set it to the model's {layers}"
-        )
     counts: dict[tuple[str, str], int] = {}
+    layers = len(layout.attentions)
+    if shape.get("layers", layers) > layers:
+        raise DecoderError(
+            f"target_shape['layers'] = {shape['layers']} is more than the model has ({layers})"
+        )
+    if shape.get("layers", layers) < layers:
+        counts[(layout.base, "layer")] = shape["layers"]
     heads = _heads(shape, layout)
     if heads is not None:
         counts.update({(a.name, "head"): heads[1] for a in layout.attentions})
@@ -133,26 +134,34 @@ def shape_levels(model: nn.Module, accounting: Accounting, shape: Mapping[str, i
     if missing:
         raise DecoderError(
             f"target_shape names units with no gates: {', '.join(f'{n} ({k})' for n, k in missing)}; "
-            "sparsify with heads=True (heads), hidden=True (hidden), and without excluding them"
+            "sparsify with heads=True (heads), hidden=True (hidden), layers=True (layers), and without "
+            "excluding them"
         )
+    # k_g / n_g rounded as the constraint's value is (a sum of 0/1 gates over n_g, in the
+    # gates' dtype): the feasibility phase compares them, and 2/3 in float32 exceeds 2/3 in float64.
     return {
-        shape_name(name): count / groups[(name, kind)].num_units for (name, kind), count in counts.items()
+        shape_name(name, kind): _level(count, groups[(name, kind)]) for (name, kind), count in counts.items()
     }
+
+
+def _level(count: int, group) -> float:
+    dtype = group.gate.parameter.dtype
+    return float(torch.tensor(float(count), dtype=dtype) / group.num_units)
 
 
 def shape_values(accounting: Accounting, names: list[str], units: torch.Tensor) -> dict[str, torch.Tensor]:
     """The open fraction of each shape constraint's group at unit values ``units`` (as ``vector()``).
 
     Examples:
-        >>> shape_values(accounting, ["shape:model.layers.0.mlp"], accounting.vector())  # doctest: +SKIP
+        >>> shape_values(acc, ["shape:output:model.layers.0.mlp"], acc.vector())  # doctest: +SKIP
     """
     ranges = group_units(accounting)
-    return {name: units[ranges[name]].mean() for name in names}
+    return {name: units[ranges[name]].sum() / len(ranges[name]) for name in names}
 
 
 def group_units(accounting: Accounting) -> dict[str, torch.Tensor]:
     """``{shape constraint name: indices of its group's units}`` for every gate group."""
     return {
-        shape_name(g.name): torch.arange(start, start + g.num_units)
+        shape_name(g.name, g.kind): torch.arange(start, start + g.num_units)
         for g, start in zip(accounting.groups, accounting.offsets)
     }
