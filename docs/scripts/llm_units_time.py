@@ -4,7 +4,7 @@
 
 Builds a 12-layer, hidden-768 Llama (12 heads over 4 key-value heads, SwiGLU 2048,
 vocabulary 32000; random weights, nothing downloaded), sparsifies it with heads, MLP
-neurons and the hidden dimension, and prints the time of ``sparsify`` and of one purge
+neurons, the hidden dimension and layer gates, and prints the time of ``sparsify`` and of one purge
 (median [min, max] over REPS fresh models), with the units found.
 """
 
@@ -38,7 +38,7 @@ def main() -> None:
     for _ in range(REPS):
         model = _llama()
         start = time.perf_counter()
-        cs.sparsify(model, example_input=ids, hidden=True)
+        cs.sparsify(model, example_input=ids, hidden=True, layers=True)
         sparsify_times.append(time.perf_counter() - start)
         for group in cs.gate_groups(model):  # close about a third of every kind of unit
             with torch.no_grad():
