@@ -314,7 +314,7 @@ def _gpt_neox(model: nn.Module) -> DecoderLayout:
         tuple(mlps),
         ("gpt_neox.embed_in",),
         (*norms, "gpt_neox.final_layer_norm"),
-        Projection("embed_out") if hasattr(model, "embed_out") else None,
+        _lm_head(model, "gpt_neox.embed_in"),
         config.hidden_size,
         Norm.LAYER,
     )
