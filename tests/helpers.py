@@ -170,3 +170,59 @@ def write_corpus(root, documents=12, manifest=True):
     if manifest:
         (root / "MD5SUMS").write_text("\n".join(lines) + "\n")
     return root
+
+
+VOCAB = 97
+"""Vocabulary of the tiny decoder LMs (random weights, no tokenizer)."""
+
+
+def tiny_decoder(family: str, **overrides):
+    """A randomly initialised causal LM of ``family`` from ``transformers`` (no download):
+    hidden 64, 2 blocks, 4 heads (2 key-value heads where the family has grouped-query
+    attention), an MLP of 172 (SwiGLU) or 128 neurons, vocabulary 97, no cache."""
+    import transformers as tf
+
+    llama = dict(
+        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=172, use_cache=False, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    lm = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, use_cache=False)
+    configs = {
+        "llama": (tf.LlamaForCausalLM, tf.LlamaConfig, llama),
+        "mistral": (tf.MistralForCausalLM, tf.MistralConfig, llama),
+        "qwen2": (tf.Qwen2ForCausalLM, tf.Qwen2Config, llama),
+        "qwen3": (tf.Qwen3ForCausalLM, tf.Qwen3Config, {**llama, "head_dim": 16}),
+        "gemma": (tf.GemmaForCausalLM, tf.GemmaConfig, {**llama, "head_dim": 16}),
+        "phi3": (tf.Phi3ForCausalLM, tf.Phi3Config, {**llama, "pad_token_id": 0}),
+        "gpt2": (
+            tf.GPT2LMHeadModel,
+            tf.GPT2Config,
+            dict(
+                vocab_size=VOCAB,
+                n_embd=64,
+                n_layer=2,
+                n_head=4,
+                n_positions=64,
+                use_cache=False,
+                bos_token_id=1,
+                eos_token_id=2,
+            ),
+        ),  # fmt: skip
+        "gpt_neox": (tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig, {**lm, "intermediate_size": 128}),
+        "opt": (
+            tf.OPTForCausalLM,
+            tf.OPTConfig,
+            {
+                **lm,
+                "ffn_dim": 128,
+                "max_position_embeddings": 64,
+                "word_embed_proj_dim": 64,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "pad_token_id": 0,
+            },
+        ),  # fmt: skip
+    }
+    model_class, config_class, options = configs[family]
+    torch.manual_seed(0)
+    return model_class(config_class(**{**options, **overrides})).eval()

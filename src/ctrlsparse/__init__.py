@@ -32,7 +32,7 @@ _LAZY = {
     "ctrlsparse.experiments": ("ProblemConfig", "load_problem", "run_problem"),
     "ctrlsparse.gating": (
         "GateGroup", "HardConcrete", "Structure", "count", "gate_groups", "purge", "register_attention",
-        "register_layer", "sparse_layers", "sparsify",
+        "register_decoder", "register_layer", "sparse_layers", "sparsify", "to_pretrained",
     ),
     "ctrlsparse.models": ("lenet5", "mlp"),
     "ctrlsparse.problem": (
@@ -54,9 +54,11 @@ if TYPE_CHECKING:
         gate_groups,
         purge,
         register_attention,
+        register_decoder,
         register_layer,
         sparse_layers,
         sparsify,
+        to_pretrained,
     )
     from ctrlsparse.models import lenet5, mlp
     from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
@@ -96,10 +98,12 @@ __all__ = [
     "purge",
     "read_metrics",
     "register_attention",
+    "register_decoder",
     "register_layer",
     "run_problem",
     "sparse_layers",
     "sparsify",
+    "to_pretrained",
 ]
 
 

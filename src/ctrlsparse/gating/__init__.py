@@ -9,6 +9,8 @@ realized active parameters) → :func:`~ctrlsparse.gating.purging.purge` (a smal
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.attention import PrunedMultiheadAttention
 from ctrlsparse.gating.counting import Count, count
+from ctrlsparse.gating.decoder_purge import to_pretrained
+from ctrlsparse.gating.decoders import DecoderError, register_decoder
 from ctrlsparse.gating.gates import ARMGate, Gate, GateKind, HardConcrete, MaskGate, antithetic, make_gate
 from ctrlsparse.gating.groups import GateGroup, GateScale, Slice, gate_groups
 from ctrlsparse.gating.purging import PurgeError, SelectInputs, purge
@@ -28,6 +30,7 @@ __all__ = [
     "Accounting",
     "AttentionSpec",
     "Count",
+    "DecoderError",
     "Gate",
     "GateGroup",
     "GateKind",
@@ -49,8 +52,10 @@ __all__ = [
     "make_gate",
     "purge",
     "register_attention",
+    "register_decoder",
     "register_layer",
     "register_packed_attention",
     "sparse_layers",
     "sparsify",
+    "to_pretrained",
 ]

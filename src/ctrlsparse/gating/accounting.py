@@ -40,6 +40,8 @@ class _Param:
     maps: dict[int, torch.Tensor]
     """dim -> index into the concatenated gate vector (the last entry is a constant 1)."""
     full: torch.Tensor | None
+    whole: torch.Tensor
+    """Indices of the gates that switch off every entry (layer gates; usually empty)."""
     gated: torch.Tensor
     sparsifiable: int
     ungated: int
@@ -83,8 +85,11 @@ class Accounting:
         per_param: dict[tuple[str, str], dict] = {}
         for group in self.groups:
             for s in group.slices:
-                entry = per_param.setdefault((s.module, s.param), {"maps": {}, "full": None})
+                entry = per_param.setdefault((s.module, s.param), {"maps": {}, "full": None, "whole": []})
                 param = getattr(modules[s.module], s.param)
+                if s.whole:
+                    entry["whole"].append(int(s.units[0]) + offsets[id(group)])
+                    continue
                 if s.dim is None:
                     entry["full"] = s.units.reshape(param.shape) + offsets[id(group)]
                     continue
@@ -98,7 +103,7 @@ class Accounting:
             module = modules[module_name]
             shape = getattr(module, param_name).shape
             gated = torch.zeros(shape, dtype=torch.bool)
-            if entry["full"] is not None:
+            if entry["full"] is not None or entry["whole"]:
                 gated[...] = True
             for dim, index in entry["maps"].items():
                 view = [1] * len(shape)
@@ -112,6 +117,7 @@ class Accounting:
                     param_name,
                     {d: i.to(device) for d, i in entry["maps"].items()},
                     None if entry["full"] is None else entry["full"].to(device),
+                    torch.tensor(entry["whole"], dtype=torch.long, device=device),
                     gated.to(device),
                     math.prod(shape) - ungated,
                     ungated,
@@ -159,7 +165,7 @@ class Accounting:
             view = [1] * product.dim()
             view[dim] = -1
             product = product * p[index].view(view)
-        return product.sum()
+        return product.sum() * p[param.whole].prod()
 
     def per_param(
         self, realized: bool = False, units: torch.Tensor | None = None
@@ -241,7 +247,7 @@ class Accounting:
                 view[dim] = -1
                 factor = p[index].view(view)
                 product = factor if product is None else product * factor
-            total = total + (weight * product).sum()
+            total = total + (weight * product).sum() * p[param.whole].prod()
         return total
 
 
@@ -280,7 +286,8 @@ class _CountPlan:
             for dim, index in q.maps.items():
                 positions.append(index)
                 size //= q.gated.shape[dim]
-            dims.append(len(q.maps))
+            positions += list(q.whole.reshape(-1, 1))  # a layer gate: a factor of one gate
+            dims.append(len(q.maps) + len(q.whole))
             sizes.append(size)
         # Row r of the sums is one (parameter, dimension) pair; the last row sums the constant 1.
         count = sum(dims)

@@ -50,6 +50,8 @@ class Slice:
     """Positions along one dimension of one parameter, and the unit each belongs to.
 
     ``dim=None`` means element-wise: ``units`` has the parameter's shape (weight gates).
+    ``whole=True`` means every entry belongs to the one unit ``units[0]`` (a decoder LM's
+    layer gate, on top of the gates of the parameter's dimensions); ``dim`` is None.
     """
 
     module: str
@@ -57,6 +59,17 @@ class Slice:
     dim: int | None
     positions: torch.Tensor
     units: torch.Tensor
+    whole: bool = False
+
+    @classmethod
+    def of_whole(cls, module: str, param: str, unit: int) -> Slice:
+        """Every entry of ``module.param``, as unit ``unit``.
+
+        Examples:
+            >>> Slice.of_whole("model.layers.0.self_attn.o_proj", "weight", 0).whole
+            True
+        """
+        return cls(module, param, None, torch.zeros(0, dtype=torch.long), torch.tensor([unit]), whole=True)
 
 
 class GateScale(nn.Module):
@@ -64,7 +77,8 @@ class GateScale(nn.Module):
 
     ``mapping[i]`` is the unit of position ``i`` of that dimension, or ``num_units`` for a
     position the group does not gate (its scale is 1). ``mapping=None`` is the identity
-    (position i is unit i), the common case.
+    (position i is unit i), the common case. With ``dim=None`` and a one-entry ``mapping``,
+    that unit scales the whole tensor (a layer gate).
     """
 
     def __init__(self, group: GateGroup, dim: int | None, mapping: torch.Tensor | None) -> None:
@@ -90,7 +104,8 @@ class GateScale(nn.Module):
         if self.on_input:
             return x
         if self.dim is None:
-            return x * self.group.current()
+            z = self.group.current()
+            return x * (z if self.mapping is None else z.index_select(0, self.mapping))
         z = self.along()
         if x.dim() == 1:  # a bias or a normalisation's affine entries: no view to make
             return x * z
@@ -244,7 +259,9 @@ def attach(model: nn.Module, groups: list[GateGroup], sites: list[tuple[GateGrou
         module = modules[site.module]
         param = getattr(module, site.param)
         mapping = None
-        if site.dim is not None:
+        if site.whole:
+            mapping = site.units.to(param.device)
+        elif site.dim is not None:
             size = param.shape[site.dim]
             identity = len(site.positions) == size and torch.equal(site.units, torch.arange(size))
             identity = identity and torch.equal(site.positions, torch.arange(size))

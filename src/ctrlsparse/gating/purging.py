@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from ctrlsparse.errors import CtrlsparseError
+from ctrlsparse.gating.decoder_purge import purge_decoder
+from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE
 from ctrlsparse.gating.groups import bake, gate_groups
 from ctrlsparse.gating.registry import attention_spec, packed_attention_spec
 from ctrlsparse.gating.units import build_graph
@@ -85,6 +87,21 @@ def purge(model: nn.Module, example_input) -> nn.Module:
     example = head(example_input, 1)
     reference = logits(call_model(model, example))
     model.train(was_training)
+    # A decoder LM becomes the same transformers class, smaller; other models go through the graph.
+    decoder = LAYOUT_ATTRIBUTE in model.__dict__
+    purged = purge_decoder(model) if decoder else _purge_graph(model, example)
+    result = logits(call_model(purged, example))
+    error = (result - reference).abs().max() / reference.abs().max().clamp_min(1e-12)
+    if not bool(error <= TOLERANCE):
+        raise PurgeError(
+            f"the purged model's outputs differ from the gated model's (relative error {float(error):.3g}); "
+            "an operation after a closed unit does not map 0 to 0 (e.g. a sigmoid): exclude that unit's root"
+        )
+    return purged
+
+
+def _purge_graph(model: nn.Module, example) -> nn.Module:
+    """A purged copy of ``model``, with units removed through its dependency graph (steps 1-4)."""
     purged = copy.deepcopy(model).eval()
     plans = []
     for group in gate_groups(purged):
@@ -133,13 +150,6 @@ def purge(model: nn.Module, example_input) -> nn.Module:
         for module_name, kept in packed.items():
             spec = packed_attention_spec(purged.get_submodule(module_name))
             purged = spec.purge(purged, module_name, kept)
-    result = logits(call_model(purged, example))
-    error = (result - reference).abs().max() / reference.abs().max().clamp_min(1e-12)
-    if not bool(error <= TOLERANCE):
-        raise PurgeError(
-            f"the purged model's outputs differ from the gated model's (relative error {float(error):.3g}); "
-            "an operation after a closed unit does not map 0 to 0 (e.g. a sigmoid): exclude that unit's root"
-        )
     return purged
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ctrlsparse.choices import Choice
+from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE, decoder_layout, decoder_units
 from ctrlsparse.gating.gates import GateFactory, GateKind, make_gate
 from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE, GateGroup, attach, gate_groups
 from ctrlsparse.gating.registry import is_layer
@@ -72,6 +73,7 @@ def sparsify(
     heads: bool = True,
     hidden: bool = False,
     inputs: bool | None = None,
+    layers: bool = False,
 ) -> nn.Module:
     """Give ``model`` one stochastic gate per prunable unit, in place.
 
@@ -95,10 +97,13 @@ def sparsify(
         gates: ``"hard_concrete"`` (Louizos et al., 2018), ``"arm"`` (Li & Ji, 2019), or a
             factory ``f(shape, drop_rate=...)``.
         heads: gate attention heads of registered attention modules (``structure="neuron"``).
-        hidden: gate a transformer's residual-stream (hidden) dimension. Not supported yet:
-            LayerNorm's statistics run over that dimension, so removing a closed dimension
-            changes every other one and purge could not reproduce the gated model.
+        hidden: gate a transformer's residual-stream (hidden) dimension: decoder LMs of
+            RMSNorm families only (:mod:`ctrlsparse.gating.decoders`). LayerNorm's
+            statistics run over that dimension, so removing a closed dimension changes
+            every other one and purge could not reproduce the gated model.
         inputs: gate the model's input features; None gates them where a Linear reads them.
+        layers: gate whole decoder layers of a decoder LM (one gate per layer; purging
+            deletes a closed layer).
 
     Returns:
         ``model`` itself.
@@ -110,11 +115,18 @@ def sparsify(
         [('0', 'input', 64), ('0', 'output', 32)]
     """
     structure = Structure.parse(structure)
-    if hidden:
+    # Decoder LMs: units from the family's registered layout, not from a traced graph.
+    layout = decoder_layout(model) if structure is Structure.NEURON else None
+    if layers and layout is None:
+        raise ValueError(
+            f"layers=True gates the layers of decoder LMs (registered families); {type(model).__name__} "
+            "is not one"
+        )
+    if hidden and layout is None:
         raise NotImplementedError(
-            "hidden=True (gating the residual-stream dimension) is not supported yet: LayerNorm "
-            "normalizes over that dimension, so closed dimensions cannot be removed exactly; "
-            "heads and FFN neurons are gated with the default hidden=False"
+            "hidden=True (gating the residual-stream dimension) is supported for decoder LMs of RMSNorm "
+            "families only: LayerNorm normalizes over that dimension, so closed dimensions cannot be "
+            "removed exactly; heads and FFN neurons are gated with the default hidden=False"
         )
     if not callable(gates) or isinstance(gates, str):
         gates = GateKind.parse(gates)
@@ -122,11 +134,13 @@ def sparsify(
         raise ValueError(f"{type(model).__name__} already has gates; sparsify a model only once")
     if not 0.0 < drop_rate < 1.0:
         raise ValueError(f"drop_rate must lie in (0, 1), got {drop_rate!r}")
-    layers = {name: m for name, m in model.named_modules() if is_layer(m) and name}
-    if not layers:
+    modules = {name: m for name, m in model.named_modules() if is_layer(m) and name}
+    if not modules:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
     dense: dict[str, str] = {}
-    if structure is Structure.NEURON:
+    if layout is not None:
+        units = decoder_units(model, layout, heads=heads, hidden=hidden, layers=layers)
+    elif structure is Structure.NEURON:
         if example_input is None:
             raise ValueError(
                 "structure='neuron' finds units by tracing the model: pass example_input=<one batch>, "
@@ -135,9 +149,9 @@ def sparsify(
         found = find_units(model, example_input, heads=heads, inputs=inputs)
         units, dense = found.units, found.dense
     elif structure is Structure.PAPER:
-        units = paper_units(layers)
+        units = paper_units(modules)
     else:
-        units = weight_units(layers)
+        units = weight_units(modules)
     names = [u.name for u in units]
     if not units:
         raise ValueError(f"{type(model).__name__} has no prunable unit (left dense: {dense or 'none'})")
@@ -156,12 +170,14 @@ def sparsify(
     parameter = next(model.parameters())
     groups, sites = [], []
     for unit in chosen:
-        group = _group(unit, gates, drop_rate, layers, structure).to(
+        group = _group(unit, gates, drop_rate, modules, structure).to(
             device=parameter.device, dtype=parameter.dtype
         )
         groups.append(group)
         sites += [(group, site) for site in unit.sites]
     attach(model, groups, sites)
+    if layout is not None:  # what purge cuts the closed units from
+        model.__dict__[LAYOUT_ATTRIBUTE] = layout
     if example_input is not None:  # what a MACs budget counts with (SparsityProblem(target_macs=...))
         model.__dict__[EXAMPLE_ATTRIBUTE] = head(example_input, 1)
     return model

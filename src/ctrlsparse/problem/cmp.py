@@ -31,8 +31,10 @@ from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
 from ctrlsparse.modelio import Inputs, call_model, forward_order
 from ctrlsparse.problem.levels import MODEL, ConstraintKey, Levels, Quantity, check_levels, parse_levels
 from ctrlsparse.problem.macs import MacsAccounting
+from ctrlsparse.problem.params import params_density
 from ctrlsparse.problem.reachability import check_jointly_reachable, unit_share
 from ctrlsparse.problem.schedules import TargetSchedule
+from ctrlsparse.problem.shape import group_units, shape_levels, shape_values
 from ctrlsparse.problem.sharding import check_not_sharded_yet
 from ctrlsparse.problem.stacking import CONSTRAINED, StackedConstraints
 
@@ -83,6 +85,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             exactly what purging removes. Constraints are named ``"macs"`` and
             ``"macs:<layer>"``.
         macs_penalty: λ ≥ 0 of a penalized MACs term, in the same forms.
+        target_params: a parameter budget for the model, instead of ``target_density``: a
+            fraction in (0, 1] of all its parameters (embeddings and LM head included) or a
+            count (``"1.3e9"``); see :mod:`~ctrlsparse.problem.params`.
+        target_shape: for a decoder LM, ``{"heads", "kv_heads", "intermediate", "hidden"}``
+            counts every block must keep (``"layers"`` may only repeat the model's); one
+            constraint ``"shape:<gate group>"`` per group, see :mod:`~ctrlsparse.problem.shape`.
 
     Every target is one entry of a single cooper constraint, ``"constrained"``, and every
     penalty one entry of ``"penalized"``: a step's cost does not grow with the number of
@@ -107,6 +115,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         augmented_lagrangian: float | None = None,
         target_macs: Levels = None,
         macs_penalty: Levels = None,
+        target_params: float | str | None = None,
+        target_shape: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         if loss_fn is not None and not callable(loss_fn):
@@ -123,6 +133,15 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         names = self.accounting.layers
         if MODEL in names:
             raise ValueError(f"a layer is named {MODEL!r}, the name of the model-wise constraint; rename it")
+        if target_params is not None:
+            if target_density is not None:
+                raise ValueError(
+                    "give target_params or target_density, not both: both bound the model's size"
+                )
+            target_density = params_density(model, self.accounting, target_params)
+        self.shape_targets = (
+            {} if target_shape is None else shape_levels(model, self.accounting, target_shape)
+        )
         self.targets, self.penalties = check_levels(
             parse_levels(target_density, names, "target_density"),
             parse_levels(penalty, names, "penalty"),
@@ -147,10 +166,10 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                         f"target_macs for {name!r} is {eps!r}, but {floor:.4f} of its MACs are in layers "
                         "or entries no gate can remove; ask for at least that, or gate more layers"
                     )
-        if not (self.targets or self.penalties or self.macs_targets or self.macs_penalties):
+        if not (self.targets_all or self.penalties or self.macs_penalties):
             raise ValueError(
-                "give a target_density or target_macs (constrained mode), or a penalty or macs_penalty "
-                "(penalized mode)"
+                "give a target_density, target_params, target_macs or target_shape (constrained mode), "
+                "or a penalty or macs_penalty (penalized mode)"
             )
         if not (weight_decay >= 0.0 and math.isfinite(weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
@@ -187,7 +206,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
         """True during the feasibility phase: no multiplier is updated."""
-        if len(self.targets_all) > 1:
+        # Shape targets alone bound disjoint gate groups: always reachable together.
+        if len(self.targets_all) > 1 and (self.targets or self.macs_targets):
             check_jointly_reachable(self)
 
     @property
@@ -206,6 +226,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def _constraint_order(self, name: str) -> tuple[int, int]:
         """Model-wise density, model-wise MACs, then layers' densities and MACs in forward order."""
         key = ConstraintKey.parse(name)
+        if key.quantity is Quantity.SHAPE:
+            return (4, list(group_units(self.accounting)).index(name))
         macs = key.quantity is Quantity.MACS
         if key.layer is None:
             return (int(macs), 0)
@@ -213,8 +235,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
 
     @property
     def targets_all(self) -> dict[str, float]:
-        """Every constraint with a target: ``{name: ε}``, densities then MACs budgets."""
-        return {**self.targets, **self.macs_targets}
+        """Every constraint with a target: ``{name: ε}``, densities, MACs budgets, then shape targets."""
+        return {**self.targets, **self.macs_targets, **self.shape_targets}
 
     @property
     def mode(self) -> str:
@@ -250,10 +272,13 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         macs = self._macs.fractions(per_param) if self._macs is not None else None
         for name in self.constraint_names:
             key = ConstraintKey.parse(name)
-            model_wise, layers = (
-                (macs[0], macs[1]) if key.quantity is Quantity.MACS else (model_density, densities)
-            )
-            values[name] = model_wise if key.layer is None else layers[key.layer]
+            if key.quantity is Quantity.SHAPE:
+                continue
+            whole, layers = macs if key.quantity is Quantity.MACS else (model_density, densities)
+            values[name] = whole if key.layer is None else layers[key.layer]
+        if self.shape_targets:
+            vector = self.accounting.vector(realized) if units is None else units
+            values.update(shape_values(self.accounting, list(self.shape_targets), vector))
         return values
 
     def target_values_at(self, units: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -271,6 +296,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             key = ConstraintKey.parse(name)
             if key.layer is None:
                 units[name] = every
+                continue
+            if key.quantity is Quantity.SHAPE:
+                units[name] = group_units(self.accounting)[name]
                 continue
             # A layer's density counts every slice of it; its MACs, the weight's alone.
             density = key.quantity is Quantity.DENSITY
@@ -342,6 +370,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             values.update({ConstraintKey.macs(layer).name: v for layer, v in macs_layers.items()})
             misc["macs"] = {n: values[n] for n in self.constraint_names
                             if ConstraintKey.parse(n).quantity is Quantity.MACS}  # fmt: skip
+        if self.shape_targets:
+            values.update(shape_values(self.accounting, list(self.shape_targets), self.accounting.vector()))
         return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
 
     def compute_cmp_state(

@@ -21,10 +21,12 @@ MACS = "macs"
 
 
 class Quantity(Choice):
-    """What a constraint bounds: the density of the sparsifiable parameters, or the MACs fraction."""
+    """What a constraint bounds: the density of the sparsifiable parameters, the MACs fraction, or
+    a gate group's open fraction (a decoder LM's target shape, :mod:`~ctrlsparse.problem.shape`)."""
 
     DENSITY = "density"
     MACS = "macs"
+    SHAPE = "shape"
 
 
 Quantity._noun = "constrained quantity"
@@ -32,11 +34,12 @@ Quantity._noun = "constrained quantity"
 
 @dataclass(frozen=True)
 class ConstraintKey:
-    """A constraint's name, read: what it bounds and where (a layer, or None for the model).
+    """A constraint's name, read: what it bounds and where (a layer, or None for the model; for
+    a shape target, ``"<unit kind>:<gate group>"``).
 
     Names are ``"model"`` and ``"<layer>"`` (densities), ``"macs"`` and ``"macs:<layer>"``
-    (MACs budgets): :attr:`name` writes them, :meth:`parse` reads them, and nothing else
-    slices them.
+    (MACs budgets), ``"shape:<unit kind>:<gate group>"`` (shape targets): :attr:`name` writes
+    them, :meth:`parse` reads them, and nothing else slices them.
 
     Examples:
         >>> ConstraintKey.parse("macs:fc1")
@@ -54,8 +57,9 @@ class ConstraintKey:
             return cls(Quantity.DENSITY)
         if name == MACS:
             return cls(Quantity.MACS)
-        if name.startswith(MACS + ":"):
-            return cls(Quantity.MACS, name[len(MACS) + 1 :])
+        for quantity in (Quantity.MACS, Quantity.SHAPE):
+            if name.startswith(quantity.value + ":"):
+                return cls(quantity, name[len(quantity.value) + 1 :])
         return cls(Quantity.DENSITY, name)
 
     @classmethod
@@ -65,9 +69,9 @@ class ConstraintKey:
 
     @property
     def name(self) -> str:
-        if self.quantity is Quantity.MACS:
-            return MACS if self.layer is None else f"{MACS}:{self.layer}"
-        return MODEL if self.layer is None else self.layer
+        if self.quantity is Quantity.DENSITY:
+            return MODEL if self.layer is None else self.layer
+        return self.quantity.value if self.layer is None else f"{self.quantity.value}:{self.layer}"
 
     @property
     def scope(self) -> str:

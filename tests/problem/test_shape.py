@@ -1,0 +1,92 @@
+"""Targets LLM users state: a target shape for a decoder LM and a parameter budget."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ctrlsparse as cs
+from ctrlsparse.gating import Accounting
+from ctrlsparse.gating.decoder_purge import to_pretrained
+from ctrlsparse.gating.decoders import DecoderError
+from tests.helpers import VOCAB, tiny_decoder
+
+pytest.importorskip("transformers")
+
+IDS = {"input_ids": torch.zeros(1, 8, dtype=torch.long)}
+
+
+def _lm_loss(output, targets):
+    return F.cross_entropy(output.logits.flatten(0, 1), targets.flatten())
+
+
+def _llama(hidden: bool = True, layers: bool = False, depth: int = 2):
+    model = tiny_decoder("llama", num_hidden_layers=depth)
+    return cs.sparsify(model, example_input=IDS, hidden=hidden, layers=layers)
+
+
+def test_training_lands_every_block_on_the_target_shape_and_purges_to_it():
+    torch.manual_seed(0)
+    model = _llama(layers=True, depth=3).train()
+    shape = {"layers": 2, "heads": 2, "intermediate": 64, "hidden": 48}
+    problem = cs.SparsityProblem(model, _lm_loss, target_shape=shape)
+    opt = cs.GDA(problem, total_steps=10)  # the last step is the feasibility phase's
+    for _ in range(10):
+        ids = torch.randint(0, VOCAB, (2, 6))
+        opt.step({"input_ids": ids[:, :-1]}, ids[:, 1:])
+    assert opt.decision is not None
+    realized = problem.constraint_values(realized=True)
+    assert all(abs(float(realized[n]) - eps) < 1e-6 for n, eps in problem.targets_all.items())
+    config = to_pretrained(model).config
+    assert config.num_hidden_layers == 2
+    assert (config.num_attention_heads, config.num_key_value_heads) == (2, 1)
+    assert (config.intermediate_size, config.hidden_size) == (64, 48)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ({"intermediate": 200}, r"'intermediate'\] = 200 is more than the model has \(172\)"),
+        ({"hidden": 65}, r"'hidden'\] = 65 is more than the model has \(64\)"),
+        ({"heads": 5}, r"'heads'\] = 5 is more than the model has \(4\)"),
+        ({"heads": 3, "kv_heads": 2}, "kv_heads = 2 does not divide heads = 3"),
+        ({"heads": 2, "kv_heads": 2}, r"pruned with its 2 query heads.*valid heads: 2, 4"),
+        ({"layers": 3}, r"'layers'\] = 3 is more than the model has \(2\)"),
+        ({"depth": 1}, "unknown key 'depth'; valid keys: layers, heads, kv_heads, intermediate, hidden"),
+        ({"hidden": 0}, r"'hidden'\] must be a whole number >= 1, got 0"),
+    ],
+)
+def test_bad_target_shapes_are_refused_before_training(shape, message):
+    with pytest.raises(DecoderError, match=message):
+        cs.SparsityProblem(_llama(), _lm_loss, target_shape=shape)
+
+
+def test_a_shape_on_ungated_units_says_how_to_gate_them():
+    with pytest.raises(DecoderError, match=r"model \(hidden\).*hidden=True"):
+        cs.SparsityProblem(_llama(hidden=False), _lm_loss, target_shape={"hidden": 32})
+    with pytest.raises(DecoderError, match=r"model \(layer\).*layers=True"):
+        cs.SparsityProblem(_llama(), _lm_loss, target_shape={"layers": 1})
+
+
+def test_gpt2_heads_need_hidden_divisible_by_them():
+    model = cs.sparsify(tiny_decoder("gpt2"), example_input=IDS)
+    with pytest.raises(DecoderError, match="hidden = 64 is not divisible by heads = 3"):
+        cs.SparsityProblem(model, _lm_loss, target_shape={"heads": 3})
+    with pytest.raises(DecoderError, match="would change the head width"):
+        cs.SparsityProblem(model, _lm_loss, target_shape={"heads": 2})
+
+
+def test_target_params_counts_every_parameter_embeddings_included():
+    model = _llama(hidden=False)  # embeddings, LM head and norms stay ungated: always active
+    total = sum(p.numel() for p in tiny_decoder("llama").parameters())
+    sparsifiable = Accounting(model).num_sparsifiable
+    fraction = cs.SparsityProblem(model, _lm_loss, target_params=0.5)
+    count = cs.SparsityProblem(model, _lm_loss, target_params=str(total // 2))
+    expected = (total / 2 - (total - sparsifiable)) / sparsifiable
+    assert fraction.targets_all["model"] == pytest.approx(expected)
+    assert count.targets_all["model"] == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="not more than the 12736 parameters no gate can remove"):
+        cs.SparsityProblem(model, _lm_loss, target_params=0.1)
+    with pytest.raises(ValueError, match="more than the model's 103360 parameters"):
+        cs.SparsityProblem(model, _lm_loss, target_params="2e5")
+    with pytest.raises(ValueError, match="target_params or target_density, not both"):
+        cs.SparsityProblem(model, _lm_loss, target_params=0.5, target_density=0.5)
