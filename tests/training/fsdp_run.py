@@ -7,7 +7,8 @@ one drew. Each rank writes ``OUT/rank{r}.pt`` (gates, multipliers, realized dens
 decision) or ``OUT/rank{r}.err``.
 
 MODE: ``train``, ``resume`` (stop at step 25, save with DCP, rebuild everything, load,
-finish), ``shard-gates`` (fully_shard without ignored_params: must be refused).
+finish), ``shard-gates`` (fully_shard without ignored_params: must be refused), ``llama``
+(a tiny Llama computing its own next-token loss, ``fully_shard`` per decoder layer).
 """
 
 import os
@@ -62,6 +63,33 @@ def build(shard_gates=False):
     return cs.GDA(problem, torch.optim.Adam(net.parameters(), lr=1e-2, foreach=False), total_steps=STEPS)
 
 
+def build_llama():
+    import transformers as tf
+    from torch.distributed.fsdp import fully_shard
+
+    import ctrlsparse as cs
+    from ctrlsparse.problem.sharding import gate_parameters
+
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, intermediate_size=172, use_cache=False)  # fmt: skip
+    model = cs.sparsify(tf.LlamaForCausalLM(config), hidden=True)
+    problem = cs.SparsityProblem(model, target_density=0.5)
+    gates = gate_parameters(model)
+    for layer in model.model.layers:
+        fully_shard(layer, ignored_params=gates)
+    fully_shard(model, ignored_params=gates)
+    return cs.GDA(problem, torch.optim.Adam(model.parameters(), lr=1e-2, foreach=False), total_steps=STEPS)
+
+
+def train_llama(gda, rank, world):
+    ids = torch.randint(3, 97, (32, 12), generator=torch.Generator().manual_seed(5))
+    for step in range(STEPS):
+        torch.manual_seed(1000 * rank + step)
+        batch = ids[step % 4 * 8 : step % 4 * 8 + 8][rank::world]
+        gda.step(loss=gda.model(input_ids=batch, labels=batch).loss)
+
+
 def train(gda, start, stop, rank, world):
     import torch.nn.functional as F
 
@@ -80,8 +108,10 @@ def worker(rank, world, port, out, mode):
     try:
         from ctrlsparse.training import sharded
 
-        gda = build(shard_gates=mode == "shard-gates")
-        if mode == "resume":
+        gda = build_llama() if mode == "llama" else build(shard_gates=mode == "shard-gates")
+        if mode == "llama":
+            train_llama(gda, rank, world)
+        elif mode == "resume":
             train(gda, 0, STOP, rank, world)
             sharded.save(gda, Path(out) / "ckpt")
             gda = build()

@@ -53,3 +53,10 @@ def test_sharding_the_gates_is_refused_naming_the_gate_and_the_fix(tmp_path):
     errors = _launch(tmp_path, 2, "shard-gates")
     assert all(isinstance(e, str) for e in errors)
     assert "fully_shard sharded the gates of 'inp'" in errors[0] and "ignored_params=" in errors[0]
+
+
+def test_a_tiny_llama_sharded_per_decoder_layer_trains_with_identical_ranks(tmp_path):
+    first, second = _launch(tmp_path, 2, "llama")
+    assert not isinstance(first, str), first
+    assert torch.equal(first["gates"], second["gates"]) and first["multipliers"] == second["multipliers"]
+    assert first["decision"] == second["decision"] and first["realized"] <= 0.5
