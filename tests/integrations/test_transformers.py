@@ -137,7 +137,8 @@ def test_a_tiny_causal_lm_trains_under_the_trainer_and_resumes_bit_identical(tmp
         primal = torch.optim.AdamW(model.parameters(), lr=5e-3)
         gda = cs.GDA(cs.SparsityProblem(model, target_density=0.5), primal, total_steps=20)
         args = TrainingArguments(output_dir=str(out), max_steps=20, per_device_train_batch_size=8,
-                                 save_steps=10, report_to=[], use_cpu=True, seed=0, disable_tqdm=True)  # fmt: skip
+                                 save_steps=10, report_to=[], use_cpu=True, seed=0,
+                                 disable_tqdm=True)  # fmt: skip
         trainer = Trainer(model=model, args=args, train_dataset=text)
         attach(trainer, gda)
         trainer.train(resume_from_checkpoint=resume)
