@@ -170,7 +170,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
         """True during the feasibility phase: no multiplier is updated."""
-        if len(self.targets_all) > 1:
+        if self.targets_all:
             check_jointly_reachable(self)
 
     def unit_share(self, name: str) -> float:
