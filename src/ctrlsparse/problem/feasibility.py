@@ -14,8 +14,8 @@ feasible by construction:
    many as fit without pushing any constraint above ε; where coupled layers still leave a
    constraint more than a unit's share short of what the other targets allow
    (:func:`joint_aims`: a cap is an upper bound), move the groups' open fractions jointly
-   to the highest point the targets allow together, then search the groups' open counts for trades between coupled
-   groups (one fewer shared channel, two more of a block's own) that bring the worst
+   to the highest point the targets allow together, then search the groups' open counts
+   for trades between coupled groups (one fewer shared channel, two more of a block's own) that bring the worst
    shortfall, in units of each constraint's one-unit share, down;
 4. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
    open ones at their test-time value (1 for a unit this phase opened).
@@ -96,7 +96,8 @@ def joint_aims(problem: SparsityProblem) -> dict[str, float]:
     what the coupling allows and does not warn that it landed short of its ε.
 
     Examples:
-        >>> joint_aims(problem)  # {"0": 0.3, "2": 0.6, "4": 0.5}: 4 keeps half of 2's outputs  # doctest: +SKIP
+        >>> # {"0": 0.3, "2": 0.6, "4": 0.5}: layer 4 keeps at most half of layer 2's outputs
+        >>> joint_aims(problem)  # doctest: +SKIP
         {'0': 0.3, '2': 0.5, '4': 0.5}
     """
     values = joint_values(problem, joint_landing(problem))

@@ -114,7 +114,10 @@ def check_jointly_reachable(problem) -> None:
         floors = dict(zip(targets, _values(problem, closed).tolist()))
     unreachable = {n: f for n, f in floors.items() if f > targets[n] + 1e-6}
     if unreachable:
-        described = [f"{n!r} (ε = {targets[n]}, at least {f:.4f} with every gate closed)" for n, f in unreachable.items()]
+        described = [
+            f"{n!r} (ε = {targets[n]}, at least {f:.4f} with every gate closed)"
+            for n, f in unreachable.items()
+        ]
         raise ValueError(
             "these targets cannot hold, even as upper bounds: "
             + "; ".join(described)
