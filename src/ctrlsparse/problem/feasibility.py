@@ -15,8 +15,8 @@ feasible by construction:
    constraint more than a unit's share short of what the other targets allow
    (:func:`joint_aims`: a cap is an upper bound), move the groups' open fractions jointly
    to the highest point the targets allow together, then search the groups' open counts
-   for trades between coupled groups (one fewer shared channel, two more of a block's own) that bring the worst
-   shortfall, in units of each constraint's one-unit share, down;
+   for trades between coupled groups (one fewer shared channel, two more of a block's
+   own) that bring the worst shortfall, in units of each constraint's one-unit share, down;
 4. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
    open ones at their test-time value (1 for a unit this phase opened).
 
