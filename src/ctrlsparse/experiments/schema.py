@@ -59,7 +59,8 @@ class ModelConfig:
     called with ``kwargs``; its module is imported from ``factory_dir`` first, by default the
     problem file's folder, a relative one read from there); ``input_shape`` overrides the
     data's for tracing; ``output`` names the attribute or key of the model's output that
-    holds the logits (e.g. ``"logits"``); ``include``/``exclude`` select the root modules of the gated units (fnmatch patterns)."""
+    holds the logits (e.g. ``"logits"``); ``include``/``exclude`` select the root
+    modules of the gated units (fnmatch patterns)."""
 
     name: str = _field("mlp", (str,))
     hidden: list[int] = _field([300, 100], (list,))
