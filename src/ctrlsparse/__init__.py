@@ -35,6 +35,7 @@ from ctrlsparse.gating import (
 from ctrlsparse.models import lenet5, mlp
 from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
 from ctrlsparse.runs import RunSummary, load_run, read_metrics
+from ctrlsparse.runs.model_file import load, save
 from ctrlsparse.training import evaluate, fit
 
 GatedLayer = removed("GatedLayer")
@@ -62,6 +63,7 @@ __all__ = [
     "fit",
     "gate_groups",
     "lenet5",
+    "load",
     "load_dataset",
     "load_problem",
     "load_run",
@@ -72,6 +74,7 @@ __all__ = [
     "register_attention",
     "register_layer",
     "run_problem",
+    "save",
     "sparse_layers",
     "sparsify",
 ]
