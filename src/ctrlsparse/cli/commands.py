@@ -104,7 +104,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     error = "n/a" if summary.test_error is None else f"{100 * summary.test_error:.2f}%"
     if distributed.context()[0] == 0:
-        print(f"{out}: {summary.mode}, density {summary.density:.4f}, test error {error}")
+        kept = f"{summary.params['remaining']:,} of {summary.params['dense']:,}" if summary.params else "n/a"
+        print(
+            f"{out}: {summary.mode}, density {summary.realized_density:.4f} (realized, what ε bounds: "
+            f"the gated layers' weights), parameters kept {kept} (all, biases and ungated layers "
+            f"included), test error {error}"
+        )
     return 0
 
 
@@ -256,7 +261,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
-    from ctrlsparse.reports.tables import comparison_table, dynamics_table
+    from ctrlsparse.reports.tables import SIZE_NOTE, Results, comparison_table, dynamics_table
 
     runs = label_runs([load_run(path) for path in args.runs])
     problems = sorted({problem_of(run) for run in runs})
@@ -265,7 +270,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"the runs solve different problems ({', '.join(problems)}); "
             "pass --allow-mixed to compare them anyway"
         )
-    table = comparison_table(runs)
+    table = comparison_table(runs) + "\n" + SIZE_NOTE + "\n"
     dynamics = dynamics_table(runs)
     if dynamics:
         table += "\n## Dual dynamics\n\n" + dynamics
@@ -281,5 +286,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if (out / "traces.png").exists():
             figures += "\n![density and multiplier traces](traces.png)\n"
         (out / "report.md").write_text(title + table + figures)
-        print(f"wrote {out / 'report.md'} with its figures")
+        Results({run.name: run.summary for run in runs}).write(out / "results.json")
+        print(f"wrote {out / 'report.md'} with its figures, and {out / 'results.json'}")
     return 0
