@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsparse.cli import CLIError, main, parse_levels
+from ctrlsparse.reports.tables import SIZE_NOTE, Results
 from ctrlsparse.runs.store import load_run, read_summary
 
 DIGITS = str(Path(__file__).parent.parent / "problems" / "digits_mlp.toml")
@@ -86,6 +87,9 @@ def test_run_and_compare(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert report.split("## Dual dynamics")[0].count("\n| ") == 3  # header, a, b
     assert "| a | fc1 | 0.5 |" in report.split("## Dual dynamics")[1]
+    assert SIZE_NOTE in report  # both sizes, and why they differ
+    results = Results.read(tmp_path / "results.json")  # the record the docs are checked against
+    assert list(results.runs) == ["a", "b"] and results.runs["a"].targets == {"fc1": 0.5}
 
 
 def test_compare_rejects_unfinished_run(tmp_path, capsys):
