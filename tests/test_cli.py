@@ -206,8 +206,12 @@ def test_purge_writes_an_exported_program_that_loads_with_torch_alone(tmp_path, 
     assert (
         main(["run", DIGITS, "--target-density", "0.3", "--epochs", "2", "--out", str(run), "--quiet"]) == 0
     )
+    summary, printed = read_summary(run), capsys.readouterr().out  # both sizes, in one vocabulary
+    assert f"density {summary.realized_density:.4f} (realized, what ε bounds" in printed
+    assert f"parameters kept {summary.params['remaining']:,} of {summary.params['dense']:,}" in printed
     assert main(["purge", str(run)]) == 0
-    assert "purged.pt2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "purged.pt2" in printed and "parameters kept" in printed
     program = torch.export.load(run / "purged.pt2")
     gated = rebuild_run(run).model
     x = torch.rand(5, 1, 8, 8)  # another batch size than the example the export traced

@@ -235,9 +235,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
     torch.export.save(program, out)
     before, _ = count(run.model, example)
     after, _ = count(small, example)
+    why = ""
+    if after.params_dense < before.params_remaining:
+        why = (
+            " (purge also drops weights whose own gate is open but whose outputs no open unit reads; "
+            "ε counts them as kept)"
+        )
     print(
-        f"wrote {out}: {after.params_dense:,} parameters (gated model {before.params_dense:,}, "
-        f"{before.params_remaining:,} active), {after.macs_dense:,} MACs per example "
+        f"wrote {out}: parameters kept {after.params_dense:,} of {before.params_dense:,}; the gates keep "
+        f"{before.params_remaining:,}{why}; {after.macs_dense:,} MACs per example "
         f"(dense {before.macs_dense:,}); load it with torch.export.load"
     )
     return 0
