@@ -119,8 +119,12 @@ def _top_units(problem: SparsityProblem, fractions: torch.Tensor, scores: torch.
 
 
 @torch.no_grad()
-def select_units(problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """The open/closed state (1/0 per unit) closest to ε from below for every target constraint.
+def select_units(
+    problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor, aims: dict[str, float] | None = None
+) -> torch.Tensor:
+    """The open/closed state (1/0 per unit) closest from below to every target constraint's aim:
+    its ε, or what the other targets allow for a loose cap (``aims``, by default
+    :func:`joint_aims`).
 
     ``open_`` is the current test-time state and ``scores`` the units' P(z ≠ 0), both over
     the concatenated units of ``problem.groups``. Closing and opening unit by unit cannot
@@ -129,7 +133,7 @@ def select_units(problem: SparsityProblem, open_: torch.Tensor, scores: torch.Te
     groups' open fractions are first moved jointly onto the targets, then rounded to units.
     """
     chosen = _close_then_open(problem, open_, scores)
-    shortfall = _shortfall(problem, joint_aims(problem))
+    shortfall = _shortfall(problem, joint_aims(problem) if aims is None else aims)
     if max(max(s) for s in shortfall(chosen)) > 1.0:  # some constraint > a unit's share below its aim
         start = _top_units(problem, _fractions_on_target(problem, chosen), scores)
         repaired = _close_then_open(problem, start, scores)
@@ -282,7 +286,8 @@ def decide(problem: SparsityProblem, step: int = 0) -> Decision:
     before = (test_time > 0).to(test_time.dtype)
     realized = {n: float(v) for n, v in problem.target_values_at(before).items()}
     scores = torch.cat([g.prob_active().flatten() for g in groups])
-    after = select_units(problem, before, scores)
+    aims = joint_aims(problem)
+    after = select_units(problem, before, scores, aims)
     # Open units keep their test-time value; a unit this phase opened starts fully open.
     values = torch.where(after > 0, torch.where(before > 0, test_time, torch.ones_like(test_time)), 0.0)
     offset = 0
@@ -290,7 +295,6 @@ def decide(problem: SparsityProblem, step: int = 0) -> Decision:
         group.decide_(values[offset : offset + group.num_units])
         offset += group.num_units
     realized_after = {n: float(v) for n, v in problem.target_values_at(after).items()}
-    aims = joint_aims(problem)
     _warn_short_landings(problem, realized_after, {n for n, a in aims.items() if a < problem.targets_all[n]})
     return Decision(
         step=step,
