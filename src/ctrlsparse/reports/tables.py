@@ -93,9 +93,8 @@ def comparison_table(runs: Sequence[Run]) -> str:
 
 
 SIZE_NOTE = (
-    "density: the fraction of the sparsifiable weights (gated layers' weights) a model keeps, "
-    "what ε bounds; parameters: every parameter the model keeps, biases and ungated layers "
-    "included, so the two differ."
+    "Density is the kept fraction of the sparsifiable weights (the gated layers' weights), "
+    "which ε bounds; parameters kept counts every parameter, biases and ungated layers included."
 )
 """The one-line reason printed under every table that shows both sizes."""
 
