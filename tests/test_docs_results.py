@@ -46,7 +46,7 @@ def test_a_number_that_drifts_from_the_record_fails_the_check():
 def test_the_prose_quotes_the_recorded_demo_numbers():
     runs = Results.read(RECORD).runs
     core = (ROOT / "docs" / "core.md").read_text()
-    quoted = re.search(r"realized − ε from ([+−-]\d\.\d{4}) to ([+−-]\d\.\d{4})", core)
+    quoted = re.search(r"realized − ε from ([+−-]\d\.\d{4})\s+to\s+([+−-]\d\.\d{4})", core)
     assert quoted, "docs/core.md should state the range of the demo's realized − ε"
     gaps = [
         s.realized[n] - e

@@ -138,7 +138,7 @@ def _kept(counts: dict) -> str:
 def results_table(results: Results) -> str:
     """The short table of the README and docs/core.md: per run its setting, the density ε
     bounds (realized, on the deployed model) beside the parameters it keeps, the layers'
-    densities, the gaps to ε, test error and multipliers; :data:`SIZE_NOTE` says why the
+    realized densities, the gaps to ε, test error and multipliers; :data:`SIZE_NOTE` says why the
     two sizes differ.
 
     Examples:
@@ -151,8 +151,7 @@ def results_table(results: Results) -> str:
     ]
     for name, s in results.runs.items():
         setting = "; ".join(x for x in (_levels(s.all_targets(), "ε"), _levels(s.all_penalties(), "λ")) if x)
-        realized = s.realized or {}
-        layers = ", ".join(f"{n} {realized.get(n, d):.3f}" for n, d in s.densities.items())
+        layers = ", ".join(f"{n} {s.realized_densities.get(n, d):.3f}" for n, d in s.densities.items())
         error = "–" if s.test_error is None else f"{100 * s.test_error:.2f}%"
         multipliers = ", ".join(f"{n} {v:.3g}" for n, v in s.multipliers.items())
         lines.append(
