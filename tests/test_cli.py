@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsparse.cli import CLIError, main, parse_levels
+from ctrlsparse.reports.tables import SIZE_NOTE, Results
 from ctrlsparse.runs.store import load_run, read_summary
 
 DIGITS = str(Path(__file__).parent.parent / "problems" / "digits_mlp.toml")
@@ -92,6 +93,9 @@ def test_run_and_compare(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert report.split("## Dual dynamics")[0].count("\n| ") == 3  # header, a, b
     assert "| a | fc1 | 0.5 |" in report.split("## Dual dynamics")[1]
+    assert SIZE_NOTE in report  # both sizes, and why they differ
+    results = Results.read(tmp_path / "results.json")  # the record the docs are checked against
+    assert list(results.runs) == ["a", "b"] and results.runs["a"].targets == {"fc1": 0.5}
 
 
 def test_compare_rejects_unfinished_run(tmp_path, capsys):
@@ -210,8 +214,12 @@ def test_purge_writes_an_exported_program_that_loads_with_torch_alone(tmp_path, 
     assert (
         main(["run", DIGITS, "--target-density", "0.3", "--epochs", "2", "--out", str(run), "--quiet"]) == 0
     )
+    summary, printed = read_summary(run), capsys.readouterr().out  # both sizes, in one vocabulary
+    assert f"density {summary.realized_density:.4f} (realized, what ε bounds" in printed
+    assert f"parameters kept {summary.params['remaining']:,} of {summary.params['dense']:,}" in printed
     assert main(["purge", str(run)]) == 0
-    assert "purged.pt2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "purged.pt2" in printed and "parameters kept" in printed
     program = torch.export.load(run / "purged.pt2")
     gated = rebuild_run(run).model
     x = torch.rand(5, 1, 8, 8)  # another batch size than the example the export traced

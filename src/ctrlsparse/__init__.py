@@ -39,6 +39,7 @@ _LAZY = {
         "GDA", "GDAStep", "SparsityProblem", "TargetSchedule", "penalty_from_per_parameter",
     ),
     "ctrlsparse.runs": ("RunSummary", "load_run", "read_metrics"),
+    "ctrlsparse.runs.model_file": ("load", "save"),
     "ctrlsparse.training": ("evaluate", "fit"),
 }  # fmt: skip
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from ctrlsparse.models import lenet5, mlp
     from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
     from ctrlsparse.runs import RunSummary, load_run, read_metrics
+    from ctrlsparse.runs.model_file import load, save
     from ctrlsparse.training import evaluate, fit
 
 GatedLayer = removed("GatedLayer")
@@ -90,6 +92,7 @@ __all__ = [
     "fit",
     "gate_groups",
     "lenet5",
+    "load",
     "load_dataset",
     "load_problem",
     "load_run",
@@ -101,6 +104,7 @@ __all__ = [
     "register_decoder",
     "register_layer",
     "run_problem",
+    "save",
     "sparse_layers",
     "sparsify",
     "to_pretrained",

@@ -1,11 +1,12 @@
 """Problem files to trainers: user models by import path, structure, optimizer settings."""
 
+import re
 import sys
 
 import pytest
 
 from ctrlsparse.experiments.build import build, run_problem
-from ctrlsparse.experiments.config import ProblemFileError, parse_problem
+from ctrlsparse.experiments.config import ProblemFileError, load_problem, parse_problem
 from ctrlsparse.models import ModelImportError
 
 USER_MODULE = """
@@ -79,6 +80,48 @@ def test_a_model_by_import_path_with_kwargs_and_an_output_attribute(user_module,
 def test_import_path_errors_name_the_path(user_module, factory, error, message):
     with pytest.raises(error, match=message):
         build(_config({"factory": factory}))
+
+
+PROBLEM_FILE = """
+name = "next-door"
+[data]
+name = "digits"
+[model]
+factory = "{module}:tiny"
+kwargs = {{ width = 12 }}
+output = "logits"
+{extra}
+[sparsity]
+target_density = 0.5
+"""
+
+
+@pytest.mark.parametrize("folder, extra", [("problems", ""), ("problems", 'factory_dir = "../lib"')])
+def test_a_factory_next_to_the_problem_file_imports_without_pythonpath(tmp_path, monkeypatch, folder, extra):
+    module = f"next_door_{len(extra)}"  # a fresh module name per case: sys.modules keeps imports
+    where = tmp_path / ("lib" if extra else folder)
+    where.mkdir(exist_ok=True)
+    (where / f"{module}.py").write_text(USER_MODULE)
+    (tmp_path / folder).mkdir(exist_ok=True)
+    problem = tmp_path / folder / "mine.toml"
+    problem.write_text(PROBLEM_FILE.format(module=module, extra=extra))
+    monkeypatch.chdir(tmp_path.parent)  # neither folder is the working directory nor on sys.path
+    try:
+        config = load_problem(problem)
+        assert config.model.factory_dir == str(where.resolve())
+        assert build(config).trainer.model.body[1].out_features == 12
+        assert str(where.resolve()) not in sys.path  # the folder is searched for the import only
+    finally:
+        sys.modules.pop(module, None)
+
+
+def test_a_factory_that_does_not_import_names_the_folder_searched(tmp_path):
+    problem = tmp_path / "mine.toml"
+    problem.write_text(PROBLEM_FILE.format(module="not_here_at_all", extra=""))
+    folder = re.escape(str(tmp_path.resolve()))
+    message = rf"importing 'not_here_at_all' failed: .*searched {folder} \(the problem file's folder\)"
+    with pytest.raises(ModelImportError, match=message):
+        build(load_problem(problem))
 
 
 def test_include_selects_unit_roots_and_heads_flag_reaches_sparsify():

@@ -122,7 +122,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.perplexity is not None:  # a language model
         error += f", validation perplexity {summary.perplexity:.2f}"
     if distributed.context()[0] == 0:
-        print(f"{out}: {summary.mode}, density {summary.density:.4f}, test error {error}")
+        kept = f"{summary.params['remaining']:,} of {summary.params['dense']:,}" if summary.params else "n/a"
+        print(
+            f"{out}: {summary.mode}, density {summary.realized_density:.4f} (realized, what ε bounds: "
+            f"the gated layers' weights), parameters kept {kept} (all, biases and ungated layers "
+            f"included), test error {error}"
+        )
     return 0
 
 
@@ -251,9 +256,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
     torch.export.save(program, out)
     before, _ = count(run.model, example)
     after, _ = count(small, example)
+    why = ""
+    if after.params_dense < before.params_remaining:
+        why = (
+            " (purge also drops weights whose own gate is open but whose outputs no open unit reads; "
+            "ε counts them as kept)"
+        )
     print(
-        f"wrote {out}: {after.params_dense:,} parameters (gated model {before.params_dense:,}, "
-        f"{before.params_remaining:,} active), {after.macs_dense:,} MACs per example "
+        f"wrote {out}: parameters kept {after.params_dense:,} of {before.params_dense:,}; the gates keep "
+        f"{before.params_remaining:,}{why}; {after.macs_dense:,} MACs per example "
         f"(dense {before.macs_dense:,}); load it with torch.export.load"
     )
     return 0
@@ -277,7 +288,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
-    from ctrlsparse.reports.tables import comparison_table, dynamics_table
+    from ctrlsparse.reports.tables import SIZE_NOTE, Results, comparison_table, dynamics_table
     from ctrlsparse.runs.store import label_runs, load_run, problem_of
 
     runs = label_runs([load_run(path) for path in args.runs])
@@ -287,7 +298,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"the runs solve different problems ({', '.join(problems)}); "
             "pass --allow-mixed to compare them anyway"
         )
-    table = comparison_table(runs)
+    table = comparison_table(runs) + "\n" + SIZE_NOTE + "\n"
     dynamics = dynamics_table(runs)
     if dynamics:
         table += "\n## Dual dynamics\n\n" + dynamics
@@ -303,5 +314,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if (out / "traces.png").exists():
             figures += "\n![density and multiplier traces](traces.png)\n"
         (out / "report.md").write_text(title + table + figures)
-        print(f"wrote {out / 'report.md'} with its figures")
+        Results({run.name: run.summary for run in runs}).write(out / "results.json")
+        print(f"wrote {out / 'report.md'} with its figures, and {out / 'results.json'}")
     return 0

@@ -70,7 +70,7 @@ def build_model_of(config: ProblemConfig, data: Dataset) -> tuple[nn.Module, tor
     """
     model_config = config.model
     if model_config.factory is not None:
-        model = import_factory(model_config.factory)(**model_config.kwargs)
+        model = import_factory(model_config.factory, model_config.factory_dir)(**model_config.kwargs)
         if not isinstance(model, nn.Module):
             raise ValueError(
                 f"[model] factory {model_config.factory!r} returned {type(model).__name__}, not an nn.Module"

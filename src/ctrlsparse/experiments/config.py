@@ -257,11 +257,19 @@ def _check_method(source: str, config: ProblemConfig) -> None:
 def load_problem(path: str | Path) -> ProblemConfig:
     """Read and validate a problem file.
 
+    A ``[model] factory`` module is imported from the problem file's folder first (or from
+    ``factory_dir``, relative to it): ``factory_dir`` is recorded as an absolute path, so a
+    run's ``config.json`` rebuilds the model from anywhere.
+
     Examples:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
         >>> config.train.epochs  # doctest: +SKIP
     """
-    return parse_problem(read_toml(path, "problem file"), str(path))
+    config = parse_problem(read_toml(path, "problem file"), str(path))
+    if config.model.factory is None:
+        return config
+    folder = (Path(path).parent / (config.model.factory_dir or ".")).resolve()
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, factory_dir=str(folder)))
 
 
 def read_toml(path: str | Path, kind: str) -> dict:

@@ -64,13 +64,16 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """``[model]``: a registered model (``name``) or your own (``factory = "package.module:function"``,
-    called with ``kwargs``); ``input_shape`` overrides the data's for tracing; ``output`` names the
-    attribute or key of the model's output that holds the logits (e.g. ``"logits"``);
-    ``include``/``exclude`` select the root modules of the gated units (fnmatch patterns)."""
+    called with ``kwargs``; its module is imported from ``factory_dir`` first, by default the
+    problem file's folder, a relative one read from there); ``input_shape`` overrides the
+    data's for tracing; ``output`` names the attribute or key of the model's output that
+    holds the logits (e.g. ``"logits"``); ``include``/``exclude`` select the root
+    modules of the gated units (fnmatch patterns)."""
 
     name: str = _field("mlp", (str,))
     hidden: list[int] = _field([300, 100], (list,))
     factory: str | None = _field(None, (str,))
+    factory_dir: str | None = _field(None, (str,))
     kwargs: dict = _field({}, (dict,))
     input_shape: list[int] | None = _field(None, (list,))
     output: str | None = _field(None, (str,))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -58,12 +60,16 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
     return MODELS[name](tuple(input_shape), num_classes, **kwargs)
 
 
-def import_factory(path: str) -> Callable[..., nn.Module]:
+def import_factory(path: str, folder: str | Path | None = None) -> Callable[..., nn.Module]:
     """The function named by ``"package.module:function"`` (a user's model builder).
+
+    ``folder`` (a problem file's folder, as :func:`~ctrlsparse.load_problem` records it in
+    ``[model] factory_dir``) is searched before ``sys.path``, so a ``models.py`` next to
+    the problem file imports without ``PYTHONPATH``.
 
     Raises:
         ModelImportError: the path is malformed, the module does not import (with its
-            error), or it has no such callable.
+            error and the folders searched), or it has no such callable.
 
     Examples:
         >>> import_factory("ctrlsparse.models.resnet:fashion_resnet").__name__
@@ -72,12 +78,20 @@ def import_factory(path: str) -> Callable[..., nn.Module]:
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise ModelImportError(f"model factory {path!r} must read 'package.module:function'")
+    folder = None if folder is None else str(Path(folder).resolve())
+    if folder is not None:
+        sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # the user's module may fail in any way while importing
+        searched = "sys.path" if folder is None else f"{folder} (the problem file's folder), then sys.path"
         raise ModelImportError(
-            f"model factory {path!r}: importing {module_name!r} failed: {type(err).__name__}: {err}"
+            f"model factory {path!r}: importing {module_name!r} failed: {type(err).__name__}: {err} "
+            f"(searched {searched})"
         ) from err
+    finally:
+        if folder is not None:
+            sys.path.remove(folder)
     factory = module
     for part in attribute.split("."):
         if not hasattr(factory, part):

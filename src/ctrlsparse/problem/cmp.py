@@ -206,8 +206,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
         """True during the feasibility phase: no multiplier is updated."""
-        # Shape targets alone bound disjoint gate groups: always reachable together.
-        if len(self.targets_all) > 1 and (self.targets or self.macs_targets):
+        if self.targets_all:
             check_jointly_reachable(self)
 
     @property

@@ -3,10 +3,11 @@
 from ctrlsparse.reports.compare_plots import comparison, traces, tradeoff
 from ctrlsparse.reports.measures import ConstraintDynamics, constraint_dynamics, run_dynamics
 from ctrlsparse.reports.run_plots import dynamics, gates, layer_colors
-from ctrlsparse.reports.tables import comparison_table, dynamics_table
+from ctrlsparse.reports.tables import Results, comparison_table, dynamics_table, results_table
 
 __all__ = [
     "ConstraintDynamics",
+    "Results",
     "comparison",
     "comparison_table",
     "constraint_dynamics",
@@ -14,6 +15,7 @@ __all__ = [
     "dynamics_table",
     "gates",
     "layer_colors",
+    "results_table",
     "run_dynamics",
     "traces",
     "tradeoff",

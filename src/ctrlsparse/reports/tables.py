@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from ctrlsparse.reports.measures import run_dynamics
 from ctrlsparse.runs.records import RunSummary
@@ -62,8 +65,9 @@ def comparison_table(runs: Sequence[Run]) -> str:
         >>> print(comparison_table([load_run("runs/demo/penalized")]))  # doctest: +SKIP
     """
     header = (
-        "| run | method | mode | target ε / penalty λ | density | layer densities | realized density "
-        "| realized − ε | params | MACs | test error | multipliers | full runs |"
+        "| run | method | mode | target ε / penalty λ | expected density | layer densities "
+        "| realized density (what ε bounds) | realized − ε | parameters kept | MACs kept | test error "
+        "| multipliers | full runs |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for run in runs:
@@ -86,6 +90,75 @@ def comparison_table(runs: Sequence[Run]) -> str:
             f"| {error} | {multipliers} | {_runs_needed(s)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+SIZE_NOTE = (
+    "Density is the kept fraction of the sparsifiable weights (the gated layers' weights), "
+    "which ε bounds; parameters kept counts every parameter, biases and ungated layers included."
+)
+"""The one-line reason printed under every table that shows both sizes."""
+
+
+@dataclass
+class Results:
+    """The finished runs of one ``ctrlsparse compare`` (``results.json`` in its ``--out``
+    folder): ``{run name: its summary}``. The docs quote ``make demo`` from a committed copy,
+    ``docs/results/demo.json``, and a test checks them against it.
+
+    Examples:
+        >>> r = Results({"a": RunSummary("hard_concrete", "constrained", {"model": 0.3}, {}, 0.3, {}, 0.29)})
+        >>> Results.from_dict(r.to_dict()).runs["a"].realized_density
+        0.29
+    """
+
+    runs: dict[str, RunSummary]
+
+    def to_dict(self) -> dict:
+        return {"runs": {name: summary.to_dict() for name, summary in self.runs.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Results:
+        return cls({name: RunSummary.from_dict(summary) for name, summary in data["runs"].items()})
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> Results:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _kept(counts: dict) -> str:
+    kept = counts.get("realized", counts.get("remaining"))
+    if not counts.get("dense") or kept is None:
+        return "–"
+    return f"{100 * kept / counts['dense']:.1f}% ({kept:,} of {counts['dense']:,})"
+
+
+def results_table(results: Results) -> str:
+    """The short table of the README and docs/core.md: per run its setting, the density ε
+    bounds (realized, on the deployed model) beside the parameters it keeps, the layers'
+    realized densities, the gaps to ε, test error and multipliers; :data:`SIZE_NOTE` says why the
+    two sizes differ.
+
+    Examples:
+        >>> print(results_table(Results.read("docs/results/demo.json")))  # doctest: +SKIP
+    """
+    lines = [
+        "| run | mode | target ε / penalty λ | density (what ε bounds) | parameters kept "
+        "| layer densities | realized − ε | test error | multipliers |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in results.runs.items():
+        setting = "; ".join(x for x in (_levels(s.all_targets(), "ε"), _levels(s.all_penalties(), "λ")) if x)
+        layers = ", ".join(f"{n} {s.realized_densities.get(n, d):.3f}" for n, d in s.densities.items())
+        error = "–" if s.test_error is None else f"{100 * s.test_error:.2f}%"
+        multipliers = ", ".join(f"{n} {v:.3g}" for n, v in s.multipliers.items())
+        lines.append(
+            f"| {name} | {s.mode} | {setting} | {s.realized_density:.4f} | {_kept(s.params)} "
+            f"| {layers} | {_gaps(s)} | {error} | {multipliers} |"
+        )
+    return "\n".join(lines) + "\n\n" + SIZE_NOTE + "\n"
 
 
 def dynamics_table(runs: Sequence[Run]) -> str:

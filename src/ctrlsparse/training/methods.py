@@ -177,7 +177,8 @@ class MagnitudePruning(_WeightSparsity):
     """Train dense, prune the smallest weights (or neurons / channels) to ``target_density``, fine-tune.
 
     Pruning happens once, at the start of epoch ``prune_epoch + 1`` (or after the
-    last step when training ends first), with ``torch.nn.utils.prune``:
+    last step when training ends first), with ``torch.nn.utils.prune``, whose ``amount`` is
+    the weights to *remove* (a sparsity): ε = 0.3 keeps 0.3 of them, ``amount`` ≈ 0.7 of them.
 
     - ``structure="weight"``: the smallest |w| — over all layers at once for a
       model-wise target (``global_unstructured``), per layer for per-layer targets
