@@ -92,3 +92,10 @@ def test_a_bad_level_is_refused_with_the_same_range_by_the_file_and_the_python_a
         ValueError, match=rf"{key} for '(model|macs)' must .*{text.replace('(', '.')}, got {bad}"
     ):
         cs.SparsityProblem(net, F.cross_entropy, example_input=torch.zeros(1, 4), **{key: bad})
+
+
+@pytest.mark.parametrize("key, value", [("target_params", 0.5), ("target_shape", {"heads": 2})])
+def test_parameter_and_shape_targets_need_gates(key, value):
+    with pytest.raises(ProblemFileError, match=rf"\[sparsity\] {key} needs method = 'l0'"):
+        parse_problem({"name": "t", "sparsity": {"method": "magnitude", "target_density": 0.5, key: value}})
+    assert getattr(parse_problem({"name": "t", "sparsity": {key: value}}).sparsity, key) == value

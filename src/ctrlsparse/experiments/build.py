@@ -109,6 +109,8 @@ def gated_model(
         drop_rate=model_config.drop_rate,
         gates=gates or _gates(config),
         heads=model_config.heads,
+        hidden=model_config.gate_hidden,
+        layers=model_config.gate_layers,
     )
 
 
@@ -216,6 +218,8 @@ def _gda(config: ProblemConfig, model: nn.Module, loss_fn, example: torch.Tensor
         augmented_lagrangian=optim.augmented_lagrangian,
         target_macs=config.sparsity.target_macs,
         macs_penalty=config.sparsity.macs_penalty,
+        target_params=config.sparsity.target_params,
+        target_shape=config.sparsity.target_shape,
         example_input=example.to(config.train.device),
     )
     gates = [group.gate.parameter for group in problem.groups]

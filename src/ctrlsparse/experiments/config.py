@@ -233,6 +233,10 @@ def _check_model(source: str, config: ProblemConfig) -> None:
 def _check_method(source: str, config: ProblemConfig) -> None:
     """The targets/penalties a method needs: ℓ1-RDA takes a penalty, magnitude pruning a target."""
     sparsity = config.sparsity
+    gated_only = ("target_params", "target_shape")
+    for key in gated_only:
+        if sparsity.method != "l0" and getattr(sparsity, key) is not None:
+            raise ProblemFileError(f"{source}: [sparsity] {key} needs method = 'l0' (gates)")
     if sparsity.method != "l0" and (sparsity.target_macs is not None or sparsity.macs_penalty is not None):
         raise ProblemFileError(
             f"{source}: [sparsity] target_macs and macs_penalty need method = 'l0' (gates), "

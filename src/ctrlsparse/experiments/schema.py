@@ -68,7 +68,9 @@ class ModelConfig:
     problem file's folder, a relative one read from there); ``input_shape`` overrides the
     data's for tracing; ``output`` names the attribute or key of the model's output that
     holds the logits (e.g. ``"logits"``); ``include``/``exclude`` select the root
-    modules of the gated units (fnmatch patterns)."""
+    modules of the gated units (fnmatch patterns); for a decoder LM, ``gate_hidden`` also
+    gates the hidden (residual) dimension and ``gate_layers`` whole decoder layers
+    (:func:`~ctrlsparse.sparsify`'s ``hidden`` and ``layers``)."""
 
     name: str = _field("mlp", (str,))
     hidden: list[int] = _field([300, 100], (list,))
@@ -80,6 +82,8 @@ class ModelConfig:
     include: list[str] | None = _field(None, (list,))
     exclude: list[str] = _field([], (list,))
     heads: bool = _field(True, (bool,))
+    gate_hidden: bool = _field(False, (bool,))
+    gate_layers: bool = _field(False, (bool,))
     structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
     drop_rate: float = _field(0.5, NUMBER)
     gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
@@ -94,13 +98,18 @@ class ModelConfig:
 @dataclass
 class SparsityConfig:
     """``[sparsity]``: what to bound (densities, MACs) or penalize, and the feasibility phase
-    (the last ``feasibility`` fraction of the run; ``false`` or 0 turns it off)."""
+    (the last ``feasibility`` fraction of the run; ``false`` or 0 turns it off). A decoder LM
+    may state a parameter budget instead (``target_params``: a fraction of all parameters, or
+    a count such as ``"1.3e9"``) or a target shape (``target_shape = { heads = 2,
+    intermediate = 256 }``), as :class:`~ctrlsparse.SparsityProblem` takes them."""
 
     method: str = _field("l0", (str,), METHODS)
     target_density: float | list | dict | None = _field(None, LEVELS)
     penalty: float | list | dict | None = _field(None, LEVELS)
     target_macs: float | list | dict | None = _field(None, LEVELS)
     macs_penalty: float | list | dict | None = _field(None, LEVELS)
+    target_params: float | str | None = _field(None, (int, float, str))
+    target_shape: dict | None = _field(None, (dict,))
     feasibility: float | bool = _field(DEFAULT_FEASIBILITY, (int, float, bool))
     weight_decay: float = _field(0.0, NUMBER)
     finetune_epochs: int = _field(0, (int,))
