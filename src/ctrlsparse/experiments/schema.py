@@ -167,7 +167,7 @@ class TrainConfig:
     """Processes the run trains in: set by ``ctrlsparse run`` under torchrun and recorded in
     ``config.json`` (a resumed run must use as many). ``batch_size`` is the global batch."""
     distill_weight: float = _field(0.0, NUMBER)
-    """α of :func:`~ctrlsparse.training.lm.distillation_loss`: mix in the KL divergence from the
+    """α of ``distillation_loss`` (``ctrlsparse.training.lm``): mix in the KL divergence from the
     dense model (the model as ``[model] init`` loads it, before gating); 0 turns it off."""
     distill_temperature: float = _field(2.0, NUMBER)
 
