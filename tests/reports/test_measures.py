@@ -45,3 +45,17 @@ def test_damped_oscillation_by_hand():
 def test_never_feasible():
     m = constraint_dynamics(_records([0.9, 0.8], [0.1, 0.2], 0.3), "model")
     assert m.steps_to_feasible is None and m.overshoot == 0.0 and math.isclose(m.final_violation, 0.5)
+
+
+def test_a_ramped_run_is_feasible_when_it_reaches_epsilon_not_its_ramped_level():
+    """Under a linear ramp the density tracks a level that starts at 1: against the level every
+    step is feasible; against ε = 0.3 the run becomes feasible at step 5."""
+    densities = [0.9, 0.7, 0.5, 0.35, 0.3, 0.29, 0.3]
+    levels = [0.95, 0.75, 0.55, 0.4, 0.3, 0.3, 0.3]
+    records = [
+        {"step": i + 1, "density": d, "densities": {}, "multipliers": {"model": 0.0},
+         "violations": {"model": d - level}}
+        for i, (d, level) in enumerate(zip(densities, levels))
+    ]  # fmt: skip
+    assert constraint_dynamics(records, "model").steps_to_feasible == 1
+    assert constraint_dynamics(records, "model", target=0.3).steps_to_feasible == 5

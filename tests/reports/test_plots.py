@@ -156,3 +156,22 @@ def test_magnitude_at_target_one_is_drawn_as_the_dense_baseline():
     dense, pruned = magnitude(1.0), magnitude(0.3)
     assert _method_of(dense) == "dense (nothing pruned)"
     assert _method_of(pruned) == "magnitude pruning, by neuron/channel"
+
+
+def test_the_tradeoff_panel_places_runs_at_their_deployed_density_with_readable_labels(tmp_path, make_run):
+    """The x axis is the realized (deployed) density, the one ε bounds, not the expected one;
+    two runs at nearly the same point get labels at different heights."""
+    import json
+
+    paths = [make_run(tmp_path / name, targets={"model": 0.3}) for name in ("a", "b")]
+    for path, realized in zip(paths, (0.25, 0.27)):
+        summary = json.loads((path / "summary.json").read_text())
+        summary["realized_density"] = realized  # the expected density stays at 0.3
+        (path / "summary.json").write_text(json.dumps(summary))
+    fig = plot.comparison([load_run(p) for p in paths])
+    tradeoff = fig.axes[2]
+    xs = sorted(p[0] for c in tradeoff.collections for p in c.get_offsets().tolist())
+    assert xs == pytest.approx([0.25, 0.27])
+    assert "realized" in tradeoff.get_xlabel() and "realized" in fig.axes[1].get_ylabel()
+    offsets = [text.xyann for text in tradeoff.texts]
+    assert len(offsets) == 2 and offsets[0] != offsets[1]

@@ -85,7 +85,7 @@ def comparison(runs: Sequence[Run]) -> Figure:
             ax_pen.set_xlim(0, 1.25 * max(lams))
     else:
         ax_pen.text(0.5, 0.5, "no penalized run", ha="center", va="center", transform=ax_pen.transAxes)
-    ax_pen.set(ylim=(0, 1), xlabel="penalty λ", ylabel="achieved expected density")
+    ax_pen.set(ylim=(0, 1), xlabel="penalty λ", ylabel="achieved (realized) density")
     ax_pen.set_title("Penalized: density wherever λ lands")
     handles = [
         plt.Line2D(
@@ -101,30 +101,39 @@ def comparison(runs: Sequence[Run]) -> Figure:
     ]
     ax_ctrl.legend(handles=[*handles, *ax_ctrl.get_legend_handles_labels()[0]], fontsize=8, loc="upper left")
 
-    for run in runs:
-        s = run.summary
-        if s.test_error is None:
-            continue
-        marker, color = _MODE_STYLE.get(s.mode, ("s", "C1"))
-        ax_err.scatter(s.density, 100 * s.test_error, marker=marker, s=50, color=color)
-        ax_err.annotate(
-            run.name,
-            (s.density, 100 * s.test_error),
-            fontsize=8,
-            textcoords="offset points",
-            xytext=(5, 4),
-        )
+    # The deployed model's density (realized, eq. 13), as on the other panels.
+    points = [(run.name, _deployed_density(run.summary), 100 * run.summary.test_error, run.summary.mode)
+              for run in runs if run.summary.test_error is not None]  # fmt: skip
+    errors = [error for _, _, error, _ in points]
+    span = (max(errors) - min(errors)) or 1.0 if errors else 1.0
+    for i, (name, density, error, mode) in enumerate(points):
+        marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
+        ax_err.scatter(density, error, marker=marker, s=50, color=color)
+        ax_err.annotate(name, (density, error), fontsize=8, textcoords="offset points",
+                        xytext=_label_offset(points[:i], density, error, span))  # fmt: skip
     for mode in dict.fromkeys(r.summary.mode for r in runs if r.summary.test_error is not None):
         marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
         ax_err.scatter([], [], marker=marker, color=color, label=mode)
     ax_err.legend(fontsize=8, loc="upper right")
-    ax_err.set(xlabel="final expected model density", ylabel="test error (%)")
+    ax_err.set(xlabel="realized model density (deployed model)", ylabel="test error (%)")
     ax_err.set_xlim(0, 1)
     ax_err.set_title("Trade-off: error vs density")
     for ax in (ax_ctrl, ax_pen, ax_err):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _deployed_density(summary: RunSummary) -> float:
+    """The model density of the deployed model (test-time gates), else the expected one."""
+    return summary.realized_density if summary.realized_density is not None else summary.density
+
+
+def _label_offset(placed: list[tuple], density: float, error: float, span: float) -> tuple[int, int]:
+    """A label's offset in points: below the ones already placed near it (closer than 0.15 in
+    density and a tenth of the errors' span), so that neighbours' names do not overlap."""
+    near = sum(abs(d - density) < 0.15 and abs(e - error) < 0.1 * span for _, d, e, _ in placed)
+    return (5, 4 - 11 * near)
 
 
 def traces(runs: Sequence[Run], tail: float | None = None) -> Figure:

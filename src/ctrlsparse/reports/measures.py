@@ -14,7 +14,9 @@ class ConstraintDynamics:
     """How one constraint's density and multiplier moved.
 
     Attributes:
-        steps_to_feasible: first step whose density was at most its level (None: never).
+        steps_to_feasible: first step whose value was at most the target ε (None: never; the
+            ramped level instead when no target is given). Measured against the ramped level,
+            every ramped run would count as feasible from its first step.
         final_violation: density − level at the last record.
         overshoot: deepest dip below the level after first feasibility (≥ 0).
         density_std, density_p2p: standard deviation and peak-to-peak of the density
@@ -52,10 +54,13 @@ def constraint_value(record: dict, name: str) -> float:
     return record["macs"][name]
 
 
-def constraint_dynamics(records: list[dict], name: str, tail: float = 0.2) -> ConstraintDynamics:
+def constraint_dynamics(
+    records: list[dict], name: str, tail: float = 0.2, target: float | None = None
+) -> ConstraintDynamics:
     """The measures of constraint ``name`` (``"model"`` or a layer name) over ``records``.
 
-    The level at each record is density − violation, so target schedules are followed.
+    The level at each record is density − violation, so target schedules are followed;
+    feasibility is against ``target`` (ε) when given.
 
     Examples:
         >>> constraint_dynamics(load_run("runs/a").metrics(), "model")  # doctest: +SKIP
@@ -67,6 +72,8 @@ def constraint_dynamics(records: list[dict], name: str, tail: float = 0.2) -> Co
     multipliers = [r["multipliers"][name] for r in records]
     first = next((i for i, v in enumerate(violations) if v <= 0), None)
     overshoot = 0.0 if first is None else max(0.0, -min(violations[first:]))
+    if target is not None:
+        first = next((i for i, d in enumerate(densities) if d <= target), None)
     start = min(int(math.floor(len(records) * (1 - tail))), len(records) - 1)
     density_std, density_p2p = _spread(densities[start:])
     multiplier_std, multiplier_p2p = _spread(multipliers[start:])
@@ -85,4 +92,4 @@ def run_dynamics(
     records: list[dict], targets: dict[str, float], tail: float = 0.2
 ) -> dict[str, ConstraintDynamics]:
     """Measures of every constrained (not penalized) constraint of a run."""
-    return {name: constraint_dynamics(records, name, tail) for name in targets}
+    return {name: constraint_dynamics(records, name, tail, eps) for name, eps in targets.items()}
