@@ -10,14 +10,10 @@ rank raises at its K-th loss evaluation), ``resume``, ``perturb-gate`` / ``pertu
 
 import gc
 import json
-import os
-import socket
-import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 # ctrlsparse is imported by the ranks alone: the launching process stays light.
 
@@ -105,9 +101,6 @@ def run(rank, world, out, mode):
 
 
 if __name__ == "__main__":
-    out, world, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    os.makedirs(out, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(world, port, out, mode), nprocs=world)
+    from spawn import main  # this script's folder is on sys.path when it runs
+
+    main(worker)

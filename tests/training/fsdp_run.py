@@ -11,15 +11,11 @@ finish), ``shard-gates`` (fully_shard without ignored_params: must be refused), 
 (a tiny Llama computing its own next-token loss, ``fully_shard`` per decoder layer).
 """
 
-import os
-import socket
-import sys
 import traceback
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 STEPS, STOP = 40, 25
 
@@ -132,9 +128,6 @@ def worker(rank, world, port, out, mode):
 
 
 if __name__ == "__main__":
-    out, world, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    os.makedirs(out, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(world, port, out, mode), nprocs=world)
+    from spawn import main  # this script's folder is on sys.path when it runs
+
+    main(worker)

@@ -148,24 +148,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             "target_density",
             "penalty",
         )
-        self.macs_targets: dict[str, float] = {}
-        self.macs_penalties: dict[str, float] = {}
         self._macs: MacsAccounting | None = None
-        if target_macs is not None or macs_penalty is not None:
-            self._macs = MacsAccounting(model, self.accounting, example_input)
-            self.macs_targets, self.macs_penalties = check_levels(
-                self._macs.levels(target_macs, "target_macs"),
-                self._macs.levels(macs_penalty, "macs_penalty"),
-                "target_macs",
-                "macs_penalty",
-            )
-            for name, eps in self.macs_targets.items():
-                floor = self._macs.floor(name)
-                if eps < floor:
-                    raise ValueError(
-                        f"target_macs for {name!r} is {eps!r}, but {floor:.4f} of its MACs are in layers "
-                        "or entries no gate can remove; ask for at least that, or gate more layers"
-                    )
+        self.macs_targets, self.macs_penalties = self._macs_levels(target_macs, macs_penalty, example_input)
         if not (self.targets_all or self.penalties or self.macs_penalties):
             raise ValueError(
                 "give a target_density, target_params, target_macs or target_shape (constrained mode), "
@@ -208,6 +192,27 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         """True during the feasibility phase: no multiplier is updated."""
         if self.targets_all:
             check_jointly_reachable(self)
+
+    def _macs_levels(self, target_macs: Levels, macs_penalty: Levels, example_input) -> tuple[dict, dict]:
+        """The MACs budgets and penalties, checked against what no gate can remove (the MACs
+        accounting is built only when there is one)."""
+        if target_macs is None and macs_penalty is None:
+            return {}, {}
+        self._macs = MacsAccounting(self.model, self.accounting, example_input)
+        targets, penalties = check_levels(
+            self._macs.levels(target_macs, "target_macs"),
+            self._macs.levels(macs_penalty, "macs_penalty"),
+            "target_macs",
+            "macs_penalty",
+        )
+        for name, eps in targets.items():
+            floor = self._macs.floor(name)
+            if eps < floor:
+                raise ValueError(
+                    f"target_macs for {name!r} is {eps!r}, but {floor:.4f} of its MACs are in layers "
+                    "or entries no gate can remove; ask for at least that, or gate more layers"
+                )
+        return targets, penalties
 
     @property
     def levels(self) -> Mapping[str, float]:

@@ -48,6 +48,7 @@ class Checkpointer:
     Examples:
         >>> keeper = Checkpointer("runs/mine", gda, None, batches, config, epochs=10)  # doctest: +SKIP
         >>> resuming = keeper.prepare(resume=True, overwrite=False)  # doctest: +SKIP
+        >>> at, metrics_offset = keeper.open(resuming, checkpoint_every=None)  # doctest: +SKIP
     """
 
     def __init__(
@@ -68,22 +69,25 @@ class Checkpointer:
         """
         return distributed.on_rank0(lambda: checkpoints.prepare_run_dir(self.run_dir, resume, overwrite))
 
-    def warn_if_epoch_ends_only(self, checkpoint_every: int | None) -> None:
+    def open(self, resuming: bool, checkpoint_every: int | None) -> tuple[Position, int | None]:
+        """Where the run starts: a fresh run's position (its directory and ``config.json``
+        written by rank 0), or the last checkpoint's, with the length of ``metrics.jsonl`` it
+        recorded (None for a fresh run)."""
         if checkpoint_every and not self.mid_epoch:
             warnings.warn(
                 f"{type(self.batches).__name__} has no state_dict: checkpoints are taken at epoch ends only",
                 stacklevel=3,
             )
-
-    def mid_epoch_due(self, step: int, checkpoint_every: int | None) -> bool:
-        """Whether to checkpoint after ``step`` inside an epoch (epoch ends always are)."""
-        return self.mid_epoch and bool(checkpoint_every) and step % checkpoint_every == 0
-
-    def start(self) -> None:
-        """A fresh run: the directory and its ``config.json`` (rank 0)."""
+        if resuming:
+            return self.restore()
         if distributed.context()[0] == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             runs.write_json(self.run_dir / runs.CONFIG, self.config or {})
+        return Position(), None
+
+    def mid_epoch_due(self, step: int, end_of_epoch: bool, checkpoint_every: int | None) -> bool:
+        """Whether to checkpoint after ``step`` inside an epoch (epoch ends always are)."""
+        return not end_of_epoch and self.mid_epoch and bool(checkpoint_every) and step % checkpoint_every == 0
 
     def restore(self) -> tuple[Position, int]:
         """Load the last complete checkpoint into the run; its position and the length of
@@ -94,8 +98,12 @@ class Checkpointer:
                      self.world_size)  # fmt: skip
         return at, state["metrics_offset"]
 
-    def save(self, at: Position, metrics_offset: int) -> None:
-        """Checkpoint the run at ``at`` (a collective: every rank calls it)."""
+    def save(
+        self, at: Position, metrics_offset: int, epoch: int, batches_done: int, train_seconds: float
+    ) -> None:
+        """Checkpoint the run where it continues, ``epoch`` after ``batches_done`` of its batches
+        (a collective: every rank calls it)."""
+        at.epoch, at.batches_done, at.train_seconds = epoch, batches_done, train_seconds
         state = capture(self.trainer, self.trainer.model, self.lr_scheduler, self.batches, at, metrics_offset,
                         self.config, self.epochs, self.world_size)  # fmt: skip
         distributed.on_rank0(lambda: checkpoints.save_checkpoint(self.run_dir, state))

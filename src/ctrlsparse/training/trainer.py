@@ -176,13 +176,7 @@ def fit(
     if world > 1 and hasattr(train_batches, "shard"):  # each rank takes its share of every batch
         train_batches.shard(rank, world)
     steps_per_epoch = _tell_length(trainer, train_batches, epochs)
-    at, offset = Position(), None
-    if keeper is not None:
-        keeper.warn_if_epoch_ends_only(checkpoint_every)
-        if resuming:
-            at, offset = keeper.restore()
-        else:
-            keeper.start()
+    at, offset = (Position(), None) if keeper is None else keeper.open(resuming, checkpoint_every)
     if world > 1:  # after restoring: DDP registers the parameters that learn (decided gates do not)
         distributed.wrap(trainer)
     monitor = Monitor(
@@ -205,30 +199,20 @@ def fit(
                 error = measure() if end_of_epoch and measure is not None else None
                 at.test_error = at.test_error if error is None else error
                 monitor.record(step, at.step, epoch, batch, end_of_epoch, error)
-                if (
-                    keeper is not None
-                    and not end_of_epoch
-                    and keeper.mid_epoch_due(at.step, checkpoint_every)
-                ):
-                    at.epoch, at.batches_done, at.train_seconds = epoch, batch, time.monotonic() - started
-                    keeper.save(at, monitor.offset)
+                if keeper is not None and keeper.mid_epoch_due(at.step, end_of_epoch, checkpoint_every):
+                    keeper.save(at, monitor.offset, epoch, batch, time.monotonic() - started)
             if lr_scheduler is not None:
                 lr_scheduler.step()
             distributed.check_identical(trainer, epoch)
             if keeper is not None:
-                at.epoch, at.batches_done, at.train_seconds = epoch + 1, 0, time.monotonic() - started
-                keeper.save(at, monitor.offset)
+                keeper.save(at, monitor.offset, epoch + 1, 0, time.monotonic() - started)
     finally:
         monitor.close()
     if at.example_input is None:
         raise ValueError("train_batches yielded no minibatch")
-    test_error = at.test_error
-    if trainer.finish() and measure is not None:
-        test_error = measure()
+    test_error = measure() if trainer.finish() and measure is not None else at.test_error
     summary = summarize(trainer, at.example_input, test_error)
-    summary.steps = at.step
-    summary.train_seconds = time.monotonic() - started
-    summary.world_size = world
+    summary.steps, summary.train_seconds, summary.world_size = at.step, time.monotonic() - started, world
     if run_dir is not None and rank == 0:
         runs.write_summary(run_dir, summary)
         torch.save(model.state_dict(), Path(run_dir) / runs.MODEL)
