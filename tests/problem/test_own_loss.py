@@ -215,3 +215,19 @@ def test_a_non_finite_loss_stops_before_any_update():
     with pytest.raises(NonFiniteLossError, match="loss became nan at step 1"):
         opt.step(loss=model(x, labels=y)[1] * float("nan"))
     assert opt.steps == 0 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_the_first_loss_is_checked_even_over_gradients_left_from_before():
+    """Gates that already hold a gradient (a backward pass before GDA's first step) do not hide
+    a loss that reaches the gates, nor one that does not."""
+    model = _gated()
+    x, y = _data(8)
+    model(x, labels=y)[1].backward()  # leaves gradients in place
+    opt = cs.GDA(_problem(model), total_steps=10)
+    opt.step(loss=model(x, labels=y)[1])  # accumulates into the existing .grad: accepted
+    assert opt.steps == 1
+    other = _gated()
+    other(x, labels=y)[1].backward()
+    refused = cs.GDA(_problem(other), total_steps=10)
+    with pytest.raises(ValueError, match="no gate received a gradient"):
+        refused.backward(F.cross_entropy(nn.Linear(12, 3)(x), y))

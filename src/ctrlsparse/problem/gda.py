@@ -280,12 +280,13 @@ class GDA:
                 "torch.no_grad(), or detached); compute it from the output of the model passed to sparsify()"
             )
         check = not self._loss_checked and self.decision is None
-        if check:
-            before = [group.gate.parameter.grad for group in self.problem.groups]
+        if check:  # copies: backward accumulates into an existing .grad in place
+            grads = [group.gate.parameter.grad for group in self.problem.groups]
+            before = [None if g is None else g.clone() for g in grads]
         loss.backward()
         if check:
             after = [group.gate.parameter.grad for group in self.problem.groups]
-            if all(a is None or a is b for a, b in zip(after, before)):
+            if all(a is None or (b is not None and torch.equal(a, b)) for a, b in zip(after, before)):
                 raise ValueError(
                     "the loss does not depend on the gated model: no gate received a gradient. "
                     "Compute it from the output of the model passed to sparsify() (the model the "
