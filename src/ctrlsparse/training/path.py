@@ -36,7 +36,7 @@ from ctrlsparse.problem.params import params_density
 from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.checkpoint import CheckpointError, rng_state, set_rng_state
 
-PATH_FILE = "path.json"
+PATH_FILE = runs.PATH
 """The file of a path's run directory that lists every point."""
 QUANTITIES = ("density", "macs", "params")
 """What a path's numbers bound: the density targets, the MACs budgets, or the parameter budget."""
@@ -396,14 +396,9 @@ def _own_copy(batches) -> Any:
 
 
 def read_path(run_dir: str | Path) -> dict:
-    """The ``path.json`` of a path's run directory.
+    """The ``path.json`` of a path's run directory (the plan and the points taken).
 
     Raises:
         RunFormatError: naming the file when it is missing or not JSON.
     """
     return runs._read_json(Path(run_dir) / PATH_FILE)
-
-
-def is_path(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` is a density path's run directory (it holds ``path.json``)."""
-    return (Path(run_dir) / PATH_FILE).is_file()
