@@ -159,7 +159,7 @@ def parse_path(text: str, flag: str = "--densities") -> list | dict:
 
 
 def cmd_path(args: argparse.Namespace) -> int:
-    from ctrlsparse.experiments.build import path_quantity, run_problem
+    from ctrlsparse.experiments.build import PATH_KEYS, path_quantity, run_problem
     from ctrlsparse.experiments.config import load_problem, parse_problem
     from ctrlsparse.runs.checkpoint import check_run_dir
     from ctrlsparse.training.path import DensityPath
@@ -187,12 +187,13 @@ def cmd_path(args: argparse.Namespace) -> int:
             "constrained targets: give the file a target_density (any value: the path replaces it)"
         )
     quantity = path_quantity(config)
-    if quantity == "density" and sparsity.target_density is None:
-        data["sparsity"]["target_density"] = points[0] if isinstance(points, list) else None
-        config = parse_problem(data, f"{args.problem} with the command-line options")
+    path = DensityPath(points, quantity=quantity, finetune=args.finetune)
+    # The points replace the file's target (a model-wise path on a per-layer file, say): the
+    # problem is built with the first point, in its form.
+    data["sparsity"][PATH_KEYS[quantity]] = path.given[0]
+    config = parse_problem(data, f"{args.problem} with the command-line options")
     out = Path(args.out)
     check_run_dir(out, args.resume, args.overwrite)
-    path = DensityPath(points, quantity=quantity, finetune=args.finetune)
     run_problem(config, out, progress=not args.quiet, checkpoint_every=args.checkpoint_every,
                 resume=args.resume, overwrite=args.overwrite, path=path)  # fmt: skip
     for point in path.points:

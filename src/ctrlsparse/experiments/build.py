@@ -347,7 +347,8 @@ def run_problem(
     return summary
 
 
-_PATH_KEYS = {"density": "target_density", "macs": "target_macs", "params": "target_params"}
+PATH_KEYS = {"density": "target_density", "macs": "target_macs", "params": "target_params"}
+"""The problem-file key each quantity of a density path replaces."""
 
 
 def path_quantity(config: ProblemConfig) -> str:
@@ -363,7 +364,7 @@ def _point_config(config: ProblemConfig, _recorded: dict, index: int, point) -> 
     """A path point's ``config.json``: the problem file with the point's target."""
     data = config.to_dict()
     quantity = path_quantity(config)
-    data["sparsity"][_PATH_KEYS[quantity]] = point
+    data["sparsity"][PATH_KEYS[quantity]] = point
     data["description"] = f"{data['description']} (density path, point {index + 1})".strip()
     return data
 
