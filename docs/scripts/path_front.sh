@@ -2,32 +2,43 @@
 # The density path against separate runs, magnitude pruning and a penalized sweep, on one
 # problem file, per seed (docs/path.md). Every run is resumable: run it again after a stop.
 #
-#   bash docs/scripts/path_front.sh PROBLEM OUT PATH_EPOCHS RUN_EPOCHS "SEEDS" "PENALTIES"
-#   bash docs/scripts/path_front.sh problems/fashion_mlp_defaults.toml runs/path-mlp 4 2 "0 1 2" "0.3 1 3 10"
+#   bash docs/scripts/path_front.sh PROBLEM OUT PATH_EPOCHS RUN_EPOCHS "SEEDS" "KINDS" ["PENALTIES"]
+#   bash docs/scripts/path_front.sh problems/fashion_mlp_defaults.toml runs/path-mlp 4 2 "0 1 2" "path separate"
+#   bash docs/scripts/path_front.sh problems/fashion_mlp_defaults.toml runs/path-mlp 4 2 "0" "magnitude penalized" "0.3 1 3"
 #
-# The path trains PATH_EPOCHS epochs through ε = 0.5, 0.3, 0.2, 0.1 and gives each point a
-# tenth of that to train its open weights alone (1.4 x PATH_EPOCHS in all); every other run is
-# RUN_EPOCHS long, one per ε (or λ). Then: ctrlsparse compare OUT/* --out OUT/report and
-# python docs/scripts/path_table.py OUT.
+# KINDS: path (PATH_EPOCHS epochs through ε = 0.5, 0.3, 0.2, 0.1, each point then trains its
+# open weights for a tenth of that: 1.4 x PATH_EPOCHS in all), separate (one constrained run
+# per ε), magnitude (magnitude pruning, one run per ε), penalized (one run per λ); the runs
+# other than the path are RUN_EPOCHS long. Then: ctrlsparse compare OUT/path/* OUT/*/*/* --out
+# OUT/report and python docs/scripts/path_table.py OUT.
 set -euo pipefail
-problem=$1 out=$2 path_epochs=$3 run_epochs=$4 seeds=$5 penalties=$6
+problem=$1 out=$2 path_epochs=$3 run_epochs=$4 seeds=$5 kinds=$6 penalties=${7:-}
 cs=${CTRLSPARSE:-ctrlsparse}
 densities="0.5 0.3 0.2 0.1"
-go() {  # run DIR ARGS...: skip a finished run, resume a stopped one
+go() {  # go DIR COMMAND...: skip a finished run, resume a stopped one
     local dir=$1; shift
-    if [ -f "$dir/summary.json" ]; then return; fi  # a finished run (a path writes its summary last)
+    if [ -f "$dir/summary.json" ]; then return; fi  # finished (a path writes its summary last)
     local again=()
-    [ -d "$dir" ] && again=(--resume)
+    if [ -d "$dir" ]; then again=(--resume); fi
     "$@" --out "$dir" --quiet "${again[@]}"
 }
 for seed in $seeds; do
-    go "$out/path/seed$seed" $cs path "$problem" --densities "${densities// /,}" --epochs "$path_epochs" --seed "$seed"
-    for eps in $densities; do
-        go "$out/separate/eps$eps/seed$seed" $cs run "$problem" --target-density "$eps" --epochs "$run_epochs" --seed "$seed"
-        go "$out/magnitude/eps$eps/seed$seed" $cs run "$problem" --method magnitude --target-density "$eps" \
-            --epochs "$run_epochs" --seed "$seed"
-    done
-    for lam in $penalties; do
-        go "$out/penalized/lam$lam/seed$seed" $cs run "$problem" --penalty "$lam" --epochs "$run_epochs" --seed "$seed"
+    for kind in $kinds; do
+        case $kind in
+        path) go "$out/path/seed$seed" $cs path "$problem" --densities "${densities// /,}" \
+                --epochs "$path_epochs" --seed "$seed" ;;
+        separate | magnitude)
+            method=l0; [ "$kind" = magnitude ] && method=magnitude
+            for eps in $densities; do
+                go "$out/$kind/eps$eps/seed$seed" $cs run "$problem" --method "$method" --target-density "$eps" \
+                    --epochs "$run_epochs" --seed "$seed"
+            done ;;
+        penalized)
+            for lam in $penalties; do
+                go "$out/penalized/lam$lam/seed$seed" $cs run "$problem" --penalty "$lam" --epochs "$run_epochs" \
+                    --seed "$seed"
+            done ;;
+        *) echo "unknown kind $kind (path, separate, magnitude, penalized)" >&2; exit 2 ;;
+        esac
     done
 done

@@ -192,3 +192,24 @@ def test_a_path_refuses_a_gda_that_planned_its_own_phase(tmp_path):
     with pytest.raises(ValueError, match="planned its own feasibility phase"):
         fit(GDA(_problem(), total_steps=36), train, 6, path=[0.5, 0.3], progress=False)
     assert PATH_FILE == "path.json"
+
+
+def test_a_parameter_budget_path_on_a_decoder_lm(tmp_path):
+    """The language-model budget: each point keeps at most its fraction of all parameters."""
+    pytest.importorskip("transformers")
+    from tests.helpers import VOCAB, tiny_decoder
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, VOCAB, (48, 12), generator=torch.Generator().manual_seed(3))
+    total = sum(p.numel() for p in tiny_decoder("llama").parameters())
+    model = sparsify(tiny_decoder("llama"), example_input=ids[:2])
+
+    def loss(output, targets):
+        return F.cross_entropy(output.logits[:, :-1].flatten(0, 1), targets[:, 1:].flatten())
+
+    problem = SparsityProblem(model, loss, target_params=0.9)
+    path = DensityPath([0.9, 0.7], quantity="params")
+    fit(GDA(problem), Batches(ids, ids, 8), 2, path=path, progress=False, output_fn=lambda out: out.logits)
+    for point, budget in zip(path.points, [0.9, 0.7]):
+        kept = total - (point.params["dense"] - point.params["remaining"])
+        assert kept <= budget * total + 1
