@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ctrlsparse.choices import TARGET
 from ctrlsparse.modelio import to_device
@@ -156,6 +158,9 @@ class DensityPath:
         self.boundaries: list[int] = []
         self.finetune_steps = 0
         self.ramps: list[int] = []
+        self.progress = False
+        """Show each point's training (``fit`` sets it from its ``progress``): a tqdm bar on a
+        terminal, one line per point otherwise."""
 
     @classmethod
     def of(cls, path: DensityPath | Sequence | Mapping) -> DensityPath:
@@ -324,6 +329,11 @@ class DensityPath:
         data = _own_copy(batches)
         trainer.model.train()
         steps, batch_iter = 0, iter(data)
+        asked = ", ".join(f"{n} ≤ {eps:g}" for n, eps in targets.items())
+        bar = None
+        if self.progress and sys.stderr.isatty():
+            label = f"point {index + 1}/{len(self)} ({asked})"
+            bar = tqdm(total=self.finetune_steps, desc=label, unit="step", file=sys.stderr, leave=False)
         while steps < self.finetune_steps:
             try:
                 x, y = next(batch_iter)
@@ -332,7 +342,14 @@ class DensityPath:
                 continue
             trainer.step(to_device(x, device), y.to(device))
             steps += 1
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         error = measure() if measure is not None else None
+        if self.progress:
+            shown = "n/a" if error is None else f"{100 * error:.2f}%"
+            sys.stderr.write(f"point {index + 1}/{len(self)} ({asked}): test error {shown}\n")
         summary = summarize(trainer, example_input, error)
         summary.steps = self.boundaries[index] + steps
         point = PathPoint(

@@ -180,6 +180,7 @@ def fit(
         if world > 1:
             raise ValueError("a density path runs in one process (its points' training is not distributed)")
         path.bind(trainer)  # every point checked against the problem before any work
+        path.progress = progress
     if tensorboard is not None:  # before any work: a missing package fails here
         require_tensorboard()
     keeper = None if run_dir is None else Checkpointer(run_dir, trainer, lr_scheduler, train_batches, config,
