@@ -3,13 +3,16 @@
 # problem file, per seed (docs/path.md). Every run is resumable: run it again after a stop.
 #
 #   bash docs/scripts/path_front.sh PROBLEM OUT PATH_EPOCHS RUN_EPOCHS "SEEDS" "KINDS" ["PENALTIES"]
-#   bash docs/scripts/path_front.sh problems/fashion_mlp_defaults.toml runs/path-mlp 4 2 "0 1 2" "path separate"
-#   bash docs/scripts/path_front.sh problems/fashion_mlp_defaults.toml runs/path-mlp 4 2 "0" "magnitude penalized" "0.3 1 3"
+#   FINETUNE=0.0833 bash docs/scripts/path_front.sh problems/fashion_mlp_defaults.toml runs/path-mlp 6 2 \
+#       "0 1 2" "path separate"
+#   bash docs/scripts/path_front.sh problems/fashion_mlp_defaults.toml runs/path-mlp 6 2 "0" "magnitude penalized" \
+#       "0.3 1 3 10"
 #
 # KINDS: path (PATH_EPOCHS epochs through ε = 0.5, 0.3, 0.2, 0.1, each point then trains its
-# open weights for a tenth of that: 1.4 x PATH_EPOCHS in all), separate (one constrained run
-# per ε), magnitude (magnitude pruning, one run per ε), penalized (one run per λ); the runs
-# other than the path are RUN_EPOCHS long. Then: ctrlsparse compare OUT/path/* OUT/*/*/* --out
+# open weights for FINETUNE x PATH_EPOCHS, default 0.1), separate (one constrained run per ε),
+# magnitude (magnitude pruning, one run per ε), penalized (one run per λ); the runs other than
+# the path are RUN_EPOCHS long. With 6, 2 and FINETUNE=0.0833 the path (6 + 4 x 0.5 epochs)
+# costs what the four separate runs cost (4 x 2 epochs). Then: ctrlsparse compare OUT/path/* OUT/*/*/* --out
 # OUT/report and python docs/scripts/path_table.py OUT.
 set -euo pipefail
 problem=$1 out=$2 path_epochs=$3 run_epochs=$4 seeds=$5 kinds=$6 penalties=${7:-}
@@ -26,7 +29,7 @@ for seed in $seeds; do
     for kind in $kinds; do
         case $kind in
         path) go "$out/path/seed$seed" $cs path "$problem" --densities "${densities// /,}" \
-                --epochs "$path_epochs" --seed "$seed" ;;
+                --epochs "$path_epochs" --finetune "${FINETUNE:-0.1}" --seed "$seed" ;;
         separate | magnitude)
             method=l0; [ "$kind" = magnitude ] && method=magnitude
             for eps in $densities; do
