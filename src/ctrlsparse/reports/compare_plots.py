@@ -22,6 +22,8 @@ from ctrlsparse.reports.run_plots import layer_colors  # noqa: E402
 from ctrlsparse.runs.records import RunSummary  # noqa: E402
 from ctrlsparse.runs.store import Run, problem_of  # noqa: E402
 
+MAX_LABELS = 8
+"""The trade-off panel names its points only up to this many runs."""
 _MODE_STYLE = {"constrained": ("o", "C0"), "penalized": ("s", "C1"), "pruned": ("^", "C2")}
 
 
@@ -109,8 +111,9 @@ def comparison(runs: Sequence[Run]) -> Figure:
     for i, (name, density, error, mode) in enumerate(points):
         marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
         ax_err.scatter(density, error, marker=marker, s=50, color=color)
-        ax_err.annotate(name, (density, error), fontsize=8, textcoords="offset points",
-                        xytext=_label_offset(points[:i], density, error, span))  # fmt: skip
+        if len(points) <= MAX_LABELS:  # more: their names would cover each other (front.png has the curves)
+            ax_err.annotate(name, (density, error), fontsize=8, textcoords="offset points",
+                            xytext=_label_offset(points[:i], density, error, span))  # fmt: skip
     for mode in dict.fromkeys(r.summary.mode for r in runs if r.summary.test_error is not None):
         marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
         ax_err.scatter([], [], marker=marker, color=color, label=mode)
