@@ -10,10 +10,10 @@
 #
 # KINDS: path (PATH_EPOCHS epochs through ε = 0.5, 0.3, 0.2, 0.1, each point then trains its
 # open weights for FINETUNE x PATH_EPOCHS, default 0.1), separate (one constrained run per ε),
-# magnitude (magnitude pruning, one run per ε), penalized (one run per λ); the runs other than
-# the path are RUN_EPOCHS long. With 6, 2 and FINETUNE=0.0833 the path (6 + 4 x 0.5 epochs)
-# costs what the four separate runs cost (4 x 2 epochs). Then: ctrlsparse compare OUT/path/* OUT/*/*/* --out
-# OUT/report and python docs/scripts/path_table.py OUT.
+# magnitude (one run per ε: dense for half the run, then pruned and fine-tuned), penalized (one
+# run per λ); the runs other than the path are RUN_EPOCHS long. With 6, 2 and FINETUNE=0.0833
+# the path (6 + 4 x 0.5 epochs) costs what the four separate runs cost (4 x 2 epochs). Then:
+# ctrlsparse compare OUT/path/* OUT/*/*/* --out OUT/report and python docs/scripts/path_table.py OUT.
 set -euo pipefail
 problem=$1 out=$2 path_epochs=$3 run_epochs=$4 seeds=$5 kinds=$6 penalties=${7:-}
 cs=${CTRLSPARSE:-ctrlsparse}
@@ -30,11 +30,15 @@ for seed in $seeds; do
         case $kind in
         path) go "$out/path/seed$seed" $cs path "$problem" --densities "${densities// /,}" \
                 --epochs "$path_epochs" --finetune "${FINETUNE:-0.1}" --seed "$seed" ;;
-        separate | magnitude)
-            method=l0; [ "$kind" = magnitude ] && method=magnitude
+        separate)
             for eps in $densities; do
-                go "$out/$kind/eps$eps/seed$seed" $cs run "$problem" --method "$method" --target-density "$eps" \
+                go "$out/separate/eps$eps/seed$seed" $cs run "$problem" --target-density "$eps" \
                     --epochs "$run_epochs" --seed "$seed"
+            done ;;
+        magnitude)  # dense for the first half, pruned, then fine-tuned for the second half
+            for eps in $densities; do
+                go "$out/magnitude/eps$eps/seed$seed" $cs run "$problem" --method magnitude --target-density "$eps" \
+                    --finetune-epochs $(( run_epochs / 2 )) --epochs "$run_epochs" --seed "$seed"
             done ;;
         penalized)
             for lam in $penalties; do
