@@ -121,6 +121,7 @@ def test_the_points_do_not_change_the_run(tmp_path):
     train, _ = _batches()
     gda = GDA(problem, feasibility=False)
     gda.begin(24, 6)
+    gda.pace(12)
     gda.retarget({"model": 0.6}, ramp_steps=path.ramps[0])
     for _epoch in range(4):
         for x, y in train:

@@ -242,6 +242,27 @@ class GDA:
         give_gates_their_group(self.primal_optimizer, gates, self.gate_lr, GATE_TRAVEL / horizon.steps)
         self._ready = True
 
+    def pace(self, steps: int) -> None:
+        """Set the steps that scale with the run's length as for a run of ``steps`` steps: the
+        default Adam dual step (``DUAL_TRAVEL / steps``) and the gates' learning-rate floor
+        (``GATE_TRAVEL / steps``, raised only). A density path paces each of its segments like
+        a run of its own; the learning rates round-trip through :meth:`state_dict` (the
+        optimizers' parameter groups). A ``dual_lr`` or ``gate_lr`` you gave is left alone.
+
+        Examples:
+            >>> opt.pace(500)  # reach the next target within 500 steps  # doctest: +SKIP
+        """
+        if isinstance(steps, bool) or not steps >= 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if self._length_sets_dual_step:
+            for group in self.dual_optimizer.param_groups:
+                group["lr"] = DUAL_TRAVEL / steps
+        if self.gate_lr is None:
+            gates = {id(g.gate.parameter) for g in self.problem.groups}
+            for group in self.primal_optimizer.param_groups:
+                if group["params"] and all(id(p) in gates for p in group["params"]):
+                    group["lr"] = max(group["lr"], GATE_TRAVEL / steps)
+
     @property
     def _length_sets_dual_step(self) -> bool:
         return self._given_dual_lr is None and self.dual_optimizer_name == "adam"

@@ -3,7 +3,9 @@
 One run lowers its targets through a list of points, ε_1 > ε_2 > … > ε_K. The run of T
 steps is cut into K equal segments; in segment k each level ramps linearly from where it
 stands to ε_k over the first ``fraction`` of the segment (the target schedule's, a third by
-default) and holds there (:meth:`GDA.retarget <ctrlsparse.GDA.retarget>`). At the end of
+default) and holds there (:meth:`GDA.retarget <ctrlsparse.GDA.retarget>`). The dual step
+and the gates' learning-rate floor are those of a run one segment long
+(:meth:`GDA.pace <ctrlsparse.GDA.pace>`): each target is reached within its segment. At the end of
 segment k the run pauses and point k gets a model of its own:
 
 1. the feasibility phase's decision (:mod:`ctrlsparse.problem.feasibility`): every
@@ -270,6 +272,9 @@ class DensityPath:
             raise ValueError("a density path needs the run's length: fit() gives it from the batches")
         self.plan(total, trainer.schedule.fraction)
         if step == 0:
+            # Each segment reaches its target like a run of its own length: the dual step and
+            # the gates' floor scale with the segment, not the whole path (docs/path.md).
+            trainer.pace(self.boundaries[0])
             trainer.retarget(self.targets[0], ramp_steps=self.ramps[0])
             self.points = []
             return
