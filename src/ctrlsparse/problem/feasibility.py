@@ -17,7 +17,12 @@ feasible by construction:
    to the highest point the targets allow together, then search the groups' open counts
    for trades between coupled groups (one fewer shared channel, two more of a block's
    own) that bring the worst shortfall, in units of each constraint's one-unit share, down;
-4. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
+4. where a group keeps its units in multiples of ``round_to`` (:func:`~ctrlsparse.sparsify`),
+   round each group's open count down to a count it allows (a multiple, or all of it:
+   :meth:`~ctrlsparse.gating.GateGroup.aligned`), keeping its most likely units, and run
+   the same search over open counts in steps of allowed counts: closing units never raises
+   a density or MACs fraction, so the rounded state is still feasible;
+5. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
    open ones at their test-time value (1 for a unit this phase opened).
 
 :class:`~ctrlsparse.GDA` then trains the open weights alone for the rest of the run.
@@ -134,13 +139,38 @@ def select_units(
     """
     chosen = _close_then_open(problem, open_, scores)
     shortfall = _shortfall(problem, joint_aims(problem) if aims is None else aims)
+    aligned = any(g.round_to > 1 for g in problem.groups)
     if max(max(s) for s in shortfall(chosen)) > 1.0:  # some constraint > a unit's share below its aim
         start = _top_units(problem, _fractions_on_target(problem, chosen), scores)
         repaired = _close_then_open(problem, start, scores)
         if shortfall(repaired) < shortfall(chosen):
             chosen = repaired
-        chosen = _search_counts(problem, chosen, scores, shortfall)
+        if not aligned:
+            chosen = _search_counts(problem, chosen, scores, shortfall)
+    if aligned:  # step 4: whole blocks of round_to units, searched from the state rounded down
+        chosen = _search_counts(problem, _round_down(problem, chosen, scores), scores, shortfall)
     return chosen
+
+
+def _round_down(problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``open_`` with each group's open count rounded down to one its ``round_to`` allows, keeping
+    the group's most likely open units: every constraint that held still holds."""
+    rounded = torch.zeros_like(open_)
+    for start, group in zip(problem.accounting.offsets, problem.groups):
+        span = slice(start, start + group.num_units)
+        is_open = open_[span] > 0
+        keep = group.aligned(int(is_open.sum()))
+        ranked = torch.argsort(torch.where(is_open, scores[span], -1.0), descending=True, stable=True)
+        rounded[start + ranked[:keep]] = 1.0
+    return rounded
+
+
+def _step(group, count: int, direction: int) -> int | None:
+    """The next open count of ``group`` that its ``round_to`` allows, up (+1) or down (-1); None
+    past either end."""
+    if direction > 0:
+        return None if count >= group.num_units else group.aligned(count + 1, up=True)
+    return None if count <= 0 else group.aligned(count - 1)
 
 
 def _shortfall(problem: SparsityProblem, aims: dict[str, float]):
@@ -173,6 +203,7 @@ def _search_counts(
     """Local search over the groups' open counts (each group opening its most likely units):
     move one group by ±1 unit, or two groups that count in a common constraint by ±1 each,
     while that lowers the shortfalls worst-first and keeps every constraint at or below ε.
+    A group with ``round_to`` moves to its next allowed count instead of by one unit.
 
     Rounding each group's open fraction on its own cannot trade between coupled layers
     (one fewer residual channel lets a block's inner layer keep two more); this finds such
@@ -211,8 +242,8 @@ def _search_counts(
         for move in moves:
             trial = list(counts)
             for i, d in move:
-                trial[i] += d
-            if any(not 0 <= c <= g.num_units for c, g in zip(trial, groups)):
+                trial[i] = _step(groups[i], trial[i], d)
+            if None in trial:
                 continue
             value = shortfall(state(trial))
             if value < best:
@@ -312,15 +343,17 @@ def _warn_short_landings(problem: SparsityProblem, realized: dict[str, float], l
 
     Coupled targets can make that the best landing there is (ResNet-8's per-stage targets:
     no open counts put all eight within one share, docs/control.md); the user asked for ε
-    and should hear which constraints got less, and by how much.
+    and should hear which constraints got less, and by how much. Units kept in blocks of
+    ``round_to`` land within a block's share: ``round_to`` units' shares.
     """
     short = []
+    block = max(g.round_to for g in problem.groups)
     for name, eps in problem.targets_all.items():
         if name in loose:
             continue
         share = problem.unit_share(name)
         gap = eps - realized[name]
-        if gap > max(0.005, share) + 1e-9:
+        if gap > max(0.005, block * share) + 1e-9:
             shares = f"{gap / share:.2f} one-unit shares"
             short.append(f"{name!r} at {realized[name]:.4f} for ε = {eps} ({shares})")
     if short:
