@@ -193,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-below", type=float, help="the gated step skips units with P(z != 0) below this (e.g. 1e-3)"
     )
     ov.set_defaults(func=cmd_bench_overhead)
-    pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
-    pu.add_argument("run", help="run directory")
+    pu = bench_sub.add_parser(
+        "purge", help="purged vs dense inference time of finished runs: speed-up, FLOP ideal, their ratio"
+    )
+    pu.add_argument("runs", nargs="+", metavar="run", help="run directories")
     pu.add_argument("--batch-size", type=int, default=256)
     pu.add_argument("--steps", type=int, default=50, help="forward passes per repetition")
     pu.add_argument("--repetitions", type=int, default=7)

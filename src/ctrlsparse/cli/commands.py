@@ -230,13 +230,20 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
 def cmd_bench_purge(args: argparse.Namespace) -> int:
     import torch
 
-    from ctrlsparse.experiments.bench import purge_speed
+    from ctrlsparse.experiments.bench import SPEEDUP_HEADER, purge_speed
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    timing = purge_speed(args.run, batch_size=args.batch_size, steps=args.steps, repetitions=args.repetitions)
     setting = f"eval, batch {args.batch_size}, {torch.get_num_threads()} threads"
-    print(f"{args.run} ({setting}): {timing.report('purged / dense')}")
+    rows = []
+    for run in args.runs:
+        timing = purge_speed(run, batch_size=args.batch_size, steps=args.steps, repetitions=args.repetitions)
+        print(f"{run} ({setting}): {timing.report('purged / dense')}", flush=True)
+        rows.append([run, *timing.speedup_cells()])
+    header = ["run", *SPEEDUP_HEADER]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     return 0
 
 
