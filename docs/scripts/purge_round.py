@@ -1,6 +1,6 @@
 """Purged speed-up against the FLOP ideal, with and without hardware-aligned widths (round_to).
 
-    .venv-dev/bin/python docs/scripts/purge_round.py --models lenet5_paper,lenet5,fashion_resnet,hf_resnet,convnext --threads 2
+    .venv-dev/bin/python docs/scripts/purge_round.py --threads 2    # every model; --models picks some
 
 For each model, with random weights (no download, no training):
 
