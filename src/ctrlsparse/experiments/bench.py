@@ -102,18 +102,25 @@ SPEEDUP_HEADER = ["speed-up (median [min, max])", "FLOP ideal", "fraction of ide
 """The columns of :meth:`Timing.speedup_cells`."""
 
 
-def _time(step: Callable[[], None], steps: int) -> float:
-    start = time.perf_counter()
+def _time(step: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    start = clock()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
 def alternate_many(
-    functions: dict[str, Callable[[], None]], steps: int, repetitions: int
+    functions: dict[str, Callable[[], None]],
+    steps: int,
+    repetitions: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, ``steps`` calls per repetition; the order of the
     functions rotates from one repetition to the next (after three or more warm-up rounds).
+
+    ``clock`` is wall time by default; ``time.process_time`` (CPU seconds of this process)
+    with one torch thread measures the work rather than the scheduling on a machine that
+    other jobs load.
 
     Examples:
         >>> seconds = alternate_many({"a": lambda: None, "b": lambda: None}, steps=3, repetitions=4)
@@ -128,7 +135,7 @@ def alternate_many(
     for r in range(repetitions):
         turn = names[r % len(names) :] + names[: r % len(names)]
         for name in turn:
-            seconds[name].append(_time(functions[name], steps))
+            seconds[name].append(_time(functions[name], steps, clock))
     return seconds
 
 
