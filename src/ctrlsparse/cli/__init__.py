@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(takes --penalty); magnitude: train dense, prune to --target-density",
     )
     run.add_argument("--gates", choices=["hard_concrete", "arm"], help="gate kind of the l0 method")
+    run.add_argument(
+        "--round-to", type=int, help="keep each layer's open channels/neurons in multiples of this (e.g. 8)"
+    )
     run.add_argument("--finetune-epochs", type=int, help="magnitude: epochs of fine-tuning after pruning")
     run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")

@@ -52,6 +52,7 @@ def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]
 _RUN_OVERRIDES = {
     "method": ("sparsity", "method"),
     "gates": ("model", "gates"),
+    "round_to": ("model", "round_to"),
     "finetune_epochs": ("sparsity", "finetune_epochs"),
     "rda_gamma": ("optim", "rda_gamma"),
     "epochs": ("train", "epochs"),
