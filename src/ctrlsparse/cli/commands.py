@@ -252,7 +252,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     import torch
 
     from ctrlsparse.experiments.build import rebuild_run
-    from ctrlsparse.gating import count, purge
+    from ctrlsparse.gating import count, gate_groups, purge
 
     run_dir = Path(args.run)
     out = Path(args.out) if args.out else run_dir / "purged.pt2"
@@ -270,6 +270,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
             " (purge also drops weights whose own gate is open but whose outputs no open unit reads; "
             "ε counts them as kept)"
         )
+    elif after.params_dense > before.params_remaining and any(g.round_to > 1 for g in gate_groups(run.model)):
+        why = " (round_to: purge keeps closed units, zeroed, up to an allowed count)"
     print(
         f"wrote {out}: parameters kept {after.params_dense:,} of {before.params_dense:,}; the gates keep "
         f"{before.params_remaining:,}{why}; {after.macs_dense:,} MACs per example "
