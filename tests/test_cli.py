@@ -227,6 +227,25 @@ def test_purge_writes_an_exported_program_that_loads_with_torch_alone(tmp_path, 
         assert torch.allclose(program.module()(x), gated(x), atol=1e-5)
 
 
+def test_round_to_from_the_command_line_aligns_the_purged_widths(tmp_path, capsys):
+    """--round-to 8 with no feasibility phase: the gates stay undecided, so purge pads each layer
+    with zeroed units up to a multiple of 8 (or the whole layer)."""
+    import torch
+
+    run = tmp_path / "run"
+    args = ["--target-density", "0.3", "--epochs", "1", "--round-to", "8", "--no-feasibility"]
+    assert main(["run", DIGITS, *args, "--out", str(run), "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["model"]["round_to"] == 8
+    assert main(["purge", str(run)]) == 0
+    printed = capsys.readouterr().out
+    program = torch.export.load(run / "purged.pt2")
+    widths = [p.shape[0] for name, p in program.module().named_parameters() if name.endswith("weight")]
+    assert all(w % 8 == 0 or w in (300, 100, 10) for w in widths), widths
+    assert "purged.pt2" in printed
+    assert main(["run", DIGITS, "--round-to", "0", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    assert "round_to must be an integer >= 1" in capsys.readouterr().err
+
+
 def test_purge_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["purge", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err

@@ -39,11 +39,16 @@ def test_bench_purge_on_a_finished_run(tmp_path, capsys):
         main(["run", str(DIGITS), "--epochs", "1", "--target-density", "0.5", "--out", str(run), "--quiet"])
         == 0
     )
-    assert main(["bench", "purge", str(run), "--steps", "2", "--repetitions", "2", "--batch-size", "32"]) == 0
+    args = ["--steps", "2", "--repetitions", "2", "--batch-size", "32"]
+    assert main(["bench", "purge", str(run), str(run), *args]) == 0
     out = capsys.readouterr().out
-    assert "purged / dense: median ratio" in out and "(dense FLOPs / kept FLOPs)" in out
+    assert out.count("purged / dense: median ratio") == 2 and "(dense FLOPs / kept FLOPs)" in out
     ideal = float(out.split("of an ideal ")[1].split("x")[0])
     assert ideal >= 1.0  # purging never adds FLOPs
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(f"| {run} |")]
+    assert len(rows) == 2 and rows[0][2] == f"{ideal:.2f}×"  # run, speed-up, FLOP ideal, their ratio
+    speedup = float(rows[0][1].split("×")[0])
+    assert float(rows[0][3].rstrip(" |")) == pytest.approx(speedup / ideal, abs=0.02)
 
 
 def test_overhead_with_mostly_closed_gates(capsys):

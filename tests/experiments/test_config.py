@@ -35,6 +35,12 @@ def test_defaults_and_round_trip():
         ({"name": "x", "optim": {"dual_lr": 0}}, "dual_lr must be > 0"),
         ({"name": "x", "train": {"batch_size": 0}}, "batch_size must be >= 1"),
         ({"name": "x", "model": {"hidden": [300, -1]}}, "hidden must be a list of positive integers"),
+        (
+            {"name": "x", "model": {"round_to": 0}},
+            r"\[model\] round_to must be an integer >= 1 \(e.g. 8\), got 0",
+        ),
+        ({"name": "x", "model": {"round_to": 8.0}}, "round_to must be int, got 8.0"),
+        ({"name": "x", "model": {"round_to": 8, "structure": "weight"}}, 'structure = "weight" has one gate'),
         ({"name": "x", "data": "digits"}, r"\[data\] must be a table"),
         ({"sparsity": {}}, "name"),
     ],

@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from torch import nn
 from ctrlsparse import gate_groups, sparse_layers, sparsify
 from ctrlsparse.gating import TraceError
 from ctrlsparse.gating.groups import GateScale
+from tests.helpers import Encoder, FunctionalLeNet
 
 
 class ConvNet(nn.Module):
@@ -142,3 +144,21 @@ def test_hidden_dimension_is_refused_with_the_reason():
     with pytest.raises(NotImplementedError, match="LayerNorm normalizes over that dimension"):
         sparsify(net, example_input=torch.zeros(1, 4), hidden=True)
     assert not gate_groups(net)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.0, "8", True])
+def test_a_bad_round_to_is_refused_naming_the_value(bad):
+    with pytest.raises(ValueError, match=rf"round_to must be an integer >= 1 .*got {re.escape(repr(bad))}"):
+        sparsify(FunctionalLeNet(), example_input=torch.zeros(1, 1, 28, 28), round_to=bad)
+
+
+def test_round_to_needs_units_rather_than_weights():
+    with pytest.raises(ValueError, match="round_to=8 aligns .*structure='weight'"):
+        sparsify(FunctionalLeNet(), "weight", round_to=8)
+
+
+def test_round_to_aligns_channels_and_neurons_and_leaves_heads_whole():
+    net = sparsify(Encoder(), example_input=torch.randn(2, 5, 8), round_to=8)
+    kinds = {(g.kind, g.round_to) for g in gate_groups(net)}
+    assert ("head", 1) in kinds and ("output", 8) in kinds
+    assert not any(kind == "head" and round_to > 1 for kind, round_to in kinds)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import ctrlsparse as cs
 from ctrlsparse.modelio import call_model, logits
+from ctrlsparse.problem.feasibility import decide
 from tests.helpers import DenseBlock, Encoder, FunctionalLeNet, ResNet
 
 
@@ -139,3 +140,52 @@ def test_a_channel_with_one_open_column_after_a_flatten_is_kept():
     small = cs.purge(net.eval(), x)
     assert small.conv2.out_channels == 25 and small.fc1.in_features == 25 * 16
     assert torch.allclose(small(x), net(x), atol=1e-5)
+
+
+def _widths(model) -> list[tuple[str, int, int]]:
+    """(name, output width, input width) of every conv and Linear layer."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    return [(n, m.weight.shape[0], m.weight.shape[1]) for n, m in layers]
+
+
+@pytest.mark.parametrize("decided", [True, False], ids=["decided", "undecided"])
+@pytest.mark.parametrize("case", ["functional_lenet", "resnet_bias_free", "hf_resnet", "hf_bert"])
+def test_round_to_keeps_purge_and_export_exact(case, decided):
+    """round_to=8: decided gates (the feasibility phase) keep multiples of 8 (or fewer than a
+    block, where a block does not fit under ε: 8-channel layers at ε = 0.5); purge pads what is
+    not aligned with zeroed units. Every purged width is the dense one or a multiple of 8, and
+    purge and torch.export give the gated model's outputs."""
+    build, _ = CASES[case]
+    torch.manual_seed(0)
+    model, x = build()
+    dense_widths = _widths(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs.sparsify(model, example_input=x, round_to=8)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for group in cs.gate_groups(model):
+            group.gate.parameter.copy_(3 * torch.randn(group.num_units, generator=generator))
+            if group.kind == "head":
+                group.gate.parameter[0] = 10.0  # one head open per attention
+    if decided:
+        problem = cs.SparsityProblem(
+            model, lambda out, y: F.cross_entropy(logits(out), y), target_density=0.5
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a landing short of ε on a tiny model is expected here
+            decide(problem)
+    model.eval()
+    aligned = [g for g in cs.gate_groups(model) if g.round_to == 8]
+    kept = [int((g.deterministic() > 0).sum()) for g in aligned]
+    if not decided:  # random gates leave some group unaligned: purge pads it with zeroed units
+        assert not all(k % 8 == 0 or k == g.num_units for k, g in zip(kept, aligned))
+    small = cs.purge(model, x)
+    for (name, out_dense, in_dense), (_, out_purged, in_purged) in zip(dense_widths, _widths(small)):
+        assert out_purged in (out_dense, *range(8, out_dense, 8)), (name, out_purged, out_dense)
+        assert in_purged in (in_dense, *range(8, in_dense, 8)), (name, in_purged, in_dense)
+    gated_out, purged_out = logits(call_model(model, x)), logits(call_model(small, x))
+    assert ((purged_out - gated_out).abs().max() / gated_out.abs().max()) <= 1e-5
+    args, kwargs = ((), x) if isinstance(x, dict) else ((x,), None)
+    exported = torch.export.export(small, args, kwargs)
+    assert torch.allclose(logits(exported.module()(*args, **(kwargs or {}))), purged_out, atol=1e-5)

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(takes --penalty); magnitude: train dense, prune to --target-density",
     )
     run.add_argument("--gates", choices=["hard_concrete", "arm"], help="gate kind of the l0 method")
+    run.add_argument(
+        "--round-to", type=int, help="keep each layer's open channels/neurons in multiples of this (e.g. 8)"
+    )
     run.add_argument("--finetune-epochs", type=int, help="magnitude: epochs of fine-tuning after pruning")
     run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")
@@ -221,8 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-below", type=float, help="the gated step skips units with P(z != 0) below this (e.g. 1e-3)"
     )
     ov.set_defaults(func=cmd_bench_overhead)
-    pu = bench_sub.add_parser("purge", help="purged vs dense inference time of a finished run")
-    pu.add_argument("run", help="run directory")
+    pu = bench_sub.add_parser(
+        "purge", help="purged vs dense inference time of finished runs: speed-up, FLOP ideal, their ratio"
+    )
+    pu.add_argument("runs", nargs="+", metavar="run", help="run directories")
     pu.add_argument("--batch-size", type=int, default=256)
     pu.add_argument("--steps", type=int, default=50, help="forward passes per repetition")
     pu.add_argument("--repetitions", type=int, default=7)

@@ -52,6 +52,7 @@ def parse_levels(text: str, flag: str) -> float | list[float] | dict[str, float]
 _RUN_OVERRIDES = {
     "method": ("sparsity", "method"),
     "gates": ("model", "gates"),
+    "round_to": ("model", "round_to"),
     "finetune_epochs": ("sparsity", "finetune_epochs"),
     "rda_gamma": ("optim", "rda_gamma"),
     "epochs": ("train", "epochs"),
@@ -307,13 +308,20 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
 def cmd_bench_purge(args: argparse.Namespace) -> int:
     import torch
 
-    from ctrlsparse.experiments.bench import purge_speed
+    from ctrlsparse.experiments.bench import SPEEDUP_HEADER, purge_speed
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    timing = purge_speed(args.run, batch_size=args.batch_size, steps=args.steps, repetitions=args.repetitions)
     setting = f"eval, batch {args.batch_size}, {torch.get_num_threads()} threads"
-    print(f"{args.run} ({setting}): {timing.report('purged / dense')}")
+    rows = []
+    for run in args.runs:
+        timing = purge_speed(run, batch_size=args.batch_size, steps=args.steps, repetitions=args.repetitions)
+        print(f"{run} ({setting}): {timing.report('purged / dense')}", flush=True)
+        rows.append([run, *timing.speedup_cells()])
+    header = ["run", *SPEEDUP_HEADER]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     return 0
 
 
@@ -328,7 +336,7 @@ def _purge_run(run_dir: Path, out: Path) -> None:
     import torch
 
     from ctrlsparse.experiments.build import rebuild_run
-    from ctrlsparse.gating import count, purge
+    from ctrlsparse.gating import count, gate_groups, purge
 
     run = rebuild_run(run_dir)
     example = run.example_input
@@ -344,6 +352,8 @@ def _purge_run(run_dir: Path, out: Path) -> None:
             " (purge also drops weights whose own gate is open but whose outputs no open unit reads; "
             "ε counts them as kept)"
         )
+    elif after.params_dense > before.params_remaining and any(g.round_to > 1 for g in gate_groups(run.model)):
+        why = " (round_to: purge keeps closed units, zeroed, up to an allowed count)"
     print(
         f"wrote {out}: parameters kept {after.params_dense:,} of {before.params_dense:,}; the gates keep "
         f"{before.params_remaining:,}{why}; {after.macs_dense:,} MACs per example "

@@ -67,23 +67,60 @@ class Timing:
             text += f"; peak memory {gated_mb:.1f} MiB vs {dense_mb:.1f} MiB"
             text += f" ({gated_mb / dense_mb:.2f}x)" if dense_mb > 0 else ""
         if self.ideal is not None:
-            measured = statistics.median(1 / r for r in ratios)
-            text += f"; speed-up {measured:.2f}x of an ideal {self.ideal:.2f}x (dense FLOPs / kept FLOPs)"
+            text += (
+                f"; speed-up {self.speedup:.2f}x of an ideal {self.ideal:.2f}x (dense FLOPs / kept FLOPs), "
+                f"{self.speedup / self.ideal:.2f} of the ideal"
+            )
         return text
 
+    @property
+    def speedups(self) -> list[float]:
+        """dense / gated time per repetition: the speed-up of a purged model."""
+        return [d / g for g, d in zip(self.gated, self.dense)]
 
-def _time(step: Callable[[], None], steps: int) -> float:
-    start = time.perf_counter()
+    @property
+    def speedup(self) -> float:
+        """The median speed-up over the repetitions."""
+        return statistics.median(self.speedups)
+
+    def speedup_cells(self) -> list[str]:
+        """Speed-up (median [min, max]), FLOP ideal and their ratio: a row of :data:`SPEEDUP_HEADER`.
+
+        Examples:
+            >>> Timing([1.0, 2.0, 1.0], [2.0, 2.0, 3.0], ideal=2.5).speedup_cells()
+            ['2.00× [1.00, 3.00]', '2.50×', '0.80']
+        """
+        low, high = min(self.speedups), max(self.speedups)
+        return [
+            f"{self.speedup:.2f}× [{low:.2f}, {high:.2f}]",
+            f"{self.ideal:.2f}×",
+            f"{self.speedup / self.ideal:.2f}",
+        ]
+
+
+SPEEDUP_HEADER = ["speed-up (median [min, max])", "FLOP ideal", "fraction of ideal"]
+"""The columns of :meth:`Timing.speedup_cells`."""
+
+
+def _time(step: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    start = clock()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
 def alternate_many(
-    functions: dict[str, Callable[[], None]], steps: int, repetitions: int
+    functions: dict[str, Callable[[], None]],
+    steps: int,
+    repetitions: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, ``steps`` calls per repetition; the order of the
     functions rotates from one repetition to the next (after three or more warm-up rounds).
+
+    ``clock`` is wall time by default; ``time.process_time`` (CPU seconds of this process)
+    with one torch thread measures the work rather than the scheduling on a machine that
+    other jobs load.
 
     Examples:
         >>> seconds = alternate_many({"a": lambda: None, "b": lambda: None}, steps=3, repetitions=4)
@@ -98,7 +135,7 @@ def alternate_many(
     for r in range(repetitions):
         turn = names[r % len(names) :] + names[: r % len(names)]
         for name in turn:
-            seconds[name].append(_time(functions[name], steps))
+            seconds[name].append(_time(functions[name], steps, clock))
     return seconds
 
 

@@ -113,6 +113,7 @@ def gated_model(
         heads=model_config.heads,
         hidden=model_config.gate_hidden,
         layers=model_config.gate_layers,
+        round_to=model_config.round_to,
     )
 
 

@@ -45,6 +45,7 @@ from ctrlsparse.experiments.schema import (
     SparsityConfig,
     TrainConfig,
 )
+from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.models import MODELS
 
 
@@ -104,6 +105,15 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
     if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in config.model.hidden):
         raise ProblemFileError(
             f"{source}: [model] hidden must be a list of positive integers, got {config.model.hidden!r}"
+        )
+    if not _positive_int(config.model.round_to):
+        raise ProblemFileError(
+            f"{source}: [model] round_to must be an integer >= 1 (e.g. 8), got {config.model.round_to!r}"
+        )
+    if config.model.round_to > 1 and Structure.parse(config.model.structure) is Structure.WEIGHT:
+        raise ProblemFileError(
+            f"{source}: [model] round_to = {config.model.round_to} aligns channels and neurons; "
+            'structure = "weight" has one gate per weight: use "neuron" or "paper", or round_to = 1'
         )
     if not 0.0 < config.model.drop_rate < 1.0:
         raise ProblemFileError(

@@ -85,6 +85,12 @@ class ModelConfig:
     gate_hidden: bool = _field(False, (bool,))
     gate_layers: bool = _field(False, (bool,))
     structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
+    round_to: int = _field(1, (int,))
+    """Keep the open channels, neurons and hidden dimensions of each gated layer in multiples of
+    this (8 or 16: the channel blocks of CPU and GPU kernels), or all of them; heads stay whole
+    units. The feasibility phase rounds its decision to such counts, and purge pads undecided
+    gates with zeroed units to them (sparsify's round_to; docs/howto/purge-export.md). 1: no
+    rounding."""
     drop_rate: float = _field(0.5, NUMBER)
     gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
     arm_k: float = _field(ARM_SCALE, NUMBER)

@@ -43,6 +43,9 @@ INPUT_SCALE_ATTRIBUTE = "_ctrlsparse_input_scale"
 (outside ``_modules``, so not registered twice; a deepcopy maps it to the copy's own)."""
 SKIP_ATTRIBUTE = "_ctrlsparse_skip"
 """Attribute of a layer that skips dead units: its live indices, ``{"in": index, "out": index}``."""
+ALIGNED_KINDS = frozenset({"output", "input", "hidden"})
+"""Unit kinds whose open count ``round_to`` aligns: channels, neurons and hidden dimensions.
+A head or a decoder layer is one unit of many channels, whole already."""
 
 
 @dataclass(frozen=True)
@@ -155,10 +158,30 @@ class GateGroup(nn.Module):
         self.live: torch.Tensor | None = None
         # The gate values fixed by decide_() (None while the gates are stochastic).
         self.register_buffer("decided", None)
+        self.round_to = 1
+        """Open units are kept in multiples of this, or all of them (``sparsify(round_to=...)``)."""
 
     @property
     def num_units(self) -> int:
         return self.gate.parameter.numel()
+
+    def aligned(self, count: int, up: bool = False) -> int:
+        """The open count ``round_to`` allows nearest ``count`` from below (from above with ``up``):
+        a multiple of ``round_to``, or every unit of the group.
+
+        A group of fewer than ``round_to`` units keeps all or none of them; one that is not a
+        multiple keeps a multiple or all (20 channels with ``round_to=8``: 0, 8, 16 or 20).
+
+        Examples:
+            >>> from ctrlsparse.gating.gates import MaskGate
+            >>> group = GateGroup("conv", "output", MaskGate((20,)), [])
+            >>> group.round_to = 8
+            >>> group.aligned(13), group.aligned(13, up=True), group.aligned(17, up=True)
+            (8, 16, 20)
+        """
+        if up:
+            return min(-(-count // self.round_to) * self.round_to, self.num_units)
+        return self.num_units if count >= self.num_units else count // self.round_to * self.round_to
 
     def resample(self, sample: torch.Tensor | None = None) -> torch.Tensor:
         """Draw this forward's gates: a sample in training mode (``sample``, where the model's
@@ -217,7 +240,8 @@ class GateGroup(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, kind={self.kind!r}, units={self.num_units}"
+        aligned = f", round_to={self.round_to}" if self.round_to > 1 else ""
+        return f"name={self.name!r}, kind={self.kind!r}, units={self.num_units}{aligned}"
 
 
 def gate_groups(model: nn.Module) -> list[GateGroup]:

@@ -13,6 +13,12 @@
 4. Closed model inputs are dropped by a :class:`SelectInputs` in front of the layer
    that reads them: the model keeps its input contract.
 
+A group with ``round_to`` (:func:`~ctrlsparse.sparsify`) keeps its open count at one that
+``round_to`` allows: the feasibility phase decides the gates so, and where they were not
+decided (a penalized run, say), purge keeps as many closed units, zeroed, as reach the next
+allowed count. Those compute zeros, so the outputs stay exact and the widths stay aligned
+(graph models; a decoder LM's purge removes exactly its closed units).
+
 The result's outputs are checked against the gated model's on the example input.
 """
 
@@ -105,7 +111,7 @@ def _purge_graph(model: nn.Module, example) -> nn.Module:
     purged = copy.deepcopy(model).eval()
     plans = []
     for group in gate_groups(purged):
-        closed = (group.deterministic() == 0).flatten()
+        closed = _aligned_closed(group, (group.deterministic() == 0).flatten())
         if group.prune is not None and bool(closed.any()):
             plans.append((group.prune, group.kind, closed.nonzero().flatten().tolist(), group))
     bake(purged)
@@ -151,6 +157,20 @@ def _purge_graph(model: nn.Module, example) -> nn.Module:
             spec = packed_attention_spec(purged.get_submodule(module_name))
             purged = spec.purge(purged, module_name, kept)
     return purged
+
+
+def _aligned_closed(group, closed: torch.Tensor) -> torch.Tensor:
+    """``closed`` less the first closed units that bring the open count up to one the group's
+    ``round_to`` allows (at least one unit, as a layer keeps one): those stay, zeroed."""
+    if group.round_to == 1:
+        return closed
+    open_count = int((~closed).sum())
+    extra = group.aligned(max(open_count, 1), up=True) - open_count
+    if extra <= 0:
+        return closed
+    closed = closed.clone()
+    closed[closed.nonzero().flatten()[:extra]] = False
+    return closed
 
 
 def _producer_channels(model, graph, module_name: str, closed: set[int]) -> tuple[str, list[int]] | None:

@@ -12,7 +12,7 @@ from torch import nn
 from ctrlsparse.choices import Choice
 from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE, decoder_layout, decoder_units
 from ctrlsparse.gating.gates import GateFactory, GateKind, make_gate
-from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE, GateGroup, attach, gate_groups
+from ctrlsparse.gating.groups import ALIGNED_KINDS, EXAMPLE_ATTRIBUTE, GateGroup, attach, gate_groups
 from ctrlsparse.gating.registry import is_layer
 from ctrlsparse.gating.units import Unit, find_units, paper_units, weight_units
 from ctrlsparse.modelio import head
@@ -74,6 +74,7 @@ def sparsify(
     hidden: bool = False,
     inputs: bool | None = None,
     layers: bool = False,
+    round_to: int = 1,
 ) -> nn.Module:
     """Give ``model`` one stochastic gate per prunable unit, in place.
 
@@ -104,6 +105,14 @@ def sparsify(
         inputs: gate the model's input features; None gates them where a Linear reads them.
         layers: gate whole decoder layers of a decoder LM (one gate per layer; purging
             deletes a closed layer).
+        round_to: keep the open channels, neurons and hidden dimensions of each gate group
+            in multiples of this (8 or 16: the channel blocks of CPU and GPU kernels), or
+            all of them; heads and layers are whole units already. The feasibility phase
+            (:mod:`ctrlsparse.problem.feasibility`) decides the gates so, and
+            :func:`~ctrlsparse.purge` keeps closed units of an undecided model (zeroed) up
+            to the next allowed count. A group of fewer than ``round_to`` units keeps all
+            or none (:meth:`~ctrlsparse.gating.GateGroup.aligned`). Needs a ``structure``
+            with units (not ``"weight"``).
 
     Returns:
         ``model`` itself.
@@ -134,6 +143,7 @@ def sparsify(
         raise ValueError(f"{type(model).__name__} already has gates; sparsify a model only once")
     if not 0.0 < drop_rate < 1.0:
         raise ValueError(f"drop_rate must lie in (0, 1), got {drop_rate!r}")
+    _check_round_to(round_to, structure)
     modules = {name: m for name, m in model.named_modules() if is_layer(m) and name}
     if not modules:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
@@ -173,6 +183,8 @@ def sparsify(
         group = _group(unit, gates, drop_rate, modules, structure).to(
             device=parameter.device, dtype=parameter.dtype
         )
+        if group.kind in ALIGNED_KINDS:
+            group.round_to = round_to
         groups.append(group)
         sites += [(group, site) for site in unit.sites]
     attach(model, groups, sites)
@@ -181,6 +193,19 @@ def sparsify(
     if example_input is not None:  # what a MACs budget counts with (SparsityProblem(target_macs=...))
         model.__dict__[EXAMPLE_ATTRIBUTE] = head(example_input, 1)
     return model
+
+
+def _check_round_to(round_to, structure: Structure) -> None:
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(
+            f"round_to must be an integer >= 1 (e.g. 8: open channels in multiples of 8; 1: no rounding), "
+            f"got {round_to!r}"
+        )
+    if round_to > 1 and structure is Structure.WEIGHT:
+        raise ValueError(
+            f"round_to={round_to} aligns the open channels and neurons of a layer; structure='weight' has "
+            "one gate per weight: use structure='neuron' or 'paper', or round_to=1"
+        )
 
 
 def _group(unit: Unit, gates, drop_rate: float, layers: dict[str, nn.Module], structure) -> GateGroup:

@@ -17,7 +17,12 @@ feasible by construction:
    to the highest point the targets allow together, then search the groups' open counts
    for trades between coupled groups (one fewer shared channel, two more of a block's
    own) that bring the worst shortfall, in units of each constraint's one-unit share, down;
-4. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
+4. where a group keeps its units in multiples of ``round_to`` (:func:`~ctrlsparse.sparsify`),
+   round each group's open count to a count it allows (a multiple, or all of it:
+   :meth:`~ctrlsparse.gating.GateGroup.aligned`): down, keeping its most likely units, but
+   never below one block while it has open units; then up where that still fits under
+   every ε (:func:`_round_to_blocks`);
+5. fix the gates there (:meth:`~ctrlsparse.gating.GateGroup.decide_`): closed units at 0,
    open ones at their test-time value (1 for a unit this phase opened).
 
 :class:`~ctrlsparse.GDA` then trains the open weights alone for the rest of the run.
@@ -134,13 +139,102 @@ def select_units(
     """
     chosen = _close_then_open(problem, open_, scores)
     shortfall = _shortfall(problem, joint_aims(problem) if aims is None else aims)
+    aligned = any(g.round_to > 1 for g in problem.groups)
     if max(max(s) for s in shortfall(chosen)) > 1.0:  # some constraint > a unit's share below its aim
         start = _top_units(problem, _fractions_on_target(problem, chosen), scores)
         repaired = _close_then_open(problem, start, scores)
         if shortfall(repaired) < shortfall(chosen):
             chosen = repaired
-        chosen = _search_counts(problem, chosen, scores, shortfall)
+        if not aligned:
+            chosen = _search_counts(problem, chosen, scores, shortfall)
+    if aligned:
+        chosen = _round_to_blocks(problem, chosen, scores, shortfall)
     return chosen
+
+
+def _round_to_blocks(
+    problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor, shortfall
+) -> torch.Tensor:
+    """Step 4: each group's open count rounded to one its ``round_to`` allows, under every ε.
+
+    Every group goes to its count rounded down, keeping its most likely units (closing units
+    never raises a density, a MACs fraction or a shape count), except that a group with open
+    units keeps at least one block: rounding 5 open channels to 0 would cut the network where
+    the training kept it. Where those floors break a constraint, the group whose next block
+    down leaves the least excess (ties: the least likely block) closes it; where every group
+    is down to one block and a constraint is still above ε, the group with fewer open units
+    than a block whose own count removes the most excess keeps that count, unaligned (with a
+    warning), and so on until every constraint holds. Then :func:`_search_counts` rounds
+    groups up where that still fits, each at most to the first allowed count above the count
+    the gates were trained to: a search free to move blocks between groups would open units
+    the training closed (conv channels, cheap in parameters, in place of a Linear layer's inputs).
+    """
+    groups, starts = problem.groups, problem.accounting.offsets
+    orders, state = _by_count(problem, scores)
+    counts = [int(open_[a : a + g.num_units].sum()) for a, g in zip(starts, groups)]
+    floors = [g.aligned(1, up=True) if k else 0 for g, k in zip(groups, counts)]
+    rounded = [max(g.aligned(k), f) for g, k, f in zip(groups, counts, floors)]
+    grain = {n: max(0.005, problem.unit_share(n)) for n in problem.targets_all}
+
+    def excess(trial: list[int]) -> float:
+        values = problem.target_values_at(state(trial))
+        return sum(max(0.0, float(values[n]) - eps) / grain[n] for n, eps in problem.targets_all.items())
+
+    def excess_at(step: tuple[int, int]) -> float:
+        i, count = step
+        return excess(rounded[:i] + [count] + rounded[i + 1 :])
+
+    def closing(step: tuple[int, int]) -> tuple[float, float]:
+        i, count = step
+        return excess_at(step), float(scores[orders[i][count : rounded[i]]].mean())
+
+    unaligned = []
+    while excess(rounded) > 1e-9:
+        steps = [(i, _step(g, c, -1)) for i, (g, c, f) in enumerate(zip(groups, rounded, floors)) if c > f]
+        if steps:
+            i, count = min(steps, key=closing)
+            rounded[i] = count
+            continue
+        below = [(i, counts[i]) for i in range(len(groups)) if counts[i] < rounded[i]]
+        if not below:
+            break  # the state before rounding was above ε already: nothing to do here
+        i, count = min(below, key=excess_at)
+        rounded[i] = floors[i] = count
+        unaligned.append(i)
+    if unaligned:
+        listed = ", ".join(f"{groups[i].name!r} ({rounded[i]} of {groups[i].num_units})" for i in unaligned)
+        warnings.warn(
+            f"round_to: a whole block does not fit under every ε beside the other groups, so these groups "
+            f"keep fewer units than a block, unaligned: {listed}. Use a smaller round_to or a larger ε",
+            stacklevel=4,
+        )
+    bounds = [(r, max(r, g.aligned(k + 1, up=True))) for g, k, r in zip(groups, counts, rounded)]
+    return _search_counts(problem, state(rounded), scores, shortfall, bounds=bounds)
+
+
+def _by_count(problem: SparsityProblem, scores: torch.Tensor):
+    """``(orders, state)``: each group's units, most likely first (indices into the concatenated
+    units), and ``state(counts)``, the 0/1 state opening each group's ``count`` most likely units."""
+    orders = [
+        torch.argsort(scores[a : a + g.num_units], descending=True, stable=True) + a
+        for a, g in zip(problem.accounting.offsets, problem.groups)
+    ]
+
+    def state(counts: list[int]) -> torch.Tensor:
+        trial = torch.zeros_like(scores)
+        for order, count in zip(orders, counts):
+            trial[order[:count]] = 1.0
+        return trial
+
+    return orders, state
+
+
+def _step(group, count: int, direction: int) -> int | None:
+    """The next open count of ``group`` that its ``round_to`` allows, up (+1) or down (-1); None
+    past either end."""
+    if direction > 0:
+        return None if count >= group.num_units else group.aligned(count + 1, up=True)
+    return None if count <= 0 else group.aligned(count - 1)
 
 
 def _shortfall(problem: SparsityProblem, aims: dict[str, float]):
@@ -168,11 +262,19 @@ def _shortfall(problem: SparsityProblem, aims: dict[str, float]):
 
 
 def _search_counts(
-    problem: SparsityProblem, open_: torch.Tensor, scores: torch.Tensor, shortfall, rounds: int = 200
+    problem: SparsityProblem,
+    open_: torch.Tensor,
+    scores: torch.Tensor,
+    shortfall,
+    rounds: int = 200,
+    bounds: list[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Local search over the groups' open counts (each group opening its most likely units):
     move one group by ±1 unit, or two groups that count in a common constraint by ±1 each,
     while that lowers the shortfalls worst-first and keeps every constraint at or below ε.
+    A group with ``round_to`` moves to its next allowed count instead of by one unit;
+    ``bounds`` (per group: the lowest and highest open count) limits the moves
+    (:func:`_round_to_blocks`).
 
     Rounding each group's open fraction on its own cannot trade between coupled layers
     (one fewer residual channel lets a block's inner layer keep two more); this finds such
@@ -180,17 +282,8 @@ def _search_counts(
     share of every ε: the search then ends at the smallest worst shortfall it reaches.
     """
     groups, starts = problem.groups, problem.accounting.offsets
-    orders = [
-        torch.argsort(scores[a : a + g.num_units], descending=True, stable=True) + a
-        for a, g in zip(starts, groups)
-    ]
+    orders, state = _by_count(problem, scores)
     counts = [int(open_[a : a + g.num_units].sum()) for a, g in zip(starts, groups)]
-
-    def state(counts: list[int]) -> torch.Tensor:
-        trial = torch.zeros_like(open_)
-        for order, count in zip(orders, counts):
-            trial[order[:count]] = 1.0
-        return trial
 
     best = shortfall(state(counts))
     if best > shortfall(open_):  # the units are not interchangeable within a group: keep the state
@@ -211,8 +304,8 @@ def _search_counts(
         for move in moves:
             trial = list(counts)
             for i, d in move:
-                trial[i] += d
-            if any(not 0 <= c <= g.num_units for c, g in zip(trial, groups)):
+                trial[i] = _step(groups[i], trial[i], d)
+            if None in trial or (bounds and any(not lo <= c <= hi for c, (lo, hi) in zip(trial, bounds))):
                 continue
             value = shortfall(state(trial))
             if value < best:
@@ -312,15 +405,17 @@ def _warn_short_landings(problem: SparsityProblem, realized: dict[str, float], l
 
     Coupled targets can make that the best landing there is (ResNet-8's per-stage targets:
     no open counts put all eight within one share, docs/control.md); the user asked for ε
-    and should hear which constraints got less, and by how much.
+    and should hear which constraints got less, and by how much. Units kept in blocks of
+    ``round_to`` land within a block's share: ``round_to`` units' shares.
     """
     short = []
+    block = max(g.round_to for g in problem.groups)
     for name, eps in problem.targets_all.items():
         if name in loose:
             continue
         share = problem.unit_share(name)
         gap = eps - realized[name]
-        if gap > max(0.005, share) + 1e-9:
+        if gap > max(0.005, block * share) + 1e-9:
             shares = f"{gap / share:.2f} one-unit shares"
             short.append(f"{name!r} at {realized[name]:.4f} for ε = {eps} ({shares})")
     if short:
