@@ -5,8 +5,8 @@ import torch
 
 import ctrlsparse as cs
 from ctrlsparse.gating import Accounting
-from ctrlsparse.gating.decoder_purge import to_pretrained
 from ctrlsparse.gating.decoders import DecoderError
+from ctrlsparse.gating.purging import PurgeError, to_pretrained
 from tests.helpers import VOCAB, tiny_decoder
 
 pytest.importorskip("transformers")
@@ -131,12 +131,58 @@ def test_to_pretrained_refuses_per_block_sizes_and_names_them():
         to_pretrained(model)
 
 
+def test_to_pretrained_checks_the_purged_logits_against_the_gated_model(monkeypatch):
+    from ctrlsparse.gating import purging
+
+    model = cs.sparsify(tiny_decoder("llama"), hidden=True)  # no example input: to_pretrained makes one
+    faithful = purging.purge_decoder
+
+    def off_by_a_little(gated):
+        purged = faithful(gated)
+        with torch.no_grad():
+            purged.lm_head.weight.mul_(1.001)
+        return purged
+
+    monkeypatch.setattr(purging, "purge_decoder", off_by_a_little)
+    with pytest.raises(PurgeError, match=r"relative error 0\.001.*tolerance 0\.0001.*'llama' layout"):
+        to_pretrained(model)
+
+
 def test_family_without_lm_head_is_refused():
     import transformers as tf
 
     base = tf.LlamaModel(tiny_decoder("llama").config)
     with pytest.raises(DecoderError, match="without an LM head.*ForCausalLM"):
         cs.sparsify(base, example_input=_ids())
+
+
+def test_an_unregistered_causal_lm_is_refused_at_once_naming_its_layers_and_the_ways_out():
+    import transformers as tf
+
+    config = tf.BloomConfig(vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4, use_cache=False)
+    bloom = tf.BloomForCausalLM(config)
+    message = r"no registered layout \('bloom'.*'transformer.h'.*register_decoder.*structure='weight'"
+    with pytest.raises(DecoderError, match=message):  # before any tracing: the graph search would not end
+        cs.sparsify(bloom, example_input=_ids())
+    assert _units(cs.sparsify(bloom, structure="weight"))[0][1] == "weight"
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        ("model.layers.1.mlp", r"no module 'model.layers.1.mlp.up_proj'.*register_decoder"),
+        (
+            "model.layers.0.self_attn.o_proj",
+            r"'model.layers.0.self_attn.o_proj'.*Identity with no 2-D weight",
+        ),
+    ],
+)
+def test_a_layout_that_does_not_fit_the_model_names_the_module(replace, message):
+    model = tiny_decoder("llama")
+    parent, _, child = replace.rpartition(".")
+    setattr(model.get_submodule(parent), child, torch.nn.Identity())
+    with pytest.raises(DecoderError, match=message):
+        cs.sparsify(model, example_input=_ids())
 
 
 def test_gates_of_a_decoder_round_trip_through_state_dict():

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 import ctrlsparse as cs
 from ctrlsparse.gating import Accounting
-from ctrlsparse.gating.decoder_purge import to_pretrained
 from ctrlsparse.gating.decoders import DecoderError
+from ctrlsparse.gating.purging import to_pretrained
 from tests.helpers import VOCAB, tiny_decoder
 
 pytest.importorskip("transformers")

@@ -181,16 +181,90 @@ def decoder_layout(model: nn.Module) -> DecoderLayout | None:
         >>> decoder_layout(nn.Linear(2, 2)) is None
         True
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
     finder = _FINDERS.get(model_type)
     if finder is None:
+        if _is_causal_lm(model):
+            raise DecoderError(_unregistered(model, model_type))
         return None
     if not hasattr(model, "lm_head"):
         raise DecoderError(
             f"{type(model).__name__} is a {model_type!r} model without an LM head: sparsify its "
             f"*ForCausalLM class (registered families: {', '.join(sorted(_FINDERS))})"
         )
-    return finder(model)
+    try:
+        layout = finder(model)
+    except (AttributeError, KeyError) as error:  # a module the family's layout names is not there
+        raise DecoderError(
+            f"the {model_type!r} layout does not fit {type(model).__name__}: {error}. {_REMEDY}"
+        ) from error
+    _check_layout(model, layout)
+    return layout
+
+
+_REMEDY = (
+    "Register a layout that names this model's projections with ctrlsparse.register_decoder(model_type, "
+    "finder) (see ctrlsparse.gating.decoders), or sparsify it with structure='weight' or 'paper', "
+    "which read no layout"
+)
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    """A ``transformers`` decoder-only model that generates (``*ForCausalLM``, ``*LMHeadModel``)."""
+    config = getattr(model, "config", None)
+    can_generate = getattr(model, "can_generate", None)
+    return (
+        callable(can_generate)
+        and bool(can_generate())
+        and not getattr(config, "is_encoder_decoder", False)
+        and callable(getattr(model, "get_output_embeddings", None))
+        and model.get_output_embeddings() is not None
+    )
+
+
+def _unregistered(model: nn.Module, model_type: str | None) -> str:
+    """Why an unregistered causal LM is refused, naming its stack of decoder layers."""
+    depth = getattr(model.config, "num_hidden_layers", None)
+    stacks = [n for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == depth]
+    where = f"its decoder layers ({stacks[0]!r}) write" if stacks else "its decoder layers write"
+    return (
+        f"{type(model).__name__} is a causal LM of a family with no registered layout ({model_type!r}; "
+        f"registered: {', '.join(sorted(_FINDERS))}): {where} one residual stream, whose units the "
+        "dependency graph cannot group in reasonable time, so sparsify does not try. " + _REMEDY
+    )
+
+
+def _check_layout(model: nn.Module, layout: DecoderLayout) -> None:
+    """Every projection a layout names is a linear layer of the model; the first one that is not is named."""
+    modules = dict(model.named_modules())
+    projections = [p for a in layout.attentions for p in (a.query, a.key, a.value, a.output)]
+    projections += [p for m in layout.mlps for p in (*m.readers, m.writer)]
+    for p in projections:
+        module = modules.get(p.name)
+        if module is None or getattr(module, "weight", None) is None or module.weight.dim() != 2:
+            found = "no such module" if module is None else f"a {type(module).__name__} with no 2-D weight"
+            raise DecoderError(
+                f"the {model.config.model_type!r} layout names {p.name!r} as a projection of "
+                f"{type(model).__name__}, but it is {found}. {_REMEDY}"
+            )
+
+
+def part(model: nn.Module, name: str) -> nn.Module:
+    """The submodule ``name`` of ``model``, for layout finders: a missing one is a
+    :class:`DecoderError` that names it.
+
+    Examples:
+        >>> part(nn.Sequential(nn.Linear(2, 2)), "0").out_features
+        2
+    """
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise DecoderError(
+            f"{type(model).__name__} has no module {name!r}, which the {model.config.model_type!r} "
+            f"layout reads. {_REMEDY}"
+        ) from None
 
 
 def _lm_head(model: nn.Module, embedding: str) -> Projection | None:
@@ -202,8 +276,9 @@ def _llama_like(model: nn.Module) -> DecoderLayout:
     """Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3: ``model.layers[i].self_attn`` / ``.mlp``."""
     config = model.config
     attentions, mlps, norms = [], [], []
-    for i, layer in enumerate(model.model.layers):
-        a, m, prefix = layer.self_attn, layer.mlp, f"model.layers.{i}"
+    for i in range(len(model.model.layers)):
+        prefix = f"model.layers.{i}"
+        a, m = part(model, f"{prefix}.self_attn"), part(model, f"{prefix}.mlp")
         d = a.head_dim
         heads, kv = config.num_attention_heads, config.num_key_value_heads
         if hasattr(a, "qkv_proj"):  # Phi-3: [Q | K | V] rows of one Linear
@@ -216,11 +291,11 @@ def _llama_like(model: nn.Module) -> DecoderLayout:
             Attention(f"{prefix}.self_attn", q, k, v, Projection(f"{prefix}.self_attn.o_proj"), heads, kv, d)
         )
         if hasattr(m, "gate_up_proj"):  # Phi-3: [gate | up] rows of one Linear
-            size = m.down_proj.in_features
+            size = part(model, f"{prefix}.mlp.down_proj").in_features
             packed = f"{prefix}.mlp.gate_up_proj"
             readers = (Projection(packed), Projection(packed, base=size))
         else:
-            size = m.up_proj.out_features
+            size = part(model, f"{prefix}.mlp.up_proj").out_features
             readers = (Projection(f"{prefix}.mlp.gate_proj"), Projection(f"{prefix}.mlp.up_proj"))
         mlps.append(MLP(f"{prefix}.mlp", readers, Projection(f"{prefix}.mlp.down_proj"), size))
         norms += [f"{prefix}.input_layernorm", f"{prefix}.post_attention_layernorm"]
