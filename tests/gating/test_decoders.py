@@ -225,6 +225,29 @@ def test_a_closed_layer_is_deleted_and_its_parameters_counted(family):
     torch.testing.assert_close(small(**_ids()).logits, gated, rtol=0, atol=1e-4 * float(gated.abs().max()))
 
 
+def test_attention_and_mlp_blocks_close_separately_and_purge_exactly():
+    model = cs.sparsify(tiny_decoder("llama"), example_input=_ids(), blocks=True)
+    assert _units(model)[-2:] == [("model", "attention", 2), ("model", "mlp", 2)]
+    reference = tiny_decoder("llama")
+    attention0 = sum(p.numel() for p in reference.model.layers[0].self_attn.parameters()) + 64  # + its norm
+    mlp1 = sum(p.numel() for p in reference.model.layers[1].mlp.parameters()) + 64
+    accounting = Accounting(model)
+    for group in cs.gate_groups(model):
+        values = torch.full((group.num_units,), 0.9)
+        if group.kind in ("attention", "mlp"):
+            values[0 if group.kind == "attention" else 1] = 0.0  # block 0's attention, block 1's MLP
+        group.decide_(values)
+    realized, _ = accounting.active(realized=True)
+    assert int(realized) == accounting.num_sparsifiable - attention0 - mlp1
+    with torch.no_grad():
+        gated = model.eval()(**_ids()).logits
+    small = cs.purge(model, _ids())
+    assert small.model.layers[0].self_attn.k_proj.out_features == 16  # one zeroed key-value head stays
+    assert small.model.layers[1].mlp.up_proj.out_features == 1  # one zeroed neuron stays
+    assert small.model.layers[1].self_attn.k_proj.out_features == 32
+    torch.testing.assert_close(small(**_ids()).logits, gated, rtol=0, atol=1e-4 * float(gated.abs().max()))
+
+
 def _stack(family: str) -> str:
     return {"llama": "model.layers", "gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers",
             "opt": "model.decoder.layers"}[family]  # fmt: skip

@@ -114,3 +114,17 @@ def test_a_macs_budget_counts_attention_scores_and_values_at_the_example_length(
     # token), and half of its attention MACs.
     realized, _ = problem.expected_macs(realized=True)
     assert float(realized) * dense == pytest.approx(dense - 8 * 16 * 64 * 6 - attention / 2)
+
+
+def test_a_closed_attention_block_spends_no_attention_macs():
+    example = {"input_ids": torch.zeros(1, 8, dtype=torch.long)}
+    model = cs.sparsify(tiny_decoder("llama"), example_input=example, blocks=True)
+    problem = cs.SparsityProblem(model, _lm_loss, target_macs=0.8)
+    for group in cs.gate_groups(model):
+        values = torch.ones(group.num_units)
+        if group.kind == "attention":
+            values[0] = 0.0
+        group.decide_(values)
+    # Block 0's Q, K, V and O projections (64·(64 + 32 + 32 + 64) per token) and its scores and values.
+    realized, _ = problem.expected_macs(realized=True)
+    assert float(realized) * 783872 == pytest.approx(783872 - 8 * 64 * 192 - 4608)

@@ -181,6 +181,7 @@ def purge_decoder(model: nn.Module) -> nn.Module:
     layout: DecoderLayout = model.__dict__[LAYOUT_ATTRIBUTE]
     purged = copy.deepcopy(model).eval()
     kept = {(g.name, g.kind): _kept(g.deterministic()) for g in gate_groups(purged)}
+    _close_blocks(purged, layout, kept)
     kept_hidden = kept.get((layout.base, "hidden"))
     if layout.lm_head is None and kept_hidden is not None:
         # The baked embedding will hold the gates; the LM head reads the original weight.
@@ -202,6 +203,18 @@ def purge_decoder(model: nn.Module) -> nn.Module:
     purged.__dict__.pop(LAYOUT_ATTRIBUTE, None)
     purged.__dict__[CONFIG_ATTRIBUTE] = _update_config(purged.config, layout, heads, sizes, kept_hidden)
     return purged
+
+
+def _close_blocks(model: nn.Module, layout: DecoderLayout, kept: dict) -> None:
+    """A closed attention (MLP) block keeps one head (neuron): its writer is baked to 0, so
+    the rest of it goes, and the layer's shapes stay valid."""
+    for group in gate_groups(model):
+        if (group.name, group.kind) not in ((layout.base, "attention"), (layout.base, "mlp")):
+            continue
+        parts = layout.attentions if group.kind == "attention" else layout.mlps
+        unit = "head" if group.kind == "attention" else "output"
+        for i in (group.deterministic().flatten() == 0).nonzero().flatten().tolist():
+            kept[(parts[i].name, unit)] = kept.get((parts[i].name, unit), [0])[:1]
 
 
 _FFN_FIELDS = {"gpt2": "n_inner", "gpt_neox": "intermediate_size", "opt": "ffn_dim"}

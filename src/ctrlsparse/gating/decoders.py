@@ -29,6 +29,13 @@ The units, per block:
 - ``layer`` (with ``layers=True``): one unit per decoder layer, owning every parameter of
   it; the gate scales the attention and MLP output projections whole, so a closed layer
   adds 0 to the residual stream and purging deletes it.
+- ``attention`` and ``mlp`` (with ``blocks=True``): Sheared-LLaMA's separate masks on
+  whole attention blocks and whole MLP blocks, one unit per block. An attention unit
+  owns the attention module's parameters and the norm before it, and its gate scales the
+  output projection whole; an MLP unit owns the MLP's projections and its norm, and its
+  gate scales the down projection whole. A closed block adds exactly 0 to the residual
+  stream; purging keeps one zeroed head or neuron of it, so that the layer's shapes stay
+  valid (its blocks then differ from the others, which a per-layer config cannot state).
 """
 
 from __future__ import annotations
@@ -432,10 +439,16 @@ register_decoder("opt", _opt)
 
 
 def decoder_units(
-    model: nn.Module, layout: DecoderLayout, heads: bool = True, hidden: bool = False, layers: bool = False
+    model: nn.Module,
+    layout: DecoderLayout,
+    heads: bool = True,
+    hidden: bool = False,
+    layers: bool = False,
+    blocks: bool = False,
 ) -> list[Unit]:
     """The gate groups' units of a decoder LM: heads and MLP neurons per block, the hidden
-    dimension (``hidden``), and whole decoder layers (``layers``).
+    dimension (``hidden``), whole decoder layers (``layers``), and whole attention and MLP
+    blocks (``blocks``).
 
     Examples:
         >>> units = decoder_units(llama, decoder_layout(llama), hidden=True)  # doctest: +SKIP
@@ -463,6 +476,44 @@ def decoder_units(
         units.append(_hidden_unit(model, layout, modules))
     if layers:
         units.append(_layer_unit(model, layout, modules))
+    if blocks:
+        units += _block_units(layout, modules)
+    return units
+
+
+def _whole(modules: dict[str, nn.Module], names: list[str], unit: int) -> list[Slice]:
+    """Every parameter of the modules ``names`` (each once), as slices of one unit."""
+    slices = []
+    for name in dict.fromkeys(names):
+        for param, _ in modules[name].named_parameters():
+            module, _, leaf = f"{name}.{param}".rpartition(".")
+            slices.append(Slice.of_whole(module, leaf, unit))
+    return slices
+
+
+def _scale_whole(modules: dict[str, nn.Module], writer: Projection, unit: int) -> list[Slice]:
+    """Where a gate silences a whole block: its residual writer's weight and bias."""
+    sites = [Slice.of_whole(writer.name, "weight", unit)]
+    if getattr(modules[writer.name], "bias", None) is not None:
+        sites.append(Slice.of_whole(writer.name, "bias", unit))
+    return sites
+
+
+def _block_units(layout: DecoderLayout, modules: dict[str, nn.Module]) -> list[Unit]:
+    """One ``attention`` and one ``mlp`` gate per block (Sheared-LLaMA's ``head_layer_z`` and
+    ``mlp_z``): a unit owns its block's parameters and the norm that feeds only it, and its
+    gate scales the block's output projection whole."""
+    units = []
+    blocks = (("attention", layout.attentions), ("mlp", layout.mlps))
+    for kind, parts in blocks:
+        slices, sites = [], []
+        for i, part in enumerate(parts):
+            # The finders list each block's two norms in order: attention's, then the MLP's.
+            norm = layout.norms[2 * i + (kind == "mlp")]
+            owned = [part.name] if kind == "attention" else [p.name for p in (*part.readers, part.writer)]
+            slices += _whole(modules, [*owned, norm], i)
+            sites += _scale_whole(modules, part.output if kind == "attention" else part.writer, i)
+        units.append(Unit(layout.base, kind, len(parts), slices, sites, (layout.layers, kind, 1)))
     return units
 
 
@@ -472,15 +523,10 @@ def _layer_unit(model: nn.Module, layout: DecoderLayout, modules: dict[str, nn.M
     the residual stream and purging deletes it."""
     stack = modules[layout.layers]
     slices, sites = [], []
-    for i, layer in enumerate(stack):
-        prefix = f"{layout.layers}.{i}"
-        for name, _ in layer.named_parameters():
-            module, _, param = f"{prefix}.{name}".rpartition(".")
-            slices.append(Slice.of_whole(module, param, i))
+    for i in range(len(stack)):
+        slices += _whole(modules, [f"{layout.layers}.{i}"], i)
         for writer in (layout.attentions[i].output, layout.mlps[i].writer):
-            sites.append(Slice.of_whole(writer.name, "weight", i))
-            if getattr(modules[writer.name], "bias", None) is not None:
-                sites.append(Slice.of_whole(writer.name, "bias", i))
+            sites += _scale_whole(modules, writer, i)
     # On the base model, not the ModuleList: a model iterating its layers would run the gate as one.
     return Unit(layout.base, "layer", len(stack), slices, sites, (layout.layers, "layers", 1))
 

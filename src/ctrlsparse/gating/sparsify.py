@@ -74,6 +74,7 @@ def sparsify(
     hidden: bool = False,
     inputs: bool | None = None,
     layers: bool = False,
+    blocks: bool = False,
 ) -> nn.Module:
     """Give ``model`` one stochastic gate per prunable unit, in place.
 
@@ -104,6 +105,8 @@ def sparsify(
         inputs: gate the model's input features; None gates them where a Linear reads them.
         layers: gate whole decoder layers of a decoder LM (one gate per layer; purging
             deletes a closed layer).
+        blocks: gate whole attention blocks and whole MLP blocks of a decoder LM separately
+            (one gate each per layer, as Sheared-LLaMA does).
 
     Returns:
         ``model`` itself.
@@ -117,11 +120,12 @@ def sparsify(
     structure = Structure.parse(structure)
     # Decoder LMs: units from the family's registered layout, not from a traced graph.
     layout = decoder_layout(model) if structure is Structure.NEURON else None
-    if layers and layout is None:
-        raise ValueError(
-            f"layers=True gates the layers of decoder LMs (registered families); {type(model).__name__} "
-            "is not one"
-        )
+    for flag, value in (("layers", layers), ("blocks", blocks)):
+        if value and layout is None:
+            raise ValueError(
+                f"{flag}=True gates the {flag} of decoder LMs (registered families); {type(model).__name__} "
+                "is not one"
+            )
     if hidden and layout is None:
         raise NotImplementedError(
             "hidden=True (gating the residual-stream dimension) is supported for decoder LMs of RMSNorm "
@@ -139,7 +143,7 @@ def sparsify(
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
     dense: dict[str, str] = {}
     if layout is not None:
-        units = decoder_units(model, layout, heads=heads, hidden=hidden, layers=layers)
+        units = decoder_units(model, layout, heads=heads, hidden=hidden, layers=layers, blocks=blocks)
     elif structure is Structure.NEURON:
         if example_input is None:
             raise ValueError(

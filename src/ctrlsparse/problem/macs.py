@@ -14,10 +14,10 @@ keys, so one block spends
 
 MACs for its :math:`h` query heads of width :math:`d_h` (the causal pairs only, as a
 fused kernel computes them). Under the gates, :math:`h` becomes the expected number of
-open query heads (``heads / kv_heads`` per open key-value head) times the probability
-that the block's layer gate is open. The budget is per example; divided by :math:`T`,
-it is the MACs per token at sequence length :math:`T`: give an example of the length the
-model will serve.
+open query heads (``heads / kv_heads`` per open key-value head) times the probabilities
+that the block's layer gate and attention-block gate are open. The budget is per example;
+divided by :math:`T`, it is the MACs per token at sequence length :math:`T`: give an
+example of the length the model will serve.
 """
 
 from __future__ import annotations
@@ -43,18 +43,20 @@ class AttentionMacs:
         dense: its MACs for one example with every head open.
         heads: indices into the accounting's unit vector of its key-value head units,
             or None when its heads have no gates.
-        layer: the index of its layer gate's unit, or None without layer gates.
+        wholes: the indices of the gates that close it whole (its layer's, its block's).
     """
 
     name: str
     dense: float
     heads: torch.Tensor | None
-    layer: int | None
+    wholes: tuple[int, ...] = ()
 
     def expected(self, units: torch.Tensor) -> torch.Tensor | float:
         """MACs at unit values ``units`` (open probabilities, or 0/1 when realized)."""
         macs = self.dense if self.heads is None else self.dense * units[self.heads].mean()
-        return macs if self.layer is None else macs * units[self.layer]
+        for gate in self.wholes:
+            macs = macs * units[gate]
+        return macs
 
 
 def attention_macs(layout: DecoderLayout, accounting: Accounting, tokens: int) -> list[AttentionMacs]:
@@ -67,7 +69,7 @@ def attention_macs(layout: DecoderLayout, accounting: Accounting, tokens: int) -
     starts = {
         (g.name, g.kind): (start, g.num_units) for g, start in zip(accounting.groups, accounting.offsets)
     }
-    layers = starts.get((layout.base, "layer"))
+    wholes = [starts[key][0] for key in ((layout.base, "layer"), (layout.base, "attention")) if key in starts]
     terms = []
     for i, a in enumerate(layout.attentions):
         heads = starts.get((a.name, "head"))
@@ -76,7 +78,7 @@ def attention_macs(layout: DecoderLayout, accounting: Accounting, tokens: int) -
                 a.name,
                 2.0 * a.heads * a.head_dim * tokens * (tokens + 1) / 2,
                 None if heads is None else torch.arange(heads[0], heads[0] + heads[1]),
-                None if layers is None else layers[0] + i,
+                tuple(start + i for start in wholes),
             )
         )
     return terms
@@ -134,7 +136,7 @@ class MacsAccounting:
         """The smallest MACs fraction closing every gate leaves for constraint ``name``."""
         layer = ConstraintKey.parse(name).layer
         if layer is None:
-            ungated = sum(a.dense for a in self.attention if a.heads is None and a.layer is None)
+            ungated = sum(a.dense for a in self.attention if a.heads is None and not a.wholes)
             return (
                 self._fixed + ungated + sum(self._ungated[n] * self._per_entry[n] for n in self.layers)
             ) / self.total
