@@ -7,6 +7,7 @@ import ctrlsparse as cs
 from ctrlsparse.gating import Accounting
 from ctrlsparse.gating.decoders import DecoderError
 from ctrlsparse.gating.purging import PurgeError, to_pretrained
+from ctrlsparse.gating.units import TraceError
 from tests.helpers import VOCAB, tiny_decoder
 
 pytest.importorskip("transformers")
@@ -156,15 +157,22 @@ def test_family_without_lm_head_is_refused():
         cs.sparsify(base, example_input=_ids())
 
 
-def test_an_unregistered_causal_lm_is_refused_at_once_naming_its_layers_and_the_ways_out():
-    import transformers as tf
+def test_an_unregistered_decoder_names_the_module_whose_search_does_not_end_and_exclude_skips_it(monkeypatch):
+    from ctrlsparse.gating import units
 
-    config = tf.BloomConfig(vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4, use_cache=False)
-    bloom = tf.BloomForCausalLM(config)
-    message = r"no registered layout \('bloom'.*'transformer.h'.*register_decoder.*structure='weight'"
-    with pytest.raises(DecoderError, match=message):  # before any tracing: the graph search would not end
-        cs.sparsify(bloom, example_input=_ids())
-    assert _units(cs.sparsify(bloom, structure="weight"))[0][1] == "weight"
+    monkeypatch.setattr(units, "SEARCH_SECONDS", 1.0)
+    root = "model.layers.0.self_attn.q_proj"
+    model = tiny_decoder("llama")
+    model.config.model_type = "my_llama"  # no registered layout: the dependency graph's search
+    with pytest.raises(
+        TraceError, match=rf"'{root}'.*not finish in 1 s.*exclude=\['{root}'\].*register_decoder"
+    ):
+        cs.sparsify(model, example_input=_ids())
+    # The rotary Q/K projections are what the search cannot get through; the MLPs are found.
+    model = tiny_decoder("llama")
+    model.config.model_type = "my_llama"
+    model = cs.sparsify(model, example_input=_ids(), exclude=["*.self_attn.*"])
+    assert [kind for _, kind, _ in _units(model)] == ["output", "output"]
 
 
 @pytest.mark.parametrize(

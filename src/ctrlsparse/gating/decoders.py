@@ -188,12 +188,9 @@ def decoder_layout(model: nn.Module) -> DecoderLayout | None:
         >>> decoder_layout(nn.Linear(2, 2)) is None
         True
     """
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     finder = _FINDERS.get(model_type)
     if finder is None:
-        if _is_causal_lm(model):
-            raise DecoderError(_unregistered(model, model_type))
         return None
     if not hasattr(model, "lm_head"):
         raise DecoderError(
@@ -215,31 +212,6 @@ _REMEDY = (
     "finder) (see ctrlsparse.gating.decoders), or sparsify it with structure='weight' or 'paper', "
     "which read no layout"
 )
-
-
-def _is_causal_lm(model: nn.Module) -> bool:
-    """A ``transformers`` decoder-only model that generates (``*ForCausalLM``, ``*LMHeadModel``)."""
-    config = getattr(model, "config", None)
-    can_generate = getattr(model, "can_generate", None)
-    return (
-        callable(can_generate)
-        and bool(can_generate())
-        and not getattr(config, "is_encoder_decoder", False)
-        and callable(getattr(model, "get_output_embeddings", None))
-        and model.get_output_embeddings() is not None
-    )
-
-
-def _unregistered(model: nn.Module, model_type: str | None) -> str:
-    """Why an unregistered causal LM is refused, naming its stack of decoder layers."""
-    depth = getattr(model.config, "num_hidden_layers", None)
-    stacks = [n for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == depth]
-    where = f"its decoder layers ({stacks[0]!r}) write" if stacks else "its decoder layers write"
-    return (
-        f"{type(model).__name__} is a causal LM of a family with no registered layout ({model_type!r}; "
-        f"registered: {', '.join(sorted(_FINDERS))}): {where} one residual stream, whose units the "
-        "dependency graph cannot group in reasonable time, so sparsify does not try. " + _REMEDY
-    )
 
 
 def _check_layout(model: nn.Module, layout: DecoderLayout) -> None:

@@ -142,6 +142,7 @@ def sparsify(
     if not modules:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
     dense: dict[str, str] = {}
+    skipped: list[str] = []
     if layout is not None:
         units = decoder_units(model, layout, heads=heads, hidden=hidden, layers=layers, blocks=blocks)
     elif structure is Structure.NEURON:
@@ -150,8 +151,9 @@ def sparsify(
                 "structure='neuron' finds units by tracing the model: pass example_input=<one batch>, "
                 "or use structure='paper' (per-layer groups) or 'weight'"
             )
-        found = find_units(model, example_input, heads=heads, inputs=inputs)
-        units, dense = found.units, found.dense
+        patterns = [exclude] if isinstance(exclude, str) else list(exclude or ())
+        found = find_units(model, example_input, heads, inputs, skip=lambda name: _matches(name, patterns))
+        units, dense, skipped = found.units, found.dense, found.skipped
     elif structure is Structure.PAPER:
         units = paper_units(modules)
     else:
@@ -160,7 +162,7 @@ def sparsify(
     if not units:
         raise ValueError(f"{type(model).__name__} has no prunable unit (left dense: {dense or 'none'})")
     include = _check_patterns(include, names, "include")
-    exclude = _check_patterns(exclude, names, "exclude")
+    exclude = _check_patterns(exclude, names + skipped, "exclude")
     chosen = [
         u
         for u in units
