@@ -111,6 +111,7 @@ def gated_model(
         heads=model_config.heads,
         hidden=model_config.gate_hidden,
         layers=model_config.gate_layers,
+        blocks=model_config.gate_blocks,
     )
 
 

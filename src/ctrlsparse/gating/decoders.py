@@ -184,6 +184,10 @@ def register_decoder(model_type: str, finder: LayoutFinder) -> None:
 def decoder_layout(model: nn.Module) -> DecoderLayout | None:
     """The layout of a registered decoder LM (``*ForCausalLM``), or None for other models.
 
+    Raises:
+        DecoderError: the model is of a registered family but has no LM head, or a module
+            its family's layout names is missing or is not a linear layer (named).
+
     Examples:
         >>> decoder_layout(nn.Linear(2, 2)) is None
         True
