@@ -12,8 +12,8 @@ keys, so one block spends
 .. math::
     2 \cdot h \cdot d_h \cdot \frac{T (T + 1)}{2}
 
-MACs for its :math:`h` query heads of width :math:`d_h` (the causal pairs only, as a
-fused kernel computes them). Under the gates, :math:`h` becomes the expected number of
+MACs for its :math:`h` query heads of width :math:`d_h` (the causal pairs only: a kernel
+that skips masked blocks spends about that, a dense one twice). Under the gates, :math:`h` becomes the expected number of
 open query heads (``heads / kv_heads`` per open key-value head) times the probabilities
 that the block's layer gate and attention-block gate are open. The budget is per example;
 divided by :math:`T`, it is the MACs per token at sequence length :math:`T`: give an
