@@ -5,8 +5,9 @@ import torch
 
 import ctrlsparse as cs
 from ctrlsparse.gating import Accounting
-from ctrlsparse.gating.decoder_purge import to_pretrained
 from ctrlsparse.gating.decoders import DecoderError
+from ctrlsparse.gating.purging import PurgeError, to_pretrained
+from ctrlsparse.gating.units import TraceError
 from tests.helpers import VOCAB, tiny_decoder
 
 pytest.importorskip("transformers")
@@ -131,12 +132,65 @@ def test_to_pretrained_refuses_per_block_sizes_and_names_them():
         to_pretrained(model)
 
 
+def test_to_pretrained_checks_the_purged_logits_against_the_gated_model(monkeypatch):
+    from ctrlsparse.gating import purging
+
+    model = cs.sparsify(tiny_decoder("llama"), hidden=True)  # no example input: to_pretrained makes one
+    faithful = purging.purge_decoder
+
+    def off_by_a_little(gated):
+        purged = faithful(gated)
+        with torch.no_grad():
+            purged.lm_head.weight.mul_(1.001)
+        return purged
+
+    monkeypatch.setattr(purging, "purge_decoder", off_by_a_little)
+    with pytest.raises(PurgeError, match=r"relative error 0\.001.*tolerance 0\.0001.*'llama' layout"):
+        to_pretrained(model)
+
+
 def test_family_without_lm_head_is_refused():
     import transformers as tf
 
     base = tf.LlamaModel(tiny_decoder("llama").config)
     with pytest.raises(DecoderError, match="without an LM head.*ForCausalLM"):
         cs.sparsify(base, example_input=_ids())
+
+
+def test_an_unregistered_decoder_names_the_module_whose_search_does_not_end_and_exclude_skips_it(monkeypatch):
+    from ctrlsparse.gating import units
+
+    monkeypatch.setattr(units, "SEARCH_SECONDS", 1.0)
+    root = "model.layers.0.self_attn.q_proj"
+    model = tiny_decoder("llama")
+    model.config.model_type = "my_llama"  # no registered layout: the dependency graph's search
+    with pytest.raises(
+        TraceError, match=rf"'{root}'.*not finish in 1 s.*exclude=\['{root}'\].*register_decoder"
+    ):
+        cs.sparsify(model, example_input=_ids())
+    # The rotary Q/K projections are what the search cannot get through; the MLPs are found.
+    model = tiny_decoder("llama")
+    model.config.model_type = "my_llama"
+    model = cs.sparsify(model, example_input=_ids(), exclude=["*.self_attn.*"])
+    assert [kind for _, kind, _ in _units(model)] == ["output", "output"]
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        ("model.layers.1.mlp", r"no module 'model.layers.1.mlp.up_proj'.*register_decoder"),
+        (
+            "model.layers.0.self_attn.o_proj",
+            r"'model.layers.0.self_attn.o_proj'.*Identity with no 2-D weight",
+        ),
+    ],
+)
+def test_a_layout_that_does_not_fit_the_model_names_the_module(replace, message):
+    model = tiny_decoder("llama")
+    parent, _, child = replace.rpartition(".")
+    setattr(model.get_submodule(parent), child, torch.nn.Identity())
+    with pytest.raises(DecoderError, match=message):
+        cs.sparsify(model, example_input=_ids())
 
 
 def test_gates_of_a_decoder_round_trip_through_state_dict():
@@ -176,6 +230,29 @@ def test_a_closed_layer_is_deleted_and_its_parameters_counted(family):
         gated = model.eval()(**_ids()).logits
     small = cs.purge(model, _ids())
     assert len(small.get_submodule(_stack(family))) == 2 and small.config.num_hidden_layers == 2
+    torch.testing.assert_close(small(**_ids()).logits, gated, rtol=0, atol=1e-4 * float(gated.abs().max()))
+
+
+def test_attention_and_mlp_blocks_close_separately_and_purge_exactly():
+    model = cs.sparsify(tiny_decoder("llama"), example_input=_ids(), blocks=True)
+    assert _units(model)[-2:] == [("model", "attention", 2), ("model", "mlp", 2)]
+    reference = tiny_decoder("llama")
+    attention0 = sum(p.numel() for p in reference.model.layers[0].self_attn.parameters()) + 64  # + its norm
+    mlp1 = sum(p.numel() for p in reference.model.layers[1].mlp.parameters()) + 64
+    accounting = Accounting(model)
+    for group in cs.gate_groups(model):
+        values = torch.full((group.num_units,), 0.9)
+        if group.kind in ("attention", "mlp"):
+            values[0 if group.kind == "attention" else 1] = 0.0  # block 0's attention, block 1's MLP
+        group.decide_(values)
+    realized, _ = accounting.active(realized=True)
+    assert int(realized) == accounting.num_sparsifiable - attention0 - mlp1
+    with torch.no_grad():
+        gated = model.eval()(**_ids()).logits
+    small = cs.purge(model, _ids())
+    assert small.model.layers[0].self_attn.k_proj.out_features == 16  # one zeroed key-value head stays
+    assert small.model.layers[1].mlp.up_proj.out_features == 1  # one zeroed neuron stays
+    assert small.model.layers[1].self_attn.k_proj.out_features == 32
     torch.testing.assert_close(small(**_ids()).logits, gated, rtol=0, atol=1e-4 * float(gated.abs().max()))
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ctrlsparse as cs
-from ctrlsparse.gating.decoder_purge import to_pretrained
+from ctrlsparse.gating.purging import to_pretrained
 from tests.helpers import VOCAB, tiny_decoder
 
 transformers = pytest.importorskip("transformers")

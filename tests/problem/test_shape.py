@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 import ctrlsparse as cs
 from ctrlsparse.gating import Accounting
-from ctrlsparse.gating.decoder_purge import to_pretrained
 from ctrlsparse.gating.decoders import DecoderError
+from ctrlsparse.gating.purging import to_pretrained
 from tests.helpers import VOCAB, tiny_decoder
 
 pytest.importorskip("transformers")
@@ -90,3 +90,41 @@ def test_target_params_counts_every_parameter_embeddings_included():
         cs.SparsityProblem(model, _lm_loss, target_params="2e5")
     with pytest.raises(ValueError, match="target_params or target_density, not both"):
         cs.SparsityProblem(model, _lm_loss, target_params=0.5, target_density=0.5)
+
+
+def test_a_macs_budget_counts_attention_scores_and_values_at_the_example_length():
+    # hidden 64, 2 blocks of 4 query heads over 2 key-value heads (head_dim 16), SwiGLU 172,
+    # vocabulary 97, an example of T = 8 tokens. Per token and block, the projections spend
+    # q 64·64 + k, v 2·(64·32) + o 64·64 + SwiGLU 3·64·172 = 45,312 MACs, the LM head 64·97;
+    # per example and block, QK^T and AV spend 2 · 4 heads · 16 · T(T + 1)/2 = 4,608 (causal pairs).
+    model = cs.sparsify(
+        tiny_decoder("llama"), example_input={"input_ids": torch.zeros(1, 8, dtype=torch.long)}
+    )
+    problem = cs.SparsityProblem(model, _lm_loss, target_macs=0.8)
+    attention = 2 * 4 * 16 * 8 * 9 // 2
+    dense = 8 * (2 * 45312 + 64 * 97) + 2 * attention
+    macs = problem.dense_macs
+    assert [macs[f"model.layers.{i}.self_attn"] for i in (0, 1)] == [attention, attention]
+    assert sum(macs.values()) == dense == 783872
+    groups = cs.gate_groups(model)
+    groups[0].decide_(torch.tensor([1.0, 0.0]))  # block 0 keeps 1 of its 2 key-value heads
+    for group in groups[1:]:
+        group.decide_(torch.ones(group.num_units))
+    # Its 2 query heads go: their Q rows, one K and one V head, their O columns (16·64·6 per
+    # token), and half of its attention MACs.
+    realized, _ = problem.expected_macs(realized=True)
+    assert float(realized) * dense == pytest.approx(dense - 8 * 16 * 64 * 6 - attention / 2)
+
+
+def test_a_closed_attention_block_spends_no_attention_macs():
+    example = {"input_ids": torch.zeros(1, 8, dtype=torch.long)}
+    model = cs.sparsify(tiny_decoder("llama"), example_input=example, blocks=True)
+    problem = cs.SparsityProblem(model, _lm_loss, target_macs=0.8)
+    for group in cs.gate_groups(model):
+        values = torch.ones(group.num_units)
+        if group.kind == "attention":
+            values[0] = 0.0
+        group.decide_(values)
+    # Block 0's Q, K, V and O projections (64·(64 + 32 + 32 + 64) per token) and its scores and values.
+    realized, _ = problem.expected_macs(realized=True)
+    assert float(realized) * 783872 == pytest.approx(783872 - 8 * 64 * 192 - 4608)

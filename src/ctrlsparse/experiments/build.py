@@ -114,6 +114,7 @@ def gated_model(
         hidden=model_config.gate_hidden,
         layers=model_config.gate_layers,
         round_to=model_config.round_to,
+        blocks=model_config.gate_blocks,
     )
 
 

@@ -69,8 +69,9 @@ class ModelConfig:
     data's for tracing; ``output`` names the attribute or key of the model's output that
     holds the logits (e.g. ``"logits"``); ``include``/``exclude`` select the root
     modules of the gated units (fnmatch patterns); for a decoder LM, ``gate_hidden`` also
-    gates the hidden (residual) dimension and ``gate_layers`` whole decoder layers
-    (:func:`~ctrlsparse.sparsify`'s ``hidden`` and ``layers``)."""
+    gates the hidden (residual) dimension, ``gate_layers`` whole decoder layers and
+    ``gate_blocks`` whole attention and MLP blocks (:func:`~ctrlsparse.sparsify`'s
+    ``hidden``, ``layers`` and ``blocks``)."""
 
     name: str = _field("mlp", (str,))
     hidden: list[int] = _field([300, 100], (list,))
@@ -84,6 +85,7 @@ class ModelConfig:
     heads: bool = _field(True, (bool,))
     gate_hidden: bool = _field(False, (bool,))
     gate_layers: bool = _field(False, (bool,))
+    gate_blocks: bool = _field(False, (bool,))
     structure: str = _field("neuron", (str,), tuple(s.value for s in Structure))
     round_to: int = _field(1, (int,))
     """Keep the open channels, neurons and hidden dimensions of each gated layer in multiples of

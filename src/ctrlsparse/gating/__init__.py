@@ -9,11 +9,10 @@ realized active parameters) → :func:`~ctrlsparse.gating.purging.purge` (a smal
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.attention import PrunedMultiheadAttention
 from ctrlsparse.gating.counting import Count, count
-from ctrlsparse.gating.decoder_purge import to_pretrained
 from ctrlsparse.gating.decoders import DecoderError, register_decoder
 from ctrlsparse.gating.gates import ARMGate, Gate, GateKind, HardConcrete, MaskGate, antithetic, make_gate
 from ctrlsparse.gating.groups import GateGroup, GateScale, Slice, gate_groups
-from ctrlsparse.gating.purging import PurgeError, SelectInputs, purge
+from ctrlsparse.gating.purging import PurgeError, SelectInputs, purge, to_pretrained
 from ctrlsparse.gating.registry import (
     AttentionSpec,
     LayerSpec,

@@ -25,7 +25,7 @@ not plain slicing:
 
 When every block keeps the same numbers of heads, key-value heads and MLP neurons, the
 config is updated to that shape, so ``save_pretrained`` and ``from_pretrained`` give the
-same model back (:func:`to_pretrained`).
+same model back (:func:`~ctrlsparse.gating.purging.to_pretrained`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import math
 import torch
 from torch import nn
 
-from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE, DecoderError, DecoderLayout, Norm, Projection
+from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE, DecoderLayout, Norm, Projection
 from ctrlsparse.gating.groups import bake, gate_groups
 
 CONFIG_ATTRIBUTE = "_ctrlsparse_config_shape"
@@ -181,6 +181,7 @@ def purge_decoder(model: nn.Module) -> nn.Module:
     layout: DecoderLayout = model.__dict__[LAYOUT_ATTRIBUTE]
     purged = copy.deepcopy(model).eval()
     kept = {(g.name, g.kind): _kept(g.deterministic()) for g in gate_groups(purged)}
+    _close_blocks(purged, layout, kept)
     kept_hidden = kept.get((layout.base, "hidden"))
     if layout.lm_head is None and kept_hidden is not None:
         # The baked embedding will hold the gates; the LM head reads the original weight.
@@ -202,6 +203,18 @@ def purge_decoder(model: nn.Module) -> nn.Module:
     purged.__dict__.pop(LAYOUT_ATTRIBUTE, None)
     purged.__dict__[CONFIG_ATTRIBUTE] = _update_config(purged.config, layout, heads, sizes, kept_hidden)
     return purged
+
+
+def _close_blocks(model: nn.Module, layout: DecoderLayout, kept: dict) -> None:
+    """A closed attention (MLP) block keeps one head (neuron): its writer is baked to 0, so
+    the rest of it goes, and the layer's shapes stay valid."""
+    for group in gate_groups(model):
+        if (group.name, group.kind) not in ((layout.base, "attention"), (layout.base, "mlp")):
+            continue
+        parts = layout.attentions if group.kind == "attention" else layout.mlps
+        unit = "head" if group.kind == "attention" else "output"
+        for i in (group.deterministic().flatten() == 0).nonzero().flatten().tolist():
+            kept[(parts[i].name, unit)] = kept.get((parts[i].name, unit), [0])[:1]
 
 
 _FFN_FIELDS = {"gpt2": "n_inner", "gpt_neox": "intermediate_size", "opt": "ffn_dim"}
@@ -265,29 +278,3 @@ def _update_config(config, layout: DecoderLayout, heads, sizes, kept_hidden) -> 
     if kept_hidden is not None:
         config.rms_norm_eps *= layout.hidden / hidden
     return None
-
-
-def to_pretrained(model: nn.Module) -> nn.Module:
-    """The purged model (:func:`purge_decoder`) when its config describes it, ready for ``save_pretrained``.
-
-    Raises:
-        DecoderError: the purged blocks differ in size (a per-layer budget), or the family's
-            config cannot state the shape; ``ctrlsparse.purge`` still gives a plain torch model.
-
-    Examples:
-        >>> small = to_pretrained(gated_llama)  # doctest: +SKIP
-        >>> small.save_pretrained("small")  # doctest: +SKIP
-    """
-    if LAYOUT_ATTRIBUTE not in model.__dict__:
-        raise DecoderError(
-            f"{type(model).__name__} was not sparsified as a decoder LM: to_pretrained needs a "
-            "transformers causal LM of a registered family passed to ctrlsparse.sparsify"
-        )
-    purged = purge_decoder(model)
-    reason = purged.__dict__[CONFIG_ATTRIBUTE]
-    if reason is not None:
-        raise DecoderError(
-            f"the purged {type(model).__name__} has no transformers config: {reason}. Use ctrlsparse.purge "
-            "for a plain torch model (torch.export accepts it), or a uniform target shape"
-        )
-    return purged

@@ -29,6 +29,13 @@ The units, per block:
 - ``layer`` (with ``layers=True``): one unit per decoder layer, owning every parameter of
   it; the gate scales the attention and MLP output projections whole, so a closed layer
   adds 0 to the residual stream and purging deletes it.
+- ``attention`` and ``mlp`` (with ``blocks=True``): Sheared-LLaMA's separate masks on
+  whole attention blocks and whole MLP blocks, one unit per block. An attention unit
+  owns the attention module's parameters and the norm before it, and its gate scales the
+  output projection whole; an MLP unit owns the MLP's projections and its norm, and its
+  gate scales the down projection whole. A closed block adds exactly 0 to the residual
+  stream; purging keeps one zeroed head or neuron of it, so that the layer's shapes stay
+  valid (its blocks then differ from the others, which a per-layer config cannot state).
 """
 
 from __future__ import annotations
@@ -177,6 +184,10 @@ def register_decoder(model_type: str, finder: LayoutFinder) -> None:
 def decoder_layout(model: nn.Module) -> DecoderLayout | None:
     """The layout of a registered decoder LM (``*ForCausalLM``), or None for other models.
 
+    Raises:
+        DecoderError: the model is of a registered family but has no LM head, or a module
+            its family's layout names is missing or is not a linear layer (named).
+
     Examples:
         >>> decoder_layout(nn.Linear(2, 2)) is None
         True
@@ -190,7 +201,53 @@ def decoder_layout(model: nn.Module) -> DecoderLayout | None:
             f"{type(model).__name__} is a {model_type!r} model without an LM head: sparsify its "
             f"*ForCausalLM class (registered families: {', '.join(sorted(_FINDERS))})"
         )
-    return finder(model)
+    try:
+        layout = finder(model)
+    except (AttributeError, KeyError) as error:  # a module the family's layout names is not there
+        raise DecoderError(
+            f"the {model_type!r} layout does not fit {type(model).__name__}: {error}. {_REMEDY}"
+        ) from error
+    _check_layout(model, layout)
+    return layout
+
+
+_REMEDY = (
+    "Register a layout that names this model's projections with ctrlsparse.register_decoder(model_type, "
+    "finder) (see ctrlsparse.gating.decoders), or sparsify it with structure='weight' or 'paper', "
+    "which read no layout"
+)
+
+
+def _check_layout(model: nn.Module, layout: DecoderLayout) -> None:
+    """Every projection a layout names is a linear layer of the model; the first one that is not is named."""
+    modules = dict(model.named_modules())
+    projections = [p for a in layout.attentions for p in (a.query, a.key, a.value, a.output)]
+    projections += [p for m in layout.mlps for p in (*m.readers, m.writer)]
+    for p in projections:
+        module = modules.get(p.name)
+        if module is None or getattr(module, "weight", None) is None or module.weight.dim() != 2:
+            found = "no such module" if module is None else f"a {type(module).__name__} with no 2-D weight"
+            raise DecoderError(
+                f"the {model.config.model_type!r} layout names {p.name!r} as a projection of "
+                f"{type(model).__name__}, but it is {found}. {_REMEDY}"
+            )
+
+
+def part(model: nn.Module, name: str) -> nn.Module:
+    """The submodule ``name`` of ``model``, for layout finders: a missing one is a
+    :class:`DecoderError` that names it.
+
+    Examples:
+        >>> part(nn.Sequential(nn.Linear(2, 2)), "0").out_features
+        2
+    """
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise DecoderError(
+            f"{type(model).__name__} has no module {name!r}, which the {model.config.model_type!r} "
+            f"layout reads. {_REMEDY}"
+        ) from None
 
 
 def _lm_head(model: nn.Module, embedding: str) -> Projection | None:
@@ -202,8 +259,9 @@ def _llama_like(model: nn.Module) -> DecoderLayout:
     """Llama, Mistral, Qwen2, Qwen3, Gemma, Phi-3: ``model.layers[i].self_attn`` / ``.mlp``."""
     config = model.config
     attentions, mlps, norms = [], [], []
-    for i, layer in enumerate(model.model.layers):
-        a, m, prefix = layer.self_attn, layer.mlp, f"model.layers.{i}"
+    for i in range(len(model.model.layers)):
+        prefix = f"model.layers.{i}"
+        a, m = part(model, f"{prefix}.self_attn"), part(model, f"{prefix}.mlp")
         d = a.head_dim
         heads, kv = config.num_attention_heads, config.num_key_value_heads
         if hasattr(a, "qkv_proj"):  # Phi-3: [Q | K | V] rows of one Linear
@@ -216,11 +274,11 @@ def _llama_like(model: nn.Module) -> DecoderLayout:
             Attention(f"{prefix}.self_attn", q, k, v, Projection(f"{prefix}.self_attn.o_proj"), heads, kv, d)
         )
         if hasattr(m, "gate_up_proj"):  # Phi-3: [gate | up] rows of one Linear
-            size = m.down_proj.in_features
+            size = part(model, f"{prefix}.mlp.down_proj").in_features
             packed = f"{prefix}.mlp.gate_up_proj"
             readers = (Projection(packed), Projection(packed, base=size))
         else:
-            size = m.up_proj.out_features
+            size = part(model, f"{prefix}.mlp.up_proj").out_features
             readers = (Projection(f"{prefix}.mlp.gate_proj"), Projection(f"{prefix}.mlp.up_proj"))
         mlps.append(MLP(f"{prefix}.mlp", readers, Projection(f"{prefix}.mlp.down_proj"), size))
         norms += [f"{prefix}.input_layernorm", f"{prefix}.post_attention_layernorm"]
@@ -357,10 +415,16 @@ register_decoder("opt", _opt)
 
 
 def decoder_units(
-    model: nn.Module, layout: DecoderLayout, heads: bool = True, hidden: bool = False, layers: bool = False
+    model: nn.Module,
+    layout: DecoderLayout,
+    heads: bool = True,
+    hidden: bool = False,
+    layers: bool = False,
+    blocks: bool = False,
 ) -> list[Unit]:
     """The gate groups' units of a decoder LM: heads and MLP neurons per block, the hidden
-    dimension (``hidden``), and whole decoder layers (``layers``).
+    dimension (``hidden``), whole decoder layers (``layers``), and whole attention and MLP
+    blocks (``blocks``).
 
     Examples:
         >>> units = decoder_units(llama, decoder_layout(llama), hidden=True)  # doctest: +SKIP
@@ -388,6 +452,44 @@ def decoder_units(
         units.append(_hidden_unit(model, layout, modules))
     if layers:
         units.append(_layer_unit(model, layout, modules))
+    if blocks:
+        units += _block_units(layout, modules)
+    return units
+
+
+def _whole(modules: dict[str, nn.Module], names: list[str], unit: int) -> list[Slice]:
+    """Every parameter of the modules ``names`` (each once), as slices of one unit."""
+    slices = []
+    for name in dict.fromkeys(names):
+        for param, _ in modules[name].named_parameters():
+            module, _, leaf = f"{name}.{param}".rpartition(".")
+            slices.append(Slice.of_whole(module, leaf, unit))
+    return slices
+
+
+def _scale_whole(modules: dict[str, nn.Module], writer: Projection, unit: int) -> list[Slice]:
+    """Where a gate silences a whole block: its residual writer's weight and bias."""
+    sites = [Slice.of_whole(writer.name, "weight", unit)]
+    if getattr(modules[writer.name], "bias", None) is not None:
+        sites.append(Slice.of_whole(writer.name, "bias", unit))
+    return sites
+
+
+def _block_units(layout: DecoderLayout, modules: dict[str, nn.Module]) -> list[Unit]:
+    """One ``attention`` and one ``mlp`` gate per block (Sheared-LLaMA's ``head_layer_z`` and
+    ``mlp_z``): a unit owns its block's parameters and the norm that feeds only it, and its
+    gate scales the block's output projection whole."""
+    units = []
+    blocks = (("attention", layout.attentions), ("mlp", layout.mlps))
+    for kind, parts in blocks:
+        slices, sites = [], []
+        for i, part in enumerate(parts):
+            # The finders list each block's two norms in order: attention's, then the MLP's.
+            norm = layout.norms[2 * i + (kind == "mlp")]
+            owned = [part.name] if kind == "attention" else [p.name for p in (*part.readers, part.writer)]
+            slices += _whole(modules, [*owned, norm], i)
+            sites += _scale_whole(modules, part.output if kind == "attention" else part.writer, i)
+        units.append(Unit(layout.base, kind, len(parts), slices, sites, (layout.layers, kind, 1)))
     return units
 
 
@@ -397,15 +499,10 @@ def _layer_unit(model: nn.Module, layout: DecoderLayout, modules: dict[str, nn.M
     the residual stream and purging deletes it."""
     stack = modules[layout.layers]
     slices, sites = [], []
-    for i, layer in enumerate(stack):
-        prefix = f"{layout.layers}.{i}"
-        for name, _ in layer.named_parameters():
-            module, _, param = f"{prefix}.{name}".rpartition(".")
-            slices.append(Slice.of_whole(module, param, i))
+    for i in range(len(stack)):
+        slices += _whole(modules, [f"{layout.layers}.{i}"], i)
         for writer in (layout.attentions[i].output, layout.mlps[i].writer):
-            sites.append(Slice.of_whole(writer.name, "weight", i))
-            if getattr(modules[writer.name], "bias", None) is not None:
-                sites.append(Slice.of_whole(writer.name, "bias", i))
+            sites += _scale_whole(modules, writer, i)
     # On the base model, not the ModuleList: a model iterating its layers would run the gate as one.
     return Unit(layout.base, "layer", len(stack), slices, sites, (layout.layers, "layers", 1))
 

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from ctrlsparse.errors import CtrlsparseError
-from ctrlsparse.gating.decoder_purge import purge_decoder
-from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE
-from ctrlsparse.gating.groups import bake, gate_groups
+from ctrlsparse.gating.decoder_purge import CONFIG_ATTRIBUTE, purge_decoder
+from ctrlsparse.gating.decoders import LAYOUT_ATTRIBUTE, DecoderError
+from ctrlsparse.gating.groups import EXAMPLE_ATTRIBUTE, bake, gate_groups
 from ctrlsparse.gating.registry import attention_spec, packed_attention_spec
 from ctrlsparse.gating.units import build_graph
 from ctrlsparse.modelio import call_model, head, logits
@@ -99,9 +99,57 @@ def purge(model: nn.Module, example_input) -> nn.Module:
     result = logits(call_model(purged, example))
     error = (result - reference).abs().max() / reference.abs().max().clamp_min(1e-12)
     if not bool(error <= TOLERANCE):
+        why = (
+            f"the {model.config.model_type!r} layout misses a coupling of {type(model).__name__}: register "
+            "a corrected one with ctrlsparse.register_decoder, or leave the mismatched block dense with "
+            "exclude=[...]"
+            if decoder
+            else "an operation after a closed unit does not map 0 to 0 (e.g. a sigmoid): exclude that unit's "
+            "root"
+        )
         raise PurgeError(
-            f"the purged model's outputs differ from the gated model's (relative error {float(error):.3g}); "
-            "an operation after a closed unit does not map 0 to 0 (e.g. a sigmoid): exclude that unit's root"
+            f"the purged model's outputs differ from the gated model's (relative error {float(error):.3g}, "
+            f"tolerance {TOLERANCE:g}); {why}"
+        )
+    return purged
+
+
+def to_pretrained(model: nn.Module, example_input=None) -> nn.Module:
+    """The purged decoder LM (:func:`purge`), of the same ``transformers`` class with a config
+    of the smaller shape, ready for ``save_pretrained``.
+
+    Its eval logits are checked against the gated model's on ``example_input``: by default the
+    example given to :func:`~ctrlsparse.sparsify`, else the token ids ``0 … 15``.
+
+    Raises:
+        DecoderError: ``model`` is not a sparsified decoder LM, its purged blocks differ in size
+            (a per-layer budget), or its family's config cannot state the shape;
+            :func:`purge` still gives a plain torch model.
+        PurgeError: the purged model's logits differ from the gated model's (relative error
+            above ``TOLERANCE``).
+
+    Examples:
+        >>> small = to_pretrained(gated_llama)  # doctest: +SKIP
+        >>> small.save_pretrained("small")  # doctest: +SKIP
+    """
+    if LAYOUT_ATTRIBUTE not in model.__dict__:
+        raise DecoderError(
+            f"{type(model).__name__} was not sparsified as a decoder LM: to_pretrained needs a "
+            "transformers causal LM of a registered family passed to ctrlsparse.sparsify"
+        )
+    if example_input is None:
+        example_input = model.__dict__.get(EXAMPLE_ATTRIBUTE)
+    if example_input is None:
+        device = next(model.parameters()).device
+        example_input = {
+            "input_ids": torch.arange(16, device=device).remainder(model.config.vocab_size)[None]
+        }
+    purged = purge(model, example_input)
+    reason = purged.__dict__[CONFIG_ATTRIBUTE]
+    if reason is not None:
+        raise DecoderError(
+            f"the purged {type(model).__name__} has no transformers config: {reason}. Use ctrlsparse.purge "
+            "for a plain torch model (torch.export accepts it), or a uniform target shape"
         )
     return purged
 

@@ -75,6 +75,7 @@ def sparsify(
     inputs: bool | None = None,
     layers: bool = False,
     round_to: int = 1,
+    blocks: bool = False,
 ) -> nn.Module:
     """Give ``model`` one stochastic gate per prunable unit, in place.
 
@@ -113,6 +114,8 @@ def sparsify(
             to the next allowed count. A group of fewer than ``round_to`` units keeps all
             or none (:meth:`~ctrlsparse.gating.GateGroup.aligned`). Needs a ``structure``
             with units (not ``"weight"``).
+        blocks: gate whole attention blocks and whole MLP blocks of a decoder LM separately
+            (one gate each per layer, as Sheared-LLaMA does).
 
     Returns:
         ``model`` itself.
@@ -126,11 +129,12 @@ def sparsify(
     structure = Structure.parse(structure)
     # Decoder LMs: units from the family's registered layout, not from a traced graph.
     layout = decoder_layout(model) if structure is Structure.NEURON else None
-    if layers and layout is None:
-        raise ValueError(
-            f"layers=True gates the layers of decoder LMs (registered families); {type(model).__name__} "
-            "is not one"
-        )
+    for flag, value in (("layers", layers), ("blocks", blocks)):
+        if value and layout is None:
+            raise ValueError(
+                f"{flag}=True gates the {flag} of decoder LMs (registered families); {type(model).__name__} "
+                "is not one"
+            )
     if hidden and layout is None:
         raise NotImplementedError(
             "hidden=True (gating the residual-stream dimension) is supported for decoder LMs of RMSNorm "
@@ -148,16 +152,18 @@ def sparsify(
     if not modules:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
     dense: dict[str, str] = {}
+    skipped: list[str] = []
     if layout is not None:
-        units = decoder_units(model, layout, heads=heads, hidden=hidden, layers=layers)
+        units = decoder_units(model, layout, heads=heads, hidden=hidden, layers=layers, blocks=blocks)
     elif structure is Structure.NEURON:
         if example_input is None:
             raise ValueError(
                 "structure='neuron' finds units by tracing the model: pass example_input=<one batch>, "
                 "or use structure='paper' (per-layer groups) or 'weight'"
             )
-        found = find_units(model, example_input, heads=heads, inputs=inputs)
-        units, dense = found.units, found.dense
+        patterns = [exclude] if isinstance(exclude, str) else list(exclude or ())
+        found = find_units(model, example_input, heads, inputs, skip=lambda name: _matches(name, patterns))
+        units, dense, skipped = found.units, found.dense, found.skipped
     elif structure is Structure.PAPER:
         units = paper_units(modules)
     else:
@@ -166,7 +172,7 @@ def sparsify(
     if not units:
         raise ValueError(f"{type(model).__name__} has no prunable unit (left dense: {dense or 'none'})")
     include = _check_patterns(include, names, "include")
-    exclude = _check_patterns(exclude, names, "exclude")
+    exclude = _check_patterns(exclude, names + skipped, "exclude")
     chosen = [
         u
         for u in units

@@ -15,10 +15,19 @@ the gate sits, and leaves out what must stay dense:
 - Q/K/V channels, which are pruned only as whole heads (``heads=True``): through the
   graph for Q/K/V ``nn.Linear`` attention, from the class's registered slices for packed
   attention (``nn.MultiheadAttention``, :mod:`ctrlsparse.gating.attention`).
+
+The graph's group search can take very long: on a Llama-style decoder it did not finish
+a 2-layer model in 90 s (it revisits the residual stream of every layer). Each root
+module's search is given :data:`SEARCH_SECONDS`; a root that takes longer is a
+:class:`TraceError` naming it, and ``exclude=[name]`` skips its search.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -39,7 +48,57 @@ from ctrlsparse.modelio import call_model
 
 
 class TraceError(CtrlsparseError, ValueError):
-    """The model could not be traced with its example input."""
+    """The model could not be traced with its example input, or its units could not be found."""
+
+
+SEARCH_SECONDS = 30.0
+"""How long the dependency graph's search for the units of one root module may take."""
+
+
+class _Expired(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(model: nn.Module, root: str) -> Iterator[None]:
+    """Stop a search from ``root`` after :data:`SEARCH_SECONDS` with a :class:`TraceError`.
+
+    A SIGALRM timer, so only in the main thread and when no one else uses that signal or
+    timer (pytest-timeout, say); elsewhere the search runs unbounded.
+    """
+    free = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
+    if not free:
+        yield
+        return
+
+    def expire(signum, frame) -> None:
+        raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, SEARCH_SECONDS)
+    try:
+        yield
+    except _Expired:
+        raise TraceError(
+            f"the search for the units coupled to {root!r} in {type(model).__name__}'s dependency graph did "
+            f"not finish in {SEARCH_SECONDS:g} s; leave it dense with exclude=[{root!r}] (its search is then "
+            "skipped), or use structure='weight' or 'paper'. For a transformers decoder LM, register its "
+            "family's layout with ctrlsparse.register_decoder instead"
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _search(model: nn.Module, dg: tp.DependencyGraph, root: str, module: nn.Module, fn, idxs) -> tp.Group:
+    """The graph's pruning group of ``fn`` on ``module`` (named ``root``), within the time limit."""
+    with _time_limit(model, root):
+        return dg.get_pruning_group(module, fn, idxs)
 
 
 @dataclass
@@ -62,6 +121,8 @@ class Found:
     units: list[Unit] = field(default_factory=list)
     dense: dict[str, str] = field(default_factory=dict)
     """Modules left dense, with the reason."""
+    skipped: list[str] = field(default_factory=list)
+    """Root modules whose search was skipped (excluded)."""
 
 
 def build_graph(model: nn.Module, example_input) -> tp.DependencyGraph:
@@ -201,12 +262,19 @@ def _silent(dg: tp.DependencyGraph, names: dict, group, sites: list[Slice]) -> t
     return tuple(dict.fromkeys(silent))
 
 
-def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None) -> Found:
+def find_units(
+    model: nn.Module,
+    example_input,
+    heads: bool = True,
+    inputs=None,
+    skip: Callable[[str], bool] | None = None,
+) -> Found:
     """Every prunable unit of ``model``: hidden neurons/channels, residual channels, heads, inputs.
 
     Args:
         inputs: gate the model's input features: True, False, or None (default) for
             inputs read by a Linear layer only (pixels of an MLP, not an image's channels).
+        skip: root module names whose units are not searched for (excluded).
     """
     dg = build_graph(model, example_input)
     names = {m: n for n, m in model.named_modules()}
@@ -233,10 +301,18 @@ def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None)
         if not q.out_features == k.out_features == v.out_features:
             found.dense[names[module]] = "grouped-query attention (K/V heads shared): not supported yet"
             continue
+        if skip is not None and skip(names[module]):
+            found.skipped.append(names[module])
+            continue
         num_heads = int(getattr(module, spec.num_heads))
         width = q.out_features // num_heads
-        group = dg.get_pruning_group(
-            q, dg.get_pruner_of_module(q).prune_out_channels, list(range(q.out_features))
+        group = _search(
+            model,
+            dg,
+            names[module],
+            q,
+            dg.get_pruner_of_module(q).prune_out_channels,
+            list(range(q.out_features)),
         )
         slices, unknown = _slices(dg, names, group, width)
         if unknown:
@@ -251,9 +327,11 @@ def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None)
         pruner = dg.get_pruner_of_module(module)
         if pruner is None or pruner.get_out_channels(module) is None:
             continue
-        group = dg.get_pruning_group(
-            module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module)))
-        )
+        if skip is not None and skip(names[module]):
+            found.skipped.append(names[module])
+            continue
+        outputs = list(range(pruner.get_out_channels(module)))
+        group = _search(model, dg, names[module], module, pruner.prune_out_channels, outputs)
         visited.update(item.dep.target.module for item in group if _is_out(dg, item.dep.handler))
         if _reaches_output(dg, group):
             continue
@@ -269,7 +347,7 @@ def find_units(model: nn.Module, example_input, heads: bool = True, inputs=None)
         prune = (names[module], "out", 1)
         silent = _silent(dg, names, group, sites)
         found.units.append(Unit(names[module], "output", len(group[0].idxs), slices, sites, prune, silent))
-    found.units[:0] = _input_units(model, dg, names, inputs)
+    found.units[:0] = _input_units(model, dg, names, inputs, skip)
     return found
 
 
@@ -301,7 +379,7 @@ def _qkv(model: nn.Module) -> set[nn.Module]:
     return out
 
 
-def _input_units(model: nn.Module, dg: tp.DependencyGraph, names: dict, inputs) -> list[Unit]:
+def _input_units(model: nn.Module, dg: tp.DependencyGraph, names: dict, inputs, skip=None) -> list[Unit]:
     """Units of the model's input features: the inputs of layers that read them directly."""
     if inputs is False:
         return []
@@ -315,8 +393,10 @@ def _input_units(model: nn.Module, dg: tp.DependencyGraph, names: dict, inputs) 
             continue
         if inputs is None and not isinstance(module, nn.Linear):
             continue
+        if skip is not None and skip(names[module]):
+            continue
         n = pruner.get_in_channels(module)
-        group = dg.get_pruning_group(module, pruner.prune_in_channels, list(range(n)))
+        group = _search(model, dg, names[module], module, pruner.prune_in_channels, list(range(n)))
         fed = any(item.dep.target.module in names and _is_out(dg, item.dep.handler) for item in group)
         if fed or _touches(group, (nn.Embedding,)):
             continue

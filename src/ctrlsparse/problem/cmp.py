@@ -305,15 +305,19 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
 
     @property
     def dense_macs(self) -> dict[str, int] | None:
-        """Dense MACs of each Linear/convolution layer (one example), when a MACs budget is set."""
-        return None if self._macs is None else dict(self._macs.dense)
+        """Dense MACs of each Linear/convolution layer (one example), when a MACs budget is set,
+        and of each decoder LM's attention module (its scores and values, :mod:`~ctrlsparse.problem.macs`)."""
+        if self._macs is None:
+            return None
+        return {**self._macs.dense, **{a.name: a.dense for a in self._macs.attention}}
 
     def expected_macs(self, realized: bool = False, units: torch.Tensor | None = None) -> tuple:
         """Expected (or realized) MACs fraction of the model and ``{layer: fraction}`` of the
         gated layers; needs a MACs budget (it knows the layers' MACs)."""
         if self._macs is None:
             raise ValueError("this problem has no MACs budget: pass target_macs= or macs_penalty=")
-        return self._macs.fractions(self.accounting.per_param(realized, units))
+        vector = self.accounting.vector(realized) if units is None else units
+        return self._macs.fractions(self.accounting.per_param(realized, units), vector)
 
     def constraint_values(self, realized: bool = False, units: torch.Tensor | None = None) -> dict:
         """The constrained value of every constraint (density or MACs fraction), by name:
@@ -321,7 +325,8 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         per_param = self.accounting.per_param(realized, units)
         model_density, densities = self.accounting.densities_from(per_param)
         values = {}
-        macs = self._macs.fractions(per_param) if self._macs is not None else None
+        vector = self.accounting.vector(realized) if units is None else units
+        macs = self._macs.fractions(per_param, vector) if self._macs is not None else None
         for name in self.constraint_names:
             key = ConstraintKey.parse(name)
             if key.quantity is Quantity.SHAPE:
@@ -329,7 +334,6 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
             whole, layers = macs if key.quantity is Quantity.MACS else (model_density, densities)
             values[name] = whole if key.layer is None else layers[key.layer]
         if self.shape_targets:
-            vector = self.accounting.vector(realized) if units is None else units
             values.update(shape_values(self.accounting, list(self.shape_targets), vector))
         return values
 
@@ -416,14 +420,15 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         densities = dict(zip(self.accounting.layers, layer_densities.unbind()))
         values = {MODEL: model_density, **densities}
         misc.update(density=model_density.detach(), densities=densities, layer_densities=layer_densities)
+        vector = self.accounting.vector() if self._macs is not None or self.shape_targets else None
         if self._macs is not None:
-            macs, macs_layers = self._macs.fractions(per_param)
+            macs, macs_layers = self._macs.fractions(per_param, vector)
             values[ConstraintKey.macs(MODEL).name] = macs
             values.update({ConstraintKey.macs(layer).name: v for layer, v in macs_layers.items()})
             misc["macs"] = {n: values[n] for n in self.constraint_names
                             if ConstraintKey.parse(n).quantity is Quantity.MACS}  # fmt: skip
         if self.shape_targets:
-            values.update(shape_values(self.accounting, list(self.shape_targets), self.accounting.vector()))
+            values.update(shape_values(self.accounting, list(self.shape_targets), vector))
         return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
 
     def compute_cmp_state(
