@@ -17,8 +17,7 @@ that skips masked blocks spends about that, a dense one twice). Under the gates,
 becomes the expected number of open query heads (``heads / kv_heads`` per open key-value
 head) times the probabilities that the block's layer gate and attention-block gate are
 open. The budget is per example; divided by :math:`T`, it is the MACs per token at
-sequence length :math:`T`: give an
-example of the length the model will serve.
+sequence length :math:`T`: give an example of the length the model will serve.
 """
 
 from __future__ import annotations
