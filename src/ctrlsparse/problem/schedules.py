@@ -66,6 +66,7 @@ class TargetSchedule:
         self.kind = ScheduleKind.parse(self.kind)
         self.initial: dict[str, float] | None = None  # each constraint's value at the first step
         self.levels: dict[str, float] = {}  # the level of each target constraint now (ε until started)
+        self.revision = 0  # counts the changes of the levels: the problem rebuilds its view on a change
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"schedule epochs must be >= 1, got {self.epochs!r}")
         if not 0.0 < self.factor < 1.0:
@@ -114,6 +115,7 @@ class TargetSchedule:
         """Hold every level at its target ε from now on (the levels before a run starts, and
         the feasibility phase's)."""
         self.levels.update(targets)
+        self.revision += 1
 
     def advance(self, problem, step: int, ramp_steps: int, steps_per_epoch: int | None) -> None:
         """Set the levels for ``step`` (every step for the linear ramp, at each epoch boundary
@@ -125,8 +127,10 @@ class TargetSchedule:
                 values = problem.constraint_values()
             self.initial = {name: float(values[name]) for name in problem.targets_all}
         if self.kind is ScheduleKind.LINEAR:
-            for name, target in problem.targets_all.items():
-                self.levels[name] = self.level_at(step, ramp_steps, target, self.initial[name])
+            levels = {name: self.level_at(step, ramp_steps, target, self.initial[name])
+                      for name, target in problem.targets_all.items()}  # fmt: skip
+            if levels != self.levels:  # past the ramp they stay at ε
+                self.levels, self.revision = levels, self.revision + 1
             return
         if step % steps_per_epoch:
             return
@@ -137,6 +141,7 @@ class TargetSchedule:
             previous = None if epoch == 0 else self.levels[name]
             value = float(values[name])
             self.levels[name] = self.level(epoch, target, self.initial[name], previous, value)
+        self.revision += 1
 
     def state_dict(self) -> dict:
         """The initial values the levels start from, and the levels in force."""
@@ -149,3 +154,4 @@ class TargetSchedule:
         self.initial = None if state["initial"] is None else dict(state["initial"])
         if "levels" in state:
             self.levels = dict(state["levels"])
+            self.revision += 1
