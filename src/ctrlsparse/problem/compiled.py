@@ -1,23 +1,27 @@
 """GDA's whole step through ``torch.compile``: ``GDA(..., compile="step")``.
 
-A step on a minibatch is two compiled regions with the step's one host transfer between them:
+A step on a minibatch runs in this order:
 
-1. the Lagrangian: the forward pass (gate sampling included), the expected densities, the
-   constraint states and cooper's primal and dual Lagrangians, summed as
+1. the Lagrangian, compiled: the forward pass (gate sampling included), the expected
+   densities, the constraint states and cooper's primal and dual Lagrangians, summed as
    :class:`~ctrlsparse.problem.dual.OneBackwardSimultaneousOptimizer` sums them. Its backward
-   is compiled with it (AOTAutograd), so ``.backward()`` runs a compiled graph;
-2. the updates: the primal optimizer's step, the dual step with cooper's projection onto
-   λ ≥ 0, the clamp of the gate parameters and the dual restarts.
+   pass is compiled with it (AOTAutograd), so ``.backward()`` runs a compiled graph;
+2. the step's one host transfer (:func:`~ctrlsparse.problem.readout.read_step`), eager: the
+   logged numbers, checked before any update;
+3. the primal optimizer's step, eager: the optimizer the user built, as they built it (a
+   fused Adam is one kernel already; compiled, its step would check guards on every
+   parameter and optimizer state at each call, which costs more than it saves on the CPU);
+4. the dual update, compiled: the dual optimizer's step, cooper's projection onto λ ≥ 0, the
+   clamp of the gate parameters and the dual restarts.
 
-Between them GDA reads the logged numbers and checks them (one host transfer, before any
-update: :func:`~ctrlsparse.problem.readout.read_step`), eagerly, as in the eager step.
-Levels enter the first region through one tensor written in place
+Levels enter the Lagrangian through one tensor written in place
 (:attr:`StackedConstraints.level_tensor <ctrlsparse.problem.stacking.StackedConstraints.level_tensor>`),
 so a moving target ramp does not recompile it; the feasibility phase does, once.
 
 Where a region's first call fails (no C++ compiler, an untraceable model) GDA warns and runs
 that region eagerly from then on: the Lagrangian's failure comes before its backward pass
-and the updates' before any parameter moves, so no step is lost or applied twice.
+has written a gradient, the dual update's before the multipliers move, so no step is lost or
+applied twice.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def check_compile(compile: bool | str) -> bool | str:
 
 
 class CompiledStep:
-    """The two compiled regions of a GDA step on a minibatch (module docstring).
+    """The compiled regions of a GDA step on a minibatch (module docstring).
 
     Args:
         problem: the GDA's problem.
@@ -57,11 +61,15 @@ class CompiledStep:
     """
 
     def __init__(self, problem, optimizer, after_update: Callable[[torch.Tensor | None], None]) -> None:
-        self.problem, self.optimizer, self._after_update = problem, optimizer, after_update
-        self._lagrangian: Callable | None = torch.compile(self._eager_lagrangian)
-        # One graph or none: a graph break would let a first graph update before a later one fails.
-        self._update: Callable | None = torch.compile(self._eager_update, fullgraph=True)
-        self._lagrangian_checked = self._update_checked = False
+        self.problem, self.optimizer = problem, optimizer
+        self._lagrangian = _Region(
+            self._eager_lagrangian,
+            "the forward pass, Lagrangian and backward pass",
+            optimizer.zero_grad,
+            _backward,
+        )
+        self._after_update = after_update
+        self._dual_update = _Region(self._eager_dual_update, "the dual update")
 
     def _eager_lagrangian(self, inputs: Inputs, targets: torch.Tensor | None):
         state = self.problem._cmp_state(inputs, targets, None, False)
@@ -71,49 +79,69 @@ class CompiledStep:
         violations = [constraint_state.violation for constraint_state in state.observed_constraints.values()]
         return total, state.loss, state.misc, violations
 
-    def _eager_update(self, violation: torch.Tensor | None) -> None:
-        self.optimizer.primal_step()
+    def _eager_dual_update(self, violation: torch.Tensor | None) -> None:
         self.optimizer.dual_step()
         self._after_update(violation)
 
     def roll(self, inputs: Inputs, targets: torch.Tensor | None, before_update: BeforeUpdate) -> None:
-        """Zero the gradients, backpropagate the Lagrangian, call ``before_update(cmp_state)``,
-        then update (the primal and dual steps and ``after_update``)."""
-        problem, optimizer = self.problem, self.optimizer
+        """Backpropagate the Lagrangian, call ``before_update(cmp_state)``, then update (the
+        primal and dual steps and ``after_update``)."""
+        problem = self.problem
         problem._refresh_levels()  # written eagerly: the compiled region reads the tensor
-        optimizer.zero_grad()
-        try:
-            total, loss, misc, violations = self._lagrangian(inputs, targets)
-            if total is not None:
-                total.backward()
-        except Exception as error:
-            if self._lagrangian_checked:
-                raise
-            _warn(error, "the forward pass, backward pass and Lagrangian")
-            self._lagrangian = self._eager_lagrangian
-            optimizer.zero_grad()
-            total, loss, misc, violations = self._lagrangian(inputs, targets)
-            if total is not None:
-                total.backward()
-        self._lagrangian_checked = True
+        self.optimizer.zero_grad()  # torch.compile does not trace it
+        _, loss, misc, violations = self._lagrangian(inputs, targets)
         observed = problem.stacking.wrap(violations, problem.dual_frozen)
         problem.last_state = state = cooper.CMPState(loss, observed, misc)
         if before_update is not None:
             before_update(state)
+        # The user's optimizer, as they built it: its step is one fused kernel or their own choice,
+        # and compiled it would guard on every parameter and state tensor at each call.
+        self.optimizer.primal_step()
         target = problem.target_constraint
-        violation = None if target is None else observed[target].violation.detach()
-        if self._update_checked:
-            self._update(violation)
-            return
+        self._dual_update(None if target is None else observed[target].violation.detach())
+
+
+class _Region:
+    """``function`` through ``torch.compile``; eager from then on, with a warning, where its
+    first compiled call fails (a compiler fails before the function's first operation runs).
+    ``then(result)`` runs after each call (the backward pass, whose compiled graph may be built
+    at its first call); ``reset`` undoes what a failed call may have done (the gradients)."""
+
+    def __init__(
+        self,
+        function: Callable,
+        what: str,
+        reset: Callable[[], None] = lambda: None,
+        then: Callable = lambda result: None,
+    ) -> None:
+        self.function, self.what, self.reset, self.then = function, what, reset, then
+        self._call: Callable | None = None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the region runs compiled (not before its first call, nor after a failure)."""
+        return self._call is not None and self._call is not self.function
+
+    def __call__(self, *args):
+        if self._call is not None:
+            result = self._call(*args)
+            self.then(result)
+            return result
         try:
-            self._update(violation)
+            compiled = torch.compile(self.function)
+            result = compiled(*args)
+            self.then(result)
+            self._call = compiled
         except Exception as error:
-            _warn(error, "the updates")
-            self._update = self._eager_update
-            self._update(violation)
-        self._update_checked = True
+            reason = f"{type(error).__name__}: {error}"
+            warnings.warn(f"torch.compile failed ({reason}); GDA runs {self.what} eagerly", stacklevel=4)
+            self._call = self.function
+            self.reset()
+            result = self.function(*args)
+            self.then(result)
+        return result
 
 
-def _warn(error: Exception, region: str) -> None:
-    reason = f"{type(error).__name__}: {error}"
-    warnings.warn(f"torch.compile failed ({reason}); GDA runs {region} eagerly", stacklevel=4)
+def _backward(result: tuple) -> None:
+    if result[0] is not None:
+        result[0].backward()

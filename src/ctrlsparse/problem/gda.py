@@ -198,7 +198,9 @@ class GDA:
         self._as_optimizer: GDAOptimizer | None = None
         skipping.check(skip_below, skip_every)
         self._compile, self.skip_below, self.skip_every = compile is True, skip_below, skip_every
-        self._compiled_step = CompiledStep(problem, self._cooper, self._after_update) if compile == STEP else None
+        self._compiled_step = (
+            CompiledStep(problem, self._cooper, self._after_update) if compile == STEP else None
+        )
         if total_steps is not None or ramp_steps is not None:
             self.begin(total_steps, steps_per_epoch)
 
