@@ -186,8 +186,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self._resting_levels = {name: levels[name] for name in self.constraint_names}
         self.schedule: TargetSchedule | None = None
         """The target schedule whose levels the constraints are held to (GDA attaches its own)."""
-        self._levels_key: tuple | None = None  # the schedule and its revision the view was built for
         self._levels_view: Mapping[str, float] = MappingProxyType({})
+        # The schedule and its revision the view was built for; None: rebuild it at the next read.
+        self._levels_for: tuple | None = None
         # What the forward pass calls: the model, or its DistributedDataParallel wrapper (fit sets it).
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
@@ -226,12 +227,12 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
     def _refresh_levels(self) -> Mapping[str, float]:
         """:attr:`levels`, and the level tensor the violations subtract, rebuilt when the
         schedule moved a level (or was replaced), not at every step."""
-        schedule = self.schedule
-        key = (schedule, None if schedule is None else schedule.revision)
-        if key != self._levels_key:
+        schedule, built_for = self.schedule, self._levels_for
+        revision = None if schedule is None else schedule.revision
+        if built_for is None or built_for[0] is not schedule or built_for[1] != revision:
             moved = schedule.levels if schedule is not None else {}
             view = {name: moved.get(name, rest) for name, rest in self._resting_levels.items()}
-            self._levels_view, self._levels_key = MappingProxyType(view), key
+            self._levels_view, self._levels_for = MappingProxyType(view), (schedule, revision)
             self.stacking.hold_levels(view)
         return self._levels_view
 
