@@ -36,17 +36,21 @@ from ctrlsparse.modelio import Inputs
 from ctrlsparse.problem.dual import BeforeUpdate, lagrangian_sum
 
 STEP = "step"
-"""``GDA(..., compile="step")``: the forward, backward, Lagrangian and updates compiled."""
-COMPILE_CHOICES = (False, True, STEP)
+"""``GDA(..., compile="step")``: the forward, backward, Lagrangian and dual update compiled."""
 
 
 def check_compile(compile: bool | str) -> bool | str:
-    """``compile`` as given, or a ``ValueError`` naming the valid choices."""
+    """``compile`` as given, or a ``ValueError`` naming the valid choices.
+
+    Examples:
+        >>> check_compile("step")
+        'step'
+    """
     if compile is False or compile is True or compile == STEP:
         return compile
     raise ValueError(
         f"compile must be False (eager), True (torch.compile the model's forward) or {STEP!r} "
-        f"(forward, backward, Lagrangian and updates), got {compile!r}"
+        f"(forward, backward, Lagrangian and dual update), got {compile!r}"
     )
 
 
