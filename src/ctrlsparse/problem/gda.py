@@ -315,6 +315,17 @@ class GDA:
         groups = self.primal_optimizer.param_groups
         return any(p.grad is not None for group in groups for p in group["params"])
 
+    def _after_update(self, violation: torch.Tensor | None) -> None:
+        """After both optimizers' steps: the gates' clamp, and the restarts given the targets'
+        ``violation`` (None in penalized mode)."""
+        with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
+            for (low, high), params in self._clamp_groups.items():
+                torch._foreach_clamp_min_(params, low)
+                torch._foreach_clamp_max_(params, high)
+            if self.dual_restarts and not self.problem.dual_frozen and violation is not None:
+                # Zero each multiplier whose violation is <= 0: one kernel, no host sync.
+                self.problem.target_constraint.multiplier.weight.masked_fill_(violation <= 0, 0.0)
+
     def observe(self, loss: torch.Tensor) -> None:
         """Record a loss that something else backpropagated (a Lightning closure, say), for the
         next :meth:`step` to log; :meth:`backward` calls it. Losses add up until that step.
@@ -403,17 +414,6 @@ class GDA:
             if self.decision_due:
                 self.decide()
         return read[0]
-
-    def _after_update(self, violation: torch.Tensor | None) -> None:
-        """After both optimizers' steps: the gates' clamp, and the restarts given the targets'
-        ``violation`` (None in penalized mode)."""
-        with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
-            for (low, high), params in self._clamp_groups.items():
-                torch._foreach_clamp_min_(params, low)
-                torch._foreach_clamp_max_(params, high)
-            if self.dual_restarts and not self.problem.dual_frozen and violation is not None:
-                # Zero each multiplier whose violation is <= 0: one kernel, no host sync.
-                self.problem.target_constraint.multiplier.weight.masked_fill_(violation <= 0, 0.0)
 
     def as_optimizer(self) -> GDAOptimizer:
         """This GDA as a ``torch.optim.Optimizer`` (the same object on every call), for trainers
