@@ -40,7 +40,7 @@ _LAZY = {
     ),
     "ctrlsparse.runs": ("RunSummary", "load_run", "read_metrics"),
     "ctrlsparse.runs.model_file": ("load", "save"),
-    "ctrlsparse.training": ("evaluate", "fit"),
+    "ctrlsparse.training": ("DensityPath", "evaluate", "fit"),
 }  # fmt: skip
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ctrlsparse.problem import GDA, GDAStep, SparsityProblem, TargetSchedule, penalty_from_per_parameter
     from ctrlsparse.runs import RunSummary, load_run, read_metrics
     from ctrlsparse.runs.model_file import load, save
-    from ctrlsparse.training import evaluate, fit
+    from ctrlsparse.training import DensityPath, evaluate, fit
 
 GatedLayer = removed("GatedLayer")
 GatedLinear = removed("GatedLinear")
@@ -76,6 +76,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GDA",
     "Batches",
+    "DensityPath",
     "GDAStep",
     "GatedConv2d",
     "GatedLayer",

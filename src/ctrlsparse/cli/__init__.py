@@ -19,6 +19,7 @@ from ctrlsparse.cli.commands import (
     cmd_bench_overhead,
     cmd_bench_purge,
     cmd_compare,
+    cmd_path,
     cmd_plot,
     cmd_purge,
     cmd_reproduce,
@@ -149,8 +150,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 
+    path = sub.add_parser(
+        "path", help="one run through decreasing targets, a deployed model per point (error-density front)"
+    )
+    path.add_argument("problem", help="problem file (TOML) with targets, e.g. problems/fashion_lenet5.toml")
+    path.add_argument(
+        "--densities", required=True,
+        help="the targets, loosest first: 0.5,0.3,0.2,0.1 (in the form of the file's target: density, "
+        "MACs budget or parameter budget), or JSON per layer: '{\"fc1\": [0.5, 0.3], \"fc2\": [0.4, 0.2]}'",
+    )  # fmt: skip
+    path.add_argument(
+        "--finetune", type=float, default=0.1,
+        help="each point's training of its open weights, as a fraction of the run (default 0.1; all points "
+        "together at most half the run)",
+    )  # fmt: skip
+    path.add_argument("--out", required=True, help="directory: one sub-run per point and path.json")
+    path.add_argument("--epochs", type=int, help="override the problem file's epochs (the whole path's run)")
+    path.add_argument("--seed", type=int, help="override the problem file's seed")
+    path.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    path.add_argument("--penalty", help=argparse.SUPPRESS)  # refused with a reason
+    path_again = path.add_mutually_exclusive_group()
+    path_again.add_argument("--resume", action="store_true", help="continue the path in --out after a stop")
+    path_again.add_argument("--overwrite", action="store_true", help="delete the path in --out, start afresh")
+    path.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
+    path.add_argument("--purge", action="store_true", help="also export each point's purged.pt2")
+    path.add_argument("--quiet", action="store_true", help="no progress bar")
+    path.set_defaults(func=cmd_path)
+
     compare = sub.add_parser("compare", help="compare finished runs in a table")
-    compare.add_argument("runs", nargs="+", help="run directories")
+    compare.add_argument("runs", nargs="+", help="run directories, or density paths' (their points)")
     compare.add_argument("--out", help="directory to write report.md, comparison.png and traces.png into")
     compare.add_argument("--allow-mixed", action="store_true", help="compare runs of different problems")
     compare.set_defaults(func=cmd_compare)

@@ -131,6 +131,83 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_path(text: str, flag: str = "--densities") -> list | dict:
+    """Parse a path's targets: ``0.5,0.3,0.2,0.1``, or JSON for per-layer points
+    (``[{"fc1": 0.5, "fc2": 0.4}, ...]`` or ``{"fc1": [0.5, 0.3], "fc2": [0.4, 0.2]}``).
+
+    Examples:
+        >>> parse_path("0.5,0.3,0.2")
+        [0.5, 0.3, 0.2]
+        >>> parse_path('{"fc1": [0.5, 0.3], "fc2": [0.4, 0.2]}')
+        {'fc1': [0.5, 0.3], 'fc2': [0.4, 0.2]}
+    """
+    import json
+
+    text = text.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CLIError(f"{flag}: {text!r} is not valid JSON ({error.msg})") from None
+    levels = parse_levels(text, flag)
+    if isinstance(levels, dict):
+        raise CLIError(
+            f"{flag}: {text!r} names layers; per-layer points go as JSON, e.g. "
+            '\'{"fc1": [0.5, 0.3], "fc2": [0.4, 0.2]}\''
+        )
+    return levels if isinstance(levels, list) else [levels]
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    from ctrlsparse.experiments.build import PATH_KEYS, path_quantity, run_problem
+    from ctrlsparse.experiments.config import load_problem, parse_problem
+    from ctrlsparse.runs.checkpoint import check_run_dir
+    from ctrlsparse.training.path import DensityPath
+
+    if args.penalty is not None:
+        raise CLIError(
+            "--penalty: a density path lowers constrained targets, each point deployed at its ε; a "
+            "penalty sweep is tune-penalty (one density) or a sweep file (reproduce)"
+        )
+    points = parse_path(args.densities)
+    data = load_problem(args.problem).to_dict()
+    for attribute, (section, key) in _RUN_OVERRIDES.items():
+        if getattr(args, attribute, None) is not None:
+            data[section][key] = getattr(args, attribute)
+    config = parse_problem(data, f"{args.problem} with the command-line options")
+    sparsity = config.sparsity
+    if sparsity.method != "l0":
+        raise CLIError(
+            f"{args.problem}: [sparsity] method = {sparsity.method!r}; a density path trains L0 gates "
+            "(method = 'l0'); magnitude pruning and l1_rda take one run per density"
+        )
+    if sparsity.penalty is not None or sparsity.macs_penalty is not None:
+        raise CLIError(
+            f"{args.problem} is penalized ([sparsity] penalty / macs_penalty); a density path lowers "
+            "constrained targets: give the file a target_density (any value: the path replaces it)"
+        )
+    quantity = path_quantity(config)
+    path = DensityPath(points, quantity=quantity, finetune=args.finetune)
+    # The points replace the file's target (a model-wise path on a per-layer file, say): the
+    # problem is built with the first point, in its form.
+    data["sparsity"][PATH_KEYS[quantity]] = path.given[0]
+    config = parse_problem(data, f"{args.problem} with the command-line options")
+    out = Path(args.out)
+    check_run_dir(out, args.resume, args.overwrite)
+    run_problem(config, out, progress=not args.quiet, checkpoint_every=args.checkpoint_every,
+                resume=args.resume, overwrite=args.overwrite, path=path)  # fmt: skip
+    for point in path.points:
+        error = "n/a" if point.test_error is None else f"{100 * point.test_error:.2f}%"
+        asked = ", ".join(f"{name} ≤ {eps:g}" for name, eps in point.targets.items())
+        print(
+            f"{out / point.run}: {asked}; realized density {point.realized_density:.4f}, test error {error}"
+        )
+        if args.purge:
+            _purge_run(out / point.run, out / point.run / "purged.pt2")
+    print(f"wrote {out / 'path.json'} ({len(path.points)} points); compare them: ctrlsparse compare {out}")
+    return 0
+
+
 def cmd_tune_penalty(args: argparse.Namespace) -> int:
     from ctrlsparse.experiments.config import load_problem
     from ctrlsparse.experiments.tuning import tune_penalty
@@ -241,13 +318,18 @@ def cmd_bench_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    _purge_run(run_dir, Path(args.out) if args.out else run_dir / "purged.pt2")
+    return 0
+
+
+def _purge_run(run_dir: Path, out: Path) -> None:
+    """Purge a finished run's model and export it to ``out`` (``ctrlsparse purge``)."""
     import torch
 
     from ctrlsparse.experiments.build import rebuild_run
     from ctrlsparse.gating import count, purge
 
-    run_dir = Path(args.run)
-    out = Path(args.out) if args.out else run_dir / "purged.pt2"
     run = rebuild_run(run_dir)
     example = run.example_input
     small = purge(run.model, example).eval()
@@ -267,7 +349,6 @@ def cmd_purge(args: argparse.Namespace) -> int:
         f"{before.params_remaining:,}{why}; {after.macs_dense:,} MACs per example "
         f"(dense {before.macs_dense:,}); load it with torch.export.load"
     )
-    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -289,9 +370,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ctrlsparse import reports as plot
     from ctrlsparse.reports.tables import SIZE_NOTE, Results, comparison_table, dynamics_table
-    from ctrlsparse.runs.store import label_runs, load_run, problem_of
+    from ctrlsparse.runs.store import is_path, label_runs, load_path, load_run, problem_of
 
-    runs = label_runs([load_run(path) for path in args.runs])
+    runs = label_runs([load_run(path) for path in args.runs if not is_path(path)])
+    for path in filter(is_path, args.runs):  # a density path's directory stands for its points
+        runs += load_path(path)
     problems = sorted({problem_of(run) for run in runs})
     if len(problems) > 1 and not args.allow_mixed:
         raise CLIError(
@@ -299,7 +382,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "pass --allow-mixed to compare them anyway"
         )
     table = comparison_table(runs) + "\n" + SIZE_NOTE + "\n"
-    dynamics = dynamics_table(runs)
+    dynamics = dynamics_table([run for run in runs if run.series != "path"])  # points have no metrics
     if dynamics:
         table += "\n## Dual dynamics\n\n" + dynamics
     print(table, end="")
@@ -307,10 +390,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         plot.comparison(runs).savefig(out / "comparison.png", dpi=110)
-        if any(run.summary.all_targets() for run in runs):
-            plot.traces(runs, tail=0.2).savefig(out / "traces.png", dpi=110)
+        traced = [run for run in runs if run.series != "path"]  # a path's points have no traces
+        if any(run.summary.all_targets() for run in traced):
+            plot.traces(traced, tail=0.2).savefig(out / "traces.png", dpi=110)
         title = f"# ctrlsparse comparison: {', '.join(problems)}\n\n"
         figures = "\n![control and trade-off](comparison.png)\n"
+        if any(run.summary.test_error is not None for run in runs):
+            plot.front(runs).savefig(out / "front.png", dpi=110)
+            figures += "\n![test error against realized density and MACs](front.png)\n"
         if (out / "traces.png").exists():
             figures += "\n![density and multiplier traces](traces.png)\n"
         (out / "report.md").write_text(title + table + figures)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from ctrlsparse.training import distributed
 from ctrlsparse.training.group_magnitude import GroupMagnitudePruning
 from ctrlsparse.training.lm import Distillation, perplexity
 from ctrlsparse.training.methods import L1RDA, MagnitudePruning
+from ctrlsparse.training.path import DensityPath
 from ctrlsparse.training.trainer import Trainer, fit
 
 EVAL_BATCH_SIZE = 1024
@@ -290,6 +292,7 @@ def run_problem(
     resume: bool = False,
     overwrite: bool = False,
     tensorboard: str | Path | None = None,
+    path: DensityPath | None = None,
 ) -> RunSummary:
     """Train the problem described by ``config`` and write its run directory ``out``.
 
@@ -297,6 +300,9 @@ def run_problem(
     configuration must be the one it started with) or ``overwrite`` (start afresh); the
     check comes before any data is loaded. Checkpoints are written at every epoch's end and
     every ``checkpoint_every`` steps; ``tensorboard``: a directory for TensorBoard scalars.
+    ``path``: a density path (:class:`~ctrlsparse.training.path.DensityPath`, whose points
+    take the form of the problem's targets): one sub-run per point, each with a
+    ``config.json`` that states the point's target, so ``ctrlsparse purge`` rebuilds it.
 
     Examples:
         >>> config = load_problem("problems/digits_mlp.toml")  # doctest: +SKIP
@@ -310,7 +316,14 @@ def run_problem(
             "ctrlsparse run sets it (torchrun --nproc_per_node=N)"
         )
     distributed.on_rank0(lambda: checkpoints.check_run_dir(out, resume, overwrite))
+    point_config = functools.partial(_point_config, config)
+    if path is not None:  # each point has its own feasibility phase, the run none
+        config = dataclasses.replace(config, sparsity=dataclasses.replace(config.sparsity, feasibility=False))
     experiment = build(config)
+    recorded = config.to_dict()
+    if path is not None:
+        recorded["path"] = {"points": path.given, "quantity": path.quantity, "finetune": path.finetune}
+        path.configure = point_config
     summary = fit(
         experiment.trainer,
         experiment.train,
@@ -318,7 +331,7 @@ def run_problem(
         test_batches=experiment.test,
         run_dir=out,
         log_every=config.train.log_every,
-        config=config.to_dict(),
+        config=recorded,
         progress=progress,
         output_fn=experiment.output_fn,
         lr_scheduler=experiment.lr_scheduler,
@@ -326,11 +339,34 @@ def run_problem(
         resume=resume,
         overwrite=overwrite,
         tensorboard=tensorboard,
+        path=path,
     )
     if config.data.name in CORPORA:  # a language model's measure: validation perplexity
         summary.perplexity = perplexity(experiment.trainer.model, experiment.test, experiment.output_fn)
         distributed.on_rank0(lambda: runs.write_summary(out, summary))
     return summary
+
+
+PATH_KEYS = {"density": "target_density", "macs": "target_macs", "params": "target_params"}
+"""The problem-file key each quantity of a density path replaces."""
+
+
+def path_quantity(config: ProblemConfig) -> str:
+    """What a path's numbers bound for a problem file: its parameter budget, its MACs budget
+    (without density targets) or its density targets."""
+    sparsity = config.sparsity
+    if sparsity.target_params is not None:
+        return "params"
+    return "macs" if sparsity.target_macs is not None and sparsity.target_density is None else "density"
+
+
+def _point_config(config: ProblemConfig, _recorded: dict, index: int, point) -> dict:
+    """A path point's ``config.json``: the problem file with the point's target."""
+    data = config.to_dict()
+    quantity = path_quantity(config)
+    data["sparsity"][PATH_KEYS[quantity]] = point
+    data["description"] = f"{data['description']} (density path, point {index + 1})".strip()
+    return data
 
 
 def resume_or_run(config: ProblemConfig, out: str | Path, progress: bool = True) -> RunSummary:

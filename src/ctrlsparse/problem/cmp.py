@@ -26,6 +26,7 @@ import cooper
 import torch
 from torch import nn
 
+from ctrlsparse.choices import TARGET
 from ctrlsparse.gating.accounting import Accounting
 from ctrlsparse.gating.gates import ARMGate, Estimator, antithetic
 from ctrlsparse.modelio import Inputs, call_model, forward_order
@@ -216,6 +217,54 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                     "or entries no gate can remove; ask for at least that, or gate more layers"
                 )
         return targets, penalties
+
+    def retarget(self, targets: Mapping[str, float]) -> None:
+        """Give the target constraints new levels ε, ``{constraint name: ε}`` for each of
+        :attr:`targets_all` (a density path, :class:`~ctrlsparse.DensityPath`, lowers them
+        during one run); the multipliers and the gates carry on.
+
+        :meth:`GDA.retarget <ctrlsparse.GDA.retarget>` is the call to make during training:
+        it also moves the target schedule's ramp to start from the levels in force.
+
+        Raises:
+            ValueError: a name is not a target of this problem, or one is missing (the
+                constraints are fixed when the problem is built), a level lies outside
+                (0, 1], a MACs budget below what no gate can remove, a shape target, or
+                targets no gate setting reaches together.
+
+        Examples:
+            >>> problem.retarget({"model": 0.2})  # doctest: +SKIP
+        """
+        given, have = set(targets), set(self.targets_all)
+        if given != have:
+            unknown, missing = sorted(given - have), sorted(have - given)
+            raise ValueError(
+                f"retarget needs a level for each target constraint of the problem, {sorted(have)}; "
+                + (f"unknown: {unknown}" if unknown else "")
+                + ("; " if unknown and missing else "")
+                + (f"missing: {missing}" if missing else "")
+            )
+        if any(name in self.shape_targets for name in targets):
+            raise ValueError(
+                "shape targets are unit counts fixed with the problem: they cannot be retargeted"
+            )
+        for name, eps in targets.items():
+            TARGET.check(eps, f"the new target for {name!r}")
+            if name in self.macs_targets and eps < self._macs.floor(name):
+                raise ValueError(
+                    f"the new MACs budget for {name!r} is {eps!r}, but {self._macs.floor(name):.4f} of its "
+                    "MACs are in layers or entries no gate can remove"
+                )
+        old = (dict(self.targets), dict(self.macs_targets), dict(self._resting_levels))
+        for name, eps in targets.items():
+            (self.macs_targets if name in self.macs_targets else self.targets)[name] = float(eps)
+            self._resting_levels[name] = float(eps)
+        self._levels_for = None  # the levels view reads the resting levels: rebuild it
+        try:
+            check_jointly_reachable(self)
+        except ValueError:
+            self.targets, self.macs_targets, self._resting_levels = old
+            raise
 
     @property
     def levels(self) -> Mapping[str, float]:

@@ -255,6 +255,27 @@ class GDA:
         give_gates_their_group(self.primal_optimizer, gates, self.gate_lr, GATE_TRAVEL / horizon.steps)
         self._ready = True
 
+    def pace(self, steps: int) -> None:
+        """Set the steps that scale with the run's length as for a run of ``steps`` steps: the
+        default Adam dual step (``DUAL_TRAVEL / steps``) and the gates' learning-rate floor
+        (``GATE_TRAVEL / steps``, raised only). A density path paces each of its segments like
+        a run of its own; the learning rates round-trip through :meth:`state_dict` (the
+        optimizers' parameter groups). A ``dual_lr`` or ``gate_lr`` you gave is left alone.
+
+        Examples:
+            >>> opt.pace(500)  # reach the next target within 500 steps  # doctest: +SKIP
+        """
+        if isinstance(steps, bool) or not steps >= 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if self._length_sets_dual_step:
+            for group in self.dual_optimizer.param_groups:
+                group["lr"] = DUAL_TRAVEL / steps
+        if self.gate_lr is None:
+            gates = {id(g.gate.parameter) for g in self.problem.groups}
+            for group in self.primal_optimizer.param_groups:
+                if group["params"] and all(id(p) in gates for p in group["params"]):
+                    group["lr"] = max(group["lr"], GATE_TRAVEL / steps)
+
     @property
     def _length_sets_dual_step(self) -> bool:
         return self._given_dual_lr is None and self.dual_optimizer_name == "adam"
@@ -415,6 +436,46 @@ class GDA:
                 self.decide()
         return read[0]
 
+    def retarget(self, targets: dict[str, float], ramp_steps: int | None = None) -> None:
+        """Move the targets during training: from the next step each level ramps linearly from
+        where it stands to its new ε over ``ramp_steps`` steps (default: the run's ramp
+        length), or jumps there under a ``"fixed"`` schedule. The multipliers, the gates and
+        the optimizers carry on. A density path (:class:`~ctrlsparse.DensityPath`) calls it
+        at each of its points. The new targets round-trip through :meth:`state_dict`.
+
+        Args:
+            targets: ``{constraint name: ε}`` for every target constraint of the problem
+                (:meth:`SparsityProblem.retarget <ctrlsparse.SparsityProblem.retarget>`).
+            ramp_steps: steps of the new ramp, >= 1.
+
+        Raises:
+            ValueError: the gates are decided already (the feasibility phase has begun), the
+                schedule is geometric or dynamic (their levels follow the epoch count from the
+                run's start), or the targets are refused by the problem.
+
+        Examples:
+            >>> opt.retarget({"model": 0.2}, ramp_steps=500)  # doctest: +SKIP
+        """
+        if self.decision is not None:
+            raise ValueError("the gates are decided (the feasibility phase has begun): the targets are fixed")
+        if ramp_steps is not None and (isinstance(ramp_steps, bool) or not ramp_steps >= 1):
+            raise ValueError(f"ramp_steps must be an integer >= 1, got {ramp_steps!r}")
+        schedule = self.schedule
+        if schedule is not None and schedule.kind.value not in ("linear", "fixed"):
+            raise ValueError(
+                f"retarget ramps linearly to the new targets; the schedule is {schedule.kind.value!r}: "
+                "use TargetSchedule('linear') or TargetSchedule('fixed')"
+            )
+        self.problem.retarget(targets)
+        if ramp_steps is not None:
+            self._ramp_steps = ramp_steps
+        if schedule is None:  # before begin: it holds the targets then
+            return
+        if schedule.kind.value == "fixed" or schedule.initial is None:
+            schedule.hold(self.problem.targets_all)  # the ramp starts from the initial values at step 1
+        if schedule.kind.value == "linear":
+            schedule.restart(self.steps)
+
     def as_optimizer(self) -> GDAOptimizer:
         """This GDA as a ``torch.optim.Optimizer`` (the same object on every call), for trainers
         that own the backward pass and call ``optimizer.step()``: Hugging Face's ``Trainer``,
@@ -472,6 +533,8 @@ class GDA:
             "dual_optimizer": self.dual_optimizer.state_dict(),
             "multipliers": problem.state_dict(),
             "levels": dict(problem.levels),
+            "targets": problem.targets_all,
+            "ramp_steps": self._ramp_steps,
             "dual_frozen": problem.dual_frozen,
             "schedule": None if self.schedule is None else self.schedule.state_dict(),
             "decision": None if self.decision is None else self.decision.to_dict(),
@@ -494,6 +557,10 @@ class GDA:
                 "the target ramp and the feasibility phase depend on the run's length"
             )
         problem = self.problem
+        saved_targets = {n: v for n, v in state.get("targets", {}).items() if n not in problem.shape_targets}
+        if saved_targets and saved_targets != {n: problem.targets_all[n] for n in saved_targets}:
+            problem.retarget({**problem.targets_all, **saved_targets})  # moved by retarget()
+        self._ramp_steps = state.get("ramp_steps", self._ramp_steps)
         self.primal_optimizer.load_state_dict(state["primal_optimizer"])
         dual_state = state["dual_optimizer"]
         if problem.stacking.per_name_layout(state["multipliers"]):  # saved before the stacking

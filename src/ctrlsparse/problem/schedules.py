@@ -66,6 +66,7 @@ class TargetSchedule:
         self.kind = ScheduleKind.parse(self.kind)
         self.initial: dict[str, float] | None = None  # each constraint's value at the first step
         self.levels: dict[str, float] = {}  # the level of each target constraint now (ε until started)
+        self.origin = 0  # the step the ramp starts at: 0, or where restart() began a new one
         self.revision = 0  # counts the changes of the levels: the problem rebuilds its view on a change
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"schedule epochs must be >= 1, got {self.epochs!r}")
@@ -117,6 +118,13 @@ class TargetSchedule:
         self.levels.update(targets)
         self.revision += 1
 
+    def restart(self, step: int) -> None:
+        """Start a new ramp at ``step`` from the levels in force, towards the problem's targets
+        (which :meth:`GDA.retarget <ctrlsparse.GDA.retarget>` has just changed). Before the
+        first step there is nothing to start from: the ramp begins at the initial values."""
+        if self.initial is not None:
+            self.initial, self.origin = dict(self.levels), step
+
     def advance(self, problem, step: int, ramp_steps: int, steps_per_epoch: int | None) -> None:
         """Set the levels for ``step`` (every step for the linear ramp, at each epoch boundary
         for the geometric and dynamic ones); the first call records the initial values."""
@@ -127,7 +135,7 @@ class TargetSchedule:
                 values = problem.constraint_values()
             self.initial = {name: float(values[name]) for name in problem.targets_all}
         if self.kind is ScheduleKind.LINEAR:
-            levels = {name: self.level_at(step, ramp_steps, target, self.initial[name])
+            levels = {name: self.level_at(step - self.origin, ramp_steps, target, self.initial[name])
                       for name, target in problem.targets_all.items()}  # fmt: skip
             if levels != self.levels:  # past the ramp they stay at ε
                 self.levels, self.revision = levels, self.revision + 1
@@ -144,9 +152,9 @@ class TargetSchedule:
         self.revision += 1
 
     def state_dict(self) -> dict:
-        """The initial values the levels start from, and the levels in force."""
+        """The initial values the levels start from, the levels in force and the ramp's first step."""
         initial = None if self.initial is None else dict(self.initial)
-        return {"initial": initial, "levels": dict(self.levels)}
+        return {"initial": initial, "levels": dict(self.levels), "origin": self.origin}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`. A state saved before the schedule held the levels
@@ -155,3 +163,4 @@ class TargetSchedule:
         if "levels" in state:
             self.levels = dict(state["levels"])
             self.revision += 1
+        self.origin = state.get("origin", 0)

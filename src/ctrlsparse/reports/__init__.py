@@ -1,6 +1,6 @@
 """Reports: figures of one run, figures and tables that compare runs, dynamics measures."""
 
-from ctrlsparse.reports.compare_plots import comparison, traces, tradeoff
+from ctrlsparse.reports.compare_plots import comparison, front, traces, tradeoff
 from ctrlsparse.reports.measures import ConstraintDynamics, constraint_dynamics, run_dynamics
 from ctrlsparse.reports.run_plots import dynamics, gates, layer_colors
 from ctrlsparse.reports.tables import Results, comparison_table, dynamics_table, results_table
@@ -10,6 +10,7 @@ __all__ = [
     "Results",
     "comparison",
     "comparison_table",
+    "front",
     "constraint_dynamics",
     "dynamics",
     "dynamics_table",

@@ -22,6 +22,8 @@ from ctrlsparse.reports.run_plots import layer_colors  # noqa: E402
 from ctrlsparse.runs.records import RunSummary  # noqa: E402
 from ctrlsparse.runs.store import Run, problem_of  # noqa: E402
 
+MAX_LABELS = 8
+"""The trade-off panel names its points only up to this many runs."""
 _MODE_STYLE = {"constrained": ("o", "C0"), "penalized": ("s", "C1"), "pruned": ("^", "C2")}
 
 
@@ -109,8 +111,9 @@ def comparison(runs: Sequence[Run]) -> Figure:
     for i, (name, density, error, mode) in enumerate(points):
         marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
         ax_err.scatter(density, error, marker=marker, s=50, color=color)
-        ax_err.annotate(name, (density, error), fontsize=8, textcoords="offset points",
-                        xytext=_label_offset(points[:i], density, error, span))  # fmt: skip
+        if len(points) <= MAX_LABELS:  # more: their names would cover each other (front.png has the curves)
+            ax_err.annotate(name, (density, error), fontsize=8, textcoords="offset points",
+                            xytext=_label_offset(points[:i], density, error, span))  # fmt: skip
     for mode in dict.fromkeys(r.summary.mode for r in runs if r.summary.test_error is not None):
         marker, color = _MODE_STYLE.get(mode, ("s", "C1"))
         ax_err.scatter([], [], marker=marker, color=color, label=mode)
@@ -262,5 +265,78 @@ def tradeoff(settings: Mapping[str, Sequence[Run]]) -> Figure:
     axes[0, -1].legend(
         handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False
     )
+    fig.tight_layout()
+    return fig
+
+
+def _curve_of(run: Run) -> str:
+    """The curve of the front a run belongs to."""
+    if run.series == "path":
+        return "density path (one run, constrained)"
+    if run.summary.mode == "penalized" and run.summary.method in ("hard_concrete", "arm"):
+        return "L0 penalized (λ sweep)"
+    if run.summary.mode == "constrained" and run.summary.method in ("hard_concrete", "arm"):
+        return "separate constrained runs"
+    return _method_of(run)
+
+
+def _setting_of(run: Run) -> tuple:
+    """What a run asked for, seeds aside: its curve and its targets or penalties."""
+    summary = run.summary
+    asked = {**summary.targets, **summary.macs_targets, **summary.penalties, **summary.macs_penalties}
+    return (_curve_of(run), tuple(sorted((name, round(value, 9)) for name, value in asked.items())))
+
+
+def _macs_fraction(summary: RunSummary) -> float | None:
+    macs = summary.macs or {}
+    if not macs.get("dense") or macs.get("realized") is None:
+        return None
+    return macs["realized"] / macs["dense"]
+
+
+def front(runs: Sequence[Run]) -> Figure:
+    """The accuracy–density front: test error against realized density and, where the runs
+    recorded MACs, against the realized MACs fraction; one curve per kind of run (a density
+    path's points, separate constrained runs, a penalized sweep, magnitude pruning), each
+    setting's seeds as its mean and 95% interval (Student t).
+
+    Examples:
+        >>> runs = load_path("runs/path/seed0") + [load_run("runs/eps0.3")]  # doctest: +SKIP
+        >>> front(runs).savefig("front.png")  # doctest: +SKIP
+    """
+    from ctrlsparse.experiments.sweeps import mean_ci  # reproduce imports the training stack
+
+    settings: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.summary.test_error is not None:
+            settings.setdefault(_setting_of(run), []).append(run)
+    if not settings:
+        raise ValueError("no finished run with a test error to plot")
+    with_macs = all(_macs_fraction(r.summary) is not None for group in settings.values() for r in group)
+    panels = 2 if with_macs else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.6 * panels + 3.4, 4.3), squeeze=False)
+    curves = list(dict.fromkeys(key[0] for key in settings))
+    for column, measure in enumerate([_deployed_density, _macs_fraction][:panels]):
+        ax = axes[0, column]
+        for i, curve in enumerate(curves):
+            values = []
+            for key, group in settings.items():
+                if key[0] != curve:
+                    continue
+                x, x_ci = mean_ci([measure(run.summary) for run in group])
+                y, y_ci = mean_ci([100 * run.summary.test_error for run in group])
+                values.append((x, x_ci, y, y_ci))
+            values.sort()
+            x, x_ci, y, y_ci = (np.array(c) for c in zip(*values))
+            path = curve.startswith("density path")
+            style = {"marker": "o", "lw": 1.6, "ls": "-"} if path else {"marker": "s", "lw": 1.0, "ls": "--"}
+            ax.errorbar(x, y, xerr=x_ci, yerr=y_ci, color=f"C{i % 10}", ms=5, capsize=3, label=curve, **style)
+        xlabel = "realized model density (test-time gates)" if column == 0 else "realized MACs / dense MACs"
+        ax.set(xlabel=xlabel, ylabel="test error (%)")
+        ax.set_xlim(0, min(1.02, max(0.55, ax.get_xlim()[1])))
+        ax.grid(alpha=0.3)
+    problems = sorted({problem_of(run) for group in settings.values() for run in group})
+    axes[0, 0].set_title(f"Front: {', '.join(problems)} (mean, 95% interval over seeds)", fontsize=10)
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig

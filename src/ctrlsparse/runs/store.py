@@ -17,6 +17,8 @@ from ctrlsparse.errors import CtrlsparseError
 from ctrlsparse.runs.records import RunSummary, SummaryFormatError
 
 CONFIG, METRICS, SUMMARY, MODEL = "config.json", "metrics.jsonl", "summary.json", "model.pt"
+PATH = "path.json"
+"""A density path's list of points (:class:`~ctrlsparse.training.path.DensityPath`)."""
 METRIC_KEYS = ("step", "epoch", "loss", "density", "densities", "multipliers", "violations")
 
 
@@ -128,6 +130,8 @@ class Run:
     config: dict
     summary: RunSummary
     label: str | None = None
+    series: str | None = None
+    """``"path"`` for a point of a density path (a sub-run of a path's directory), else None."""
 
     @property
     def name(self) -> str:
@@ -175,6 +179,33 @@ def load_run(run_dir: str | Path) -> Run:
     if not path.is_dir():
         raise RunFormatError(f"{path}: not a run directory")
     return Run(path, _read_json(path / CONFIG), read_summary(path))
+
+
+def is_path(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is a density path's directory (it holds ``path.json``)."""
+    return (Path(run_dir) / PATH).is_file()
+
+
+def load_path(run_dir: str | Path) -> list[Run]:
+    """The points of a density path's directory as runs (``series="path"``), labelled
+    ``<directory>/<point>``, in the order of the path; the points taken so far when the
+    path is not finished.
+
+    Raises:
+        RunFormatError: naming ``path.json`` or a point's directory when it is missing or broken.
+
+    Examples:
+        >>> [run.name for run in load_path("runs/front")]  # doctest: +SKIP
+        ['front/density-0.5', 'front/density-0.3', 'front/density-0.2', 'front/density-0.1']
+    """
+    path = Path(run_dir)
+    listed = _read_json(path / PATH).get("points")
+    if not isinstance(listed, list) or not all(isinstance(p, dict) and "run" in p for p in listed):
+        raise RunFormatError(f"{path / PATH}: no list of points with their 'run' directories")
+    runs = [load_run(path / point["run"]) for point in listed]
+    for run in runs:
+        run.label, run.series = f"{path.name}/{run.path.name}", "path"
+    return runs
 
 
 def read_summary(run_dir: str | Path) -> RunSummary:

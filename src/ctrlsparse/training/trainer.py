@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from ctrlsparse.runs import store as runs
 from ctrlsparse.runs.records import GDAStep, RunSummary
 from ctrlsparse.training import distributed
 from ctrlsparse.training.monitor import Monitor, require_tensorboard
+from ctrlsparse.training.path import DensityPath
 from ctrlsparse.training.resume import Checkpointer, Position
 
 
@@ -121,6 +122,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     tensorboard: str | Path | None = None,
+    path: DensityPath | Sequence[float] | Mapping | None = None,
 ) -> RunSummary:
     """Train for ``epochs`` epochs of ``trainer.step`` (e.g. :meth:`GDA.step`), evaluating after each epoch.
 
@@ -138,6 +140,12 @@ def fit(
     stepped at the end of every epoch. ``progress`` shows a tqdm bar (about ten lines a run
     when stderr is not a terminal); ``tensorboard=DIR`` also writes every logged record as
     TensorBoard scalars (:class:`~ctrlsparse.training.monitor.TensorBoard`).
+
+    ``path`` (a :class:`~ctrlsparse.training.path.DensityPath`, or its list of targets,
+    loosest first) makes the run a density path: it lowers the GDA's targets point by point
+    and gives each point a decided, trained model of its own, in ``run_dir/<point>/`` with
+    ``summary.json`` and ``model.pt``, and ``run_dir/path.json`` listing them all (the
+    points are also in ``path.points``). The run itself has no feasibility phase then.
 
     A ``run_dir`` that already holds a run is refused unless ``resume=True`` (continue from
     its last complete checkpoint; ``config`` must equal the one it was started with) or
@@ -167,6 +175,12 @@ def fit(
     """
     _check_settings(epochs, log_every, checkpoint_every, run_dir, resume, overwrite)
     rank, world = distributed.context()
+    if path is not None:
+        path = DensityPath.of(path)
+        if world > 1:
+            raise ValueError("a density path runs in one process (its points' training is not distributed)")
+        path.bind(trainer)  # every point checked against the problem before any work
+        path.progress = progress
     if tensorboard is not None:  # before any work: a missing package fails here
         require_tensorboard()
     keeper = None if run_dir is None else Checkpointer(run_dir, trainer, lr_scheduler, train_batches, config,
@@ -177,6 +191,8 @@ def fit(
         train_batches.shard(rank, world)
     steps_per_epoch = _tell_length(trainer, train_batches, epochs)
     at, offset = (Position(), None) if keeper is None else keeper.open(resuming, checkpoint_every)
+    if path is not None:
+        path.start(trainer, at.step, run_dir)
     if world > 1:  # after restoring: DDP registers the parameters that learn (decided gates do not)
         distributed.wrap(trainer)
     monitor = Monitor(
@@ -199,7 +215,11 @@ def fit(
                 error = measure() if end_of_epoch and measure is not None else None
                 at.test_error = at.test_error if error is None else error
                 monitor.record(step, at.step, epoch, batch, end_of_epoch, error)
-                if keeper is not None and keeper.mid_epoch_due(at.step, end_of_epoch, checkpoint_every):
+                took = path is not None and path.due(at.step)
+                if took:  # the point's model is trained on the side; the run is put back as it was
+                    path.take(trainer, train_batches, measure, at.example_input, run_dir, config, summarize)
+                due = keeper is not None and keeper.mid_epoch_due(at.step, end_of_epoch, checkpoint_every)
+                if due or (took and keeper is not None and keeper.mid_epoch and not end_of_epoch):
                     keeper.save(at, monitor.offset, epoch, batch, time.monotonic() - started)
             if lr_scheduler is not None:
                 lr_scheduler.step()
