@@ -40,6 +40,17 @@ problem's expected density) trained by the reference's step written out by hand:
 what the gated model costs from what ``GDA.step`` adds (cooper's CMP state and
 Lagrangians, the dual optimizer, the restarts, the logging transfer).
 
+``--user-adam`` adds the README's path: ``GDA.step`` with the optimizer a user passes,
+``torch.optim.Adam(model.parameters(), lr=7e-4)`` as torch builds it (its per-tensor loop on
+the CPU, the kernel the reference's own Adam takes; GDA gives the gates' group the fused
+kernel where the user left the choice to torch). ``ctrlsparse user Adam / reference`` compares
+the two steps on the user's path, at the same kernel for the weights.
+
+``--compile-step`` adds ``GDA(..., compile="step")`` (forward, backward, Lagrangian and dual
+update compiled, the primal Adam eager) and the dense step with its forward compiled (its
+backward compiled with it), so that ``compile step / dense compiled`` is the gated/dense ratio
+with both compiled. The first compiled steps (the warm-up) take a minute on the CPU.
+
 ``--compile`` adds a fourth step: ctrlsparse's ``GDA(..., compile=True)`` (the gated
 forward, gate sampling included, through ``torch.compile``; the dense and reference steps
 stay eager, as a user of the reference would run it).
@@ -160,6 +171,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time ctrlsparse's compiled step")
     parser.add_argument("--count-ops", action="store_true", help="also count each step's operators")
     parser.add_argument(
+        "--user-adam", action="store_true", help="also time GDA.step with a plain torch.optim.Adam (README)"
+    )
+    parser.add_argument(
+        "--compile-step",
+        action="store_true",
+        help="also time GDA(..., compile='step') and the dense step with a compiled forward",
+    )
+    parser.add_argument(
         "--hand-written",
         action="store_true",
         help="also time ctrlsparse's gated model trained by a hand-written step like the reference's",
@@ -178,7 +197,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     models = load_reference(args.reference.resolve())
     config = load_problem(PROBLEMS / f"fashion_{args.model}.toml")
-    ours, dense = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1))
+    total = (args.steps + 1) * (args.repetitions + 4)
+    ours, dense = overhead_steps(config, total)
     from ctrlsparse.experiments.build import load_data
 
     data = load_data(config)
@@ -187,6 +207,12 @@ def main() -> None:
     steps = {"dense": dense, "reference": reference, "ctrlsparse": ours}
     if args.compile:
         steps["compiled"] = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1), compile=True)[0]
+    if args.user_adam:
+        steps["ctrlsparse user Adam"] = overhead_steps(
+            config, total, primal=lambda model: torch.optim.Adam(model.parameters(), lr=7e-4)
+        )[0]
+    if args.compile_step:
+        steps["compile step"], steps["dense compiled"] = overhead_steps(config, total, compile="step")
     if args.fused_reference:
         steps["reference fused"] = reference_step(models, args.model, x, y, fused=True)
     if args.hand_written:
@@ -213,6 +239,10 @@ def main() -> None:
     if "reference fused" in steps:
         same_kernel = [a / b for a, b in zip(seconds["ctrlsparse"], seconds["reference fused"])]
         print(f"  ctrlsparse / reference fused: {spread(same_kernel)}")
+    if "dense compiled" in steps:
+        for name in ("compile step", "ctrlsparse"):
+            both = [a / b for a, b in zip(seconds[name], seconds["dense compiled"])]
+            print(f"  {name} / dense compiled: {spread(both)}")
 
 
 if __name__ == "__main__":

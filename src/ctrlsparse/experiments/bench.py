@@ -190,17 +190,21 @@ def overhead_steps(
     total_steps: int,
     target_density: float | None = None,
     open_fraction: float | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
     skip_below: float | None = None,
+    primal: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """The gated training step and the dense one that :func:`overhead` times, on one
     minibatch of the problem's training data: ``(gated_step, dense_step)``.
 
     ``total_steps`` is the length of training the gated step's :class:`GDA` is told.
     ``compile``: both models' forward passes go through ``torch.compile`` (the gated
-    one by ``GDA(..., compile=True)``, gate sampling included); where compilation fails,
-    a warning says why and that step runs eagerly. ``skip_below``: the gated step skips
-    units with P(z != 0) below it (``GDA(..., skip_below=...)``).
+    one by ``GDA(..., compile=True)``, gate sampling included; with ``"step"``, the gated
+    step is ``GDA(..., compile="step")`` and the dense forward is compiled, its backward
+    with it); where compilation fails, a warning says why and that step runs eagerly.
+    ``skip_below``: the gated step skips units with P(z != 0) below it
+    (``GDA(..., skip_below=...)``). ``primal(model)`` builds both steps' optimizer (default:
+    the problem file's, as ``ctrlsparse run`` builds it).
     """
     torch.manual_seed(config.train.seed)
     data = load_data(config)
@@ -221,9 +225,10 @@ def overhead_steps(
         return F.cross_entropy(output_fn(output), targets)
 
     problem = SparsityProblem(gated, loss_fn, **levels)
+    primal = primal or (lambda model: _primal(config, model))
     gda = GDA(
         problem,
-        _primal(config, gated),
+        primal(gated),
         dual_lr=config.optim.dual_lr,
         dual_restarts=config.optim.dual_restarts,
         dual_optimizer=config.optim.dual_optimizer,
@@ -234,7 +239,7 @@ def overhead_steps(
         compile=compile,
         skip_below=skip_below,
     )
-    dense_opt = _primal(config, dense)
+    dense_opt = primal(dense)
     x, y = head(data.train[0], config.train.batch_size), data.train[1][: config.train.batch_size]
 
     dense_forward = dense

@@ -187,6 +187,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         self._resting_levels = {name: levels[name] for name in self.constraint_names}
         self.schedule: TargetSchedule | None = None
         """The target schedule whose levels the constraints are held to (GDA attaches its own)."""
+        self._levels_view: Mapping[str, float] = MappingProxyType({})
+        # The schedule and its revision the view was built for; None: rebuild it at the next read.
+        self._levels_for: tuple | None = None
         # What the forward pass calls: the model, or its DistributedDataParallel wrapper (fit sets it).
         self.forward_model: nn.Module | None = None
         self.dual_frozen = False
@@ -256,6 +259,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         for name, eps in targets.items():
             (self.macs_targets if name in self.macs_targets else self.targets)[name] = float(eps)
             self._resting_levels[name] = float(eps)
+        self._levels_for = None  # the levels view reads the resting levels: rebuild it
         try:
             check_jointly_reachable(self)
         except ValueError:
@@ -267,8 +271,19 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         """The level each constraint is held to now (read-only): the target schedule's for the
         targets (ε when there is none, before the first step and in the feasibility phase), 0
         for penalties. Only :class:`~ctrlsparse.TargetSchedule` writes levels."""
-        moved = self.schedule.levels if self.schedule is not None else {}
-        return MappingProxyType({name: moved.get(name, rest) for name, rest in self._resting_levels.items()})
+        return self._refresh_levels()
+
+    def _refresh_levels(self) -> Mapping[str, float]:
+        """:attr:`levels`, and the level tensor the violations subtract, rebuilt when the
+        schedule moved a level (or was replaced), not at every step."""
+        schedule, built_for = self.schedule, self._levels_for
+        revision = None if schedule is None else schedule.revision
+        if built_for is None or built_for[0] is not schedule or built_for[1] != revision:
+            moved = schedule.levels if schedule is not None else {}
+            view = {name: moved.get(name, rest) for name, rest in self._resting_levels.items()}
+            self._levels_view, self._levels_for = MappingProxyType(view), (schedule, revision)
+            self.stacking.hold_levels(view)
+        return self._levels_view
 
     def unit_share(self, name: str) -> float:
         """The most one unit can change constraint ``name``'s value when every unit is open
@@ -429,7 +444,9 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
                             if ConstraintKey.parse(n).quantity is Quantity.MACS}  # fmt: skip
         if self.shape_targets:
             values.update(shape_values(self.accounting, list(self.shape_targets), vector))
-        return cooper.CMPState(objective, self.stacking.states(values, self.levels, self.dual_frozen), misc)
+        if not torch.compiler.is_compiling():  # a compiled step refreshes them before it is called
+            self._refresh_levels()
+        return cooper.CMPState(objective, self.stacking.states(values, self.dual_frozen), misc)
 
     def compute_cmp_state(
         self,
@@ -442,10 +459,14 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         was ``backpropagated`` already (its gradient is in ``.grad``, :meth:`GDA.backward`), the
         constraints alone: the objective holds only the weight-decay term and ``loss`` (None
         when nobody observed it) is only logged."""
+        self.last_state = self._cmp_state(inputs, targets, loss, backpropagated)
+        return self.last_state
+
+    def _cmp_state(self, inputs, targets, loss, backpropagated: bool) -> cooper.CMPState:
+        """:meth:`compute_cmp_state` without recording it (what a compiled step traces)."""
         if backpropagated:
             objective = 0.5 * self.weight_decay * self.accounting.expected_l2() if self.weight_decay else None
-            self.last_state = self._state(objective, {"loss": loss})
-            return self.last_state
+            return self._state(objective, {"loss": loss})
         outputs = call_model(self.forward_model or self.model, inputs)
         loss = self._task_loss(outputs, targets)
         objective = loss
@@ -454,8 +475,7 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         if self.weight_decay:
             l2 = self.accounting.expected_l2()
             objective = objective + 0.5 * self.weight_decay * l2
-        self.last_state = self._state(objective, {"loss": loss.detach()})
-        return self.last_state
+        return self._state(objective, {"loss": loss.detach()})
 
     def _task_loss(self, outputs, targets: torch.Tensor | None) -> torch.Tensor:
         """``loss_fn(outputs, targets)``, or the model's own loss when there is no ``loss_fn``."""

@@ -106,16 +106,23 @@ def _zero_grad(optimizer, accumulated: bool) -> None:
         optimizer.zero_grad()
 
 
-def _backward(*terms: torch.Tensor | None) -> None:
-    """Backpropagate the sum of the Lagrangian terms that exist and carry a graph (with the loss
-    already backpropagated, the primal term may be None or constant: no constraint contributes)."""
+def lagrangian_sum(*terms: torch.Tensor | float | None) -> torch.Tensor | None:
+    """The sum of the Lagrangian terms that exist and carry a graph, None when none does (with the
+    loss already backpropagated, the primal term may be None or constant: no constraint contributes)."""
     live = [t for t in terms if isinstance(t, torch.Tensor) and t.requires_grad]
     if not live:
-        return
+        return None
     total = live[0]
     for term in live[1:]:
         total = total + term
-    total.backward()
+    return total
+
+
+def _backward(*terms: torch.Tensor | float | None) -> None:
+    """Backpropagate :func:`lagrangian_sum` of the terms, where there is one."""
+    total = lagrangian_sum(*terms)
+    if total is not None:
+        total.backward()
 
 
 def roll(optimizer, problem, kwargs: dict, before_update: BeforeUpdate, read: list, compile: bool) -> RollOut:

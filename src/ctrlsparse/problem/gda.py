@@ -20,6 +20,7 @@ from ctrlsparse.choices import FEASIBILITY
 from ctrlsparse.gating import skipping
 from ctrlsparse.problem import sharding
 from ctrlsparse.problem.cmp import SparsityProblem
+from ctrlsparse.problem.compiled import STEP, CompiledStep, check_compile
 from ctrlsparse.problem.dual import (
     CheckedAlternatingOptimizer,
     OneBackwardSimultaneousOptimizer,
@@ -97,8 +98,11 @@ class GDA:
             ``GATE_TRAVEL / total_steps`` where that is smaller. Gates that share a parameter
             group with weights get a group of their own (same settings, no weight decay:
             decaying log α would pull every gate towards P = 1/2).
-        compile: ``torch.compile`` the model's forward, gate sampling included; eager, with
-            a warning, where the first compiled step fails (docs/performance.md).
+        compile: ``True``: ``torch.compile`` the model's forward, gate sampling included;
+            ``"step"``: the whole step on a minibatch, forward, backward, Lagrangian and both
+            updates (:mod:`ctrlsparse.problem.compiled`; ``step(loss=...)`` and the
+            alternating update stay eager). Eager, with a warning, where the first compiled
+            step fails (docs/performance.md).
         skip_below: opt-in conditional computation (:mod:`ctrlsparse.gating.skipping`):
             units with P(z != 0) below it are closed and their layers skip them.
         skip_every: steps between two skip decisions (one host transfer each).
@@ -127,10 +131,16 @@ class GDA:
         ramp_steps: int | None = None,
         feasibility: float | bool = DEFAULT_FEASIBILITY,
         gate_lr: float | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         skip_below: float | None = None,
         skip_every: int = 50,
     ) -> None:
+        check_compile(compile)
+        if compile == STEP and alternating:
+            raise ValueError(
+                "compile='step' compiles the simultaneous update; with alternating=True use compile=True "
+                "(the forward alone)"
+            )
         if dual_lr is not None and not dual_lr > 0:
             raise ValueError(f"dual_lr must be positive, got {dual_lr!r}")
         if gate_lr is not None and not gate_lr > 0:
@@ -187,7 +197,10 @@ class GDA:
         self._loss_checked = False
         self._as_optimizer: GDAOptimizer | None = None
         skipping.check(skip_below, skip_every)
-        self._compile, self.skip_below, self.skip_every = compile, skip_below, skip_every
+        self._compile, self.skip_below, self.skip_every = compile is True, skip_below, skip_every
+        self._compiled_step = (
+            CompiledStep(problem, self._cooper, self._after_update) if compile == STEP else None
+        )
         if total_steps is not None or ramp_steps is not None:
             self.begin(total_steps, steps_per_epoch)
 
@@ -323,6 +336,17 @@ class GDA:
         groups = self.primal_optimizer.param_groups
         return any(p.grad is not None for group in groups for p in group["params"])
 
+    def _after_update(self, violation: torch.Tensor | None) -> None:
+        """After both optimizers' steps: the gates' clamp, and the restarts given the targets'
+        ``violation`` (None in penalized mode)."""
+        with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
+            for (low, high), params in self._clamp_groups.items():
+                torch._foreach_clamp_min_(params, low)
+                torch._foreach_clamp_max_(params, high)
+            if self.dual_restarts and not self.problem.dual_frozen and violation is not None:
+                # Zero each multiplier whose violation is <= 0: one kernel, no host sync.
+                self.problem.target_constraint.multiplier.weight.masked_fill_(violation <= 0, 0.0)
+
     def observe(self, loss: torch.Tensor) -> None:
         """Record a loss that something else backpropagated (a Lightning closure, say), for the
         next :meth:`step` to log; :meth:`backward` calls it. Losses add up until that step.
@@ -389,6 +413,8 @@ class GDA:
             with torch.autocast(device, enabled=False):  # densities and multipliers in float32
                 rollout = self._cooper.roll(kwargs, before_update, accumulated=True)
             self._loss = None
+        elif self._compiled_step is not None:
+            self._compiled_step.roll(inputs, targets, before_update)
         else:
             kwargs, compile_first, self._compile = (
                 {"inputs": inputs, "targets": targets},
@@ -396,18 +422,11 @@ class GDA:
                 False,
             )
             rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first)
-        problem = self.problem
-        with torch.no_grad():  # keep the gate parameters in range: two kernels per gate kind
-            for (low, high), params in self._clamp_groups.items():
-                torch._foreach_clamp_min_(params, low)
-                torch._foreach_clamp_max_(params, high)
-        # The violations the dual step saw (after the primal step when alternating).
-        states = rollout.cmp_state.observed_constraints
-        targets = problem.target_constraint
-        if self.dual_restarts and not problem.dual_frozen and targets is not None:
-            with torch.no_grad():  # zero each multiplier whose violation is <= 0: one kernel, no host sync
-                satisfied = states[targets].violation.detach() <= 0
-                targets.multiplier.weight.masked_fill_(satisfied, 0.0)
+        if own_loss or self._compiled_step is None:
+            # The violations the dual step saw (after the primal step when alternating).
+            target = self.problem.target_constraint
+            states = rollout.cmp_state.observed_constraints
+            self._after_update(None if target is None else states[target].violation.detach())
         self.steps += 1
         if own_loss:  # the next forward pass is the user's, before the next step() is called
             self.primal_optimizer.zero_grad()

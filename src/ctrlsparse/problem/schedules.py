@@ -67,6 +67,7 @@ class TargetSchedule:
         self.initial: dict[str, float] | None = None  # each constraint's value at the first step
         self.levels: dict[str, float] = {}  # the level of each target constraint now (ε until started)
         self.origin = 0  # the step the ramp starts at: 0, or where restart() began a new one
+        self.revision = 0  # counts the changes of the levels: the problem rebuilds its view on a change
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"schedule epochs must be >= 1, got {self.epochs!r}")
         if not 0.0 < self.factor < 1.0:
@@ -115,6 +116,7 @@ class TargetSchedule:
         """Hold every level at its target ε from now on (the levels before a run starts, and
         the feasibility phase's)."""
         self.levels.update(targets)
+        self.revision += 1
 
     def restart(self, step: int) -> None:
         """Start a new ramp at ``step`` from the levels in force, towards the problem's targets
@@ -133,8 +135,10 @@ class TargetSchedule:
                 values = problem.constraint_values()
             self.initial = {name: float(values[name]) for name in problem.targets_all}
         if self.kind is ScheduleKind.LINEAR:
-            for name, target in problem.targets_all.items():
-                self.levels[name] = self.level_at(step - self.origin, ramp_steps, target, self.initial[name])
+            levels = {name: self.level_at(step - self.origin, ramp_steps, target, self.initial[name])
+                      for name, target in problem.targets_all.items()}  # fmt: skip
+            if levels != self.levels:  # past the ramp they stay at ε
+                self.levels, self.revision = levels, self.revision + 1
             return
         if step % steps_per_epoch:
             return
@@ -145,6 +149,7 @@ class TargetSchedule:
             previous = None if epoch == 0 else self.levels[name]
             value = float(values[name])
             self.levels[name] = self.level(epoch, target, self.initial[name], previous, value)
+        self.revision += 1
 
     def state_dict(self) -> dict:
         """The initial values the levels start from, the levels in force and the ramp's first step."""
@@ -157,4 +162,5 @@ class TargetSchedule:
         self.initial = None if state["initial"] is None else dict(state["initial"])
         if "levels" in state:
             self.levels = dict(state["levels"])
+            self.revision += 1
         self.origin = state.get("origin", 0)

@@ -11,6 +11,8 @@ saved that way are regrouped when they load (:meth:`StackedConstraints.regroup`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import cooper
 import torch
 from cooper.formulations import AugmentedLagrangian
@@ -56,7 +58,10 @@ class StackedConstraints:
             self.constraints[kind] = cooper.Constraint(
                 cooper.ConstraintType.INEQUALITY, multiplier=multiplier, **kwargs
             )
-        self._level_cache: dict[str, tuple[tuple[float, ...], torch.Tensor]] = {}
+        self._levels_key = tuple(targets[name] for name in self.members.get(CONSTRAINED, []))
+        self.level_tensor = torch.tensor(self._levels_key, dtype=torch.get_default_dtype(), device=device)
+        """The targets' levels in entry order (ε until :meth:`hold_levels` writes others), written in
+        place: a compiled step reads each new value from the same tensor instead of recompiling."""
 
     @property
     def stacked_names(self) -> list[str]:
@@ -74,28 +79,36 @@ class StackedConstraints:
         kind, index = self.slots[name]
         return self.constraints[kind].multiplier.weight.detach()[index]
 
-    def states(self, values: dict[str, torch.Tensor], levels: dict[str, float], dual_frozen: bool) -> dict:
-        """cooper's ``{constraint: ConstraintState}``: each kind's values stacked, minus their levels."""
-        observed = {}
+    def states(self, values: dict[str, torch.Tensor], dual_frozen: bool) -> dict:
+        """cooper's ``{constraint: ConstraintState}``: each kind's values stacked, minus their
+        levels (:attr:`level_tensor` for the targets; a penalty's level is 0, its violation the
+        value itself)."""
+        violations = []
         for kind, names in self.members.items():
             value = torch.stack([values[name] for name in names])
-            # A penalty's level is 0: its violation is the value itself.
-            violation = value - self._levels(kind, levels, value) if kind == CONSTRAINED else value
-            observed[self.constraints[kind]] = cooper.ConstraintState(
+            violations.append(value - self.level_tensor if kind == CONSTRAINED else value)
+        return self.wrap(violations, dual_frozen)
+
+    def wrap(self, violations: list[torch.Tensor], dual_frozen: bool) -> dict:
+        """cooper's ``{constraint: ConstraintState}`` of each kind's violation vector, in the
+        order of :attr:`constraints`."""
+        return {
+            constraint: cooper.ConstraintState(
                 violation=violation,
                 # Penalized mode: the multiplier stays at lambda; none moves in the feasibility phase.
                 contributes_to_dual_update=kind == CONSTRAINED and not dual_frozen,
             )
-        return observed
+            for (kind, constraint), violation in zip(self.constraints.items(), violations)
+        }
 
-    def _levels(self, kind: str, levels: dict[str, float], like: torch.Tensor) -> torch.Tensor:
-        """The levels of ``kind``'s entries as a tensor, rebuilt only when they change."""
-        key = tuple(levels[name] for name in self.members[kind])
-        cached = self._level_cache.get(kind)
-        if cached is None or cached[0] != key or cached[1].device != like.device:
-            cached = (key, torch.tensor(key, dtype=like.dtype, device=like.device))
-            self._level_cache[kind] = cached
-        return cached[1]
+    def hold_levels(self, levels: Mapping[str, float]) -> None:
+        """Write the targets' ``levels`` into :attr:`level_tensor` (one small copy, only when
+        they changed)."""
+        key = tuple(levels[name] for name in self.members.get(CONSTRAINED, []))
+        if key != self._levels_key:
+            with torch.no_grad():
+                self.level_tensor.copy_(torch.tensor(key, dtype=self.level_tensor.dtype))
+            self._levels_key = key
 
     def per_name_layout(self, state_dict: dict) -> bool:
         """Whether a problem's ``state_dict`` was saved with one cooper constraint per name."""
