@@ -226,3 +226,20 @@ def tiny_decoder(family: str, **overrides):
     model_class, config_class, options = configs[family]
     torch.manual_seed(0)
     return model_class(config_class(**{**options, **overrides})).eval()
+
+
+class Stop(Exception):
+    """A kill, raised from inside a run (by :func:`stopping_loss`)."""
+
+
+def stopping_loss(at: int):
+    """Cross-entropy that raises :class:`Stop` on its ``at``-th call: a run killed mid-training."""
+    calls = {"n": 0}
+
+    def loss(out, target):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise Stop
+        return F.cross_entropy(out, target)
+
+    return loss

@@ -12,6 +12,7 @@ from torch import nn
 
 from ctrlsparse import GDA, Batches, SparsityProblem, TargetSchedule, fit, sparsify
 from ctrlsparse.training.path import PATH_FILE, DensityPath, read_path
+from tests.helpers import Stop, stopping_loss
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -70,22 +71,6 @@ def test_every_point_is_deployed_at_most_its_target_within_a_unit_share(tmp_path
     assert total + len(path.points) * recorded["finetune_steps"] <= 1.5 * total
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stopping_loss(at: int):
-    calls = {"n": 0}
-
-    def loss(out, target):
-        calls["n"] += 1
-        if calls["n"] == at:
-            raise _Stop
-        return F.cross_entropy(out, target)
-
-    return loss
-
-
 def _points(out: Path) -> list[dict]:
     points = read_path(out)["points"]
     for p in points:
@@ -98,8 +83,8 @@ def test_a_killed_path_resumes_bit_identical(tmp_path, kill_at):
     """36 steps, points after steps 12, 24 and 36 with 4 steps of training each: the 20th
     loss is the run's step 16, the 30th the second point's second step."""
     _run(tmp_path / "full", [0.6, 0.4, 0.2])
-    with pytest.raises(_Stop):
-        _run(tmp_path / "cut", [0.6, 0.4, 0.2], loss_fn=_stopping_loss(kill_at))
+    with pytest.raises(Stop):
+        _run(tmp_path / "cut", [0.6, 0.4, 0.2], loss_fn=stopping_loss(kill_at))
     _run(tmp_path / "cut", [0.6, 0.4, 0.2], resume=True)
     cut, full = tmp_path / "cut", tmp_path / "full"
     assert _points(cut) == _points(full)
@@ -198,7 +183,7 @@ def test_a_path_refuses_a_gda_that_planned_its_own_phase(tmp_path):
 def test_a_parameter_budget_path_on_a_decoder_lm(tmp_path):
     """The language-model budget: each point keeps at most its fraction of all parameters."""
     pytest.importorskip("transformers")
-    from tests.helpers import VOCAB, tiny_decoder
+    from tests.helpers import VOCAB, tiny_decoder  # transformers only where it is installed
 
     torch.manual_seed(0)
     ids = torch.randint(0, VOCAB, (48, 12), generator=torch.Generator().manual_seed(3))

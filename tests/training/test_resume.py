@@ -18,6 +18,7 @@ from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs import checkpoint as checkpoints
 from ctrlsparse.runs import read_metrics
 from ctrlsparse.runs.checkpoint import CheckpointError, RunDirectoryError
+from tests.helpers import Stop, stopping_loss
 
 SCRIPT = Path(__file__).with_name("resume_run.py")
 
@@ -86,22 +87,6 @@ def _toy(seed=0, loss_fn=F.cross_entropy, dual_optimizer="adam", schedule=None, 
     return gda, batches
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stopping_loss(at: int):
-    calls = {"n": 0}
-
-    def loss(out, target):
-        calls["n"] += 1
-        if calls["n"] == at:
-            raise _Stop
-        return F.cross_entropy(out, target)
-
-    return loss
-
-
 @pytest.mark.parametrize(
     ("dual_optimizer", "schedule", "skip"),
     [
@@ -117,8 +102,8 @@ def test_resume_in_process_is_bit_identical_for_every_dual_option(tmp_path, dual
     gda, batches = _toy(**kwargs)
     common = {"progress": False, "checkpoint_every": 3}
     fit(gda, batches, 4, run_dir=tmp_path / "full", test_batches=batches, **common)
-    gda, batches = _toy(loss_fn=_stopping_loss(10), **kwargs)
-    with pytest.raises(_Stop):
+    gda, batches = _toy(loss_fn=stopping_loss(10), **kwargs)
+    with pytest.raises(Stop):
         fit(gda, batches, 4, run_dir=tmp_path / "cut", test_batches=batches, **common)
     gda, batches = _toy(**kwargs)
     fit(gda, batches, 4, run_dir=tmp_path / "cut", resume=True, test_batches=batches, **common)
