@@ -14,7 +14,7 @@ segment k the run pauses and point k gets a model of its own:
 3. its test error, ``summary.json`` and ``model.pt`` in a sub-run directory.
 
 Then the model, the trainer and every random generator are put back exactly as they were,
-and the run goes on towards ε_{k+1}: the points never change the trajectory, and a resumed
+and the run goes on towards the next point's ε: the points never change the trajectory, and a resumed
 path is bit-identical to an uninterrupted one. The whole path costs T + K·F steps, with F
 capped so that this is at most 1.5 T (F ≤ T / (2K)).
 """
