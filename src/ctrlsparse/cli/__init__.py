@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     path = sub.add_parser(
         "path", help="one run through decreasing targets, a deployed model per point (error-density front)"
     )
-    path.add_argument("problem", help="problem file (TOML) with targets, e.g. problems/fashion_lenet5.toml")
+    path.add_argument("problem", help="problem file with targets, e.g. problems/fashion_lenet5_defaults.toml")
     path.add_argument(
         "--densities", required=True,
         help="the targets, loosest first: 0.5,0.3,0.2,0.1 (in the form of the file's target: density, "
