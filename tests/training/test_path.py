@@ -142,6 +142,7 @@ def test_per_layer_and_macs_paths(tmp_path):
         ([{"nope": 0.5}], {}, "nope"),
         ([0.5, 0.3], {"penalty": 1e-3}, "penalized"),
         ([], {}, "non-empty"),
+        (DensityPath([0.5, 0.3], quantity="macs"), {}, "quantity='macs' moves MACs budgets"),
     ],
 )
 def test_bad_paths_are_refused_before_training(tmp_path, points, targets, message):

@@ -200,12 +200,18 @@ class DensityPath:
                 "this GDA has planned its own feasibility phase: build it without total_steps (fit tells "
                 "it the run's length) or with feasibility=False; each point of the path has its own"
             )
-        trainer.feasibility = 0.0
         quantity = self.quantity or ("macs" if problem.macs_targets and not problem.targets else "density")
         if problem.targets and problem.macs_targets:
             raise ValueError(
                 "this problem has density targets and MACs budgets; a path moves one kind: build it "
                 "with one of them"
+            )
+        if (quantity == "macs") != bool(problem.macs_targets):
+            have = "MACs budgets (target_macs)" if problem.macs_targets else "density targets"
+            moves = "MACs budgets" if quantity == "macs" else "densities"
+            raise ValueError(
+                f"a path of quantity={quantity!r} moves {moves}, but the problem has {have}: build the "
+                "problem with the kind of target the path moves"
             )
         self.quantity = quantity
         self.targets = [self._levels(problem, point) for point in self.given]
@@ -216,6 +222,7 @@ class DensityPath:
                 problem.retarget(targets)
         finally:
             problem.retarget(original)
+        trainer.feasibility = 0.0  # last: a refused path leaves the trainer as it was
 
     def _levels(self, problem, point) -> dict[str, float]:
         if self.quantity == "params":
