@@ -175,12 +175,7 @@ def fit(
     """
     _check_settings(epochs, log_every, checkpoint_every, run_dir, resume, overwrite)
     rank, world = distributed.context()
-    if path is not None:
-        path = DensityPath.of(path)
-        if world > 1:
-            raise ValueError("a density path runs in one process (its points' training is not distributed)")
-        path.bind(trainer)  # every point checked against the problem before any work
-        path.progress = progress
+    path = None if path is None else _bound_path(path, trainer, world, progress)
     if tensorboard is not None:  # before any work: a missing package fails here
         require_tensorboard()
     keeper = None if run_dir is None else Checkpointer(run_dir, trainer, lr_scheduler, train_batches, config,
@@ -248,6 +243,16 @@ def _check_settings(epochs, log_every, checkpoint_every, run_dir, resume, overwr
         raise ValueError(f"checkpoint_every must be an integer >= 1 or None, got {checkpoint_every!r}")
     if run_dir is None and (resume or overwrite or checkpoint_every):
         raise ValueError("resume, overwrite and checkpoint_every need a run_dir")
+
+
+def _bound_path(path, trainer: Trainer, world: int, progress: bool) -> DensityPath:
+    """The density path, checked against the trainer's problem before any work (one process only)."""
+    path = DensityPath.of(path)
+    if world > 1:
+        raise ValueError("a density path runs in one process (its points' training is not distributed)")
+    path.bind(trainer)
+    path.progress = progress
+    return path
 
 
 def _tell_length(trainer: Trainer, batches, epochs: int) -> int:
