@@ -411,6 +411,22 @@ def test_run_compile_records_it_and_compiles_the_forward(tmp_path, monkeypatch):
     assert len(compiled) == 1 and read_summary(out).test_error < 0.9
 
 
+def test_run_compile_step_compiles_the_whole_step(tmp_path, monkeypatch):
+    import torch
+
+    compiled = []
+
+    def aot_eager(function, _compile=torch.compile):
+        compiled.append(function)
+        return _compile(function, backend="aot_eager")  # AOTAutograd's graphs, run eagerly
+
+    monkeypatch.setattr(torch, "compile", aot_eager)
+    out = tmp_path / "run"
+    assert main(["run", DIGITS, "--epochs", "1", "--compile", "step", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["compile"] == "step"
+    assert len(compiled) >= 2 and read_summary(out).test_error < 0.9  # the Lagrangian and the dual update
+
+
 def test_run_skip_below_reaches_gda_and_a_bad_value_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", DIGITS, "--epochs", "1", "--target-density", "0.3", "--out", str(out), "--quiet"]

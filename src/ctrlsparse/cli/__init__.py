@@ -101,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")
     run.add_argument("--seed", type=int, help="override the problem file's seed")
     run.add_argument(
-        "--compile", action="store_true", default=None, help="torch.compile the model's forward (GDA)"
+        "--compile",
+        nargs="?",
+        const=True,
+        default=None,
+        choices=[True, "step"],
+        help="torch.compile the model's forward (GDA); --compile step compiles the whole step",
     )
     run.add_argument(
         "--skip-below", type=float, help="Linear/Conv2d layers skip units with P(z != 0) below this (GDA)"
@@ -219,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
     ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
     ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ov.add_argument("--compile", action="store_true", help="torch.compile both models' forward passes")
+    ov.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=False,
+        choices=[True, "step"],
+        help="torch.compile both models' forward passes; --compile step: the gated step is GDA(compile='step')",
+    )
     ov.add_argument(
         "--skip-below", type=float, help="the gated step skips units with P(z != 0) below this (e.g. 1e-3)"
     )

@@ -296,7 +296,7 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
     )
     setting = f"batch {config.train.batch_size}, {torch.get_num_threads()} threads"
     if args.compile:
-        setting += ", torch.compile"
+        setting += ", torch.compile" + (" (whole gated step)" if args.compile == "step" else "")
     if args.skip_below is not None:
         setting += f", skipping units below P = {args.skip_below:g}"
     if args.open_fraction is not None:

@@ -30,6 +30,7 @@ else:  # tomllib joined the standard library in 3.11; tomli is the same parser u
     import tomli as tomllib
 
 from ctrlsparse.choices import FEASIBILITY, PENALTY, TARGET, Range
+from ctrlsparse.problem.compiled import STEP
 from ctrlsparse.data import DATASETS
 from ctrlsparse.data.text import CORPORA
 from ctrlsparse.data.tokenizer import MIN_BPE_VOCAB
@@ -157,6 +158,11 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(
             f"{source}: [train] needs 0 <= distill_weight <= 1 and distill_temperature > 0, "
             f"got {train.distill_weight!r} and {train.distill_temperature!r}"
+        )
+    if train.compile not in (False, True, STEP):
+        raise ProblemFileError(
+            f"{source}: [train] compile = {train.compile!r} is not valid; valid choices: false, true "
+            f"(the model's forward), {STEP!r} (forward, backward, Lagrangian and dual update)"
         )
     _check_method(source, config)
     _check_data(source, config)

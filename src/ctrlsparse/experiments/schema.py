@@ -167,8 +167,10 @@ class TrainConfig:
     seed: int = _field(0, (int,))
     log_every: int = _field(1, (int,))
     device: str = _field("cpu", (str,))
-    compile: bool = _field(False, (bool,))
-    """Run the model's forward through ``torch.compile`` (``GDA(..., compile=True)``)."""
+    compile: bool | str = _field(False, (bool, str))
+    """``true``: run the model's forward through ``torch.compile`` (``GDA(..., compile=True)``);
+    ``"step"``: compile the whole step, forward, backward, Lagrangian and dual update
+    (``GDA(..., compile="step")``); eager with a warning where the compiler fails."""
     skip_below: float | None = _field(None, NUMBER)
     """Skip units with P(z != 0) below this in Linear/Conv2d layers (``GDA(..., skip_below=...)``)."""
     world_size: int = _field(1, (int,))

@@ -197,6 +197,18 @@ class SparsityProblem(cooper.ConstrainedMinimizationProblem):
         if self.targets_all:
             check_jointly_reachable(self)
 
+    def macs_levels(self, levels: Levels, what: str = "target_macs") -> dict[str, float]:
+        """MACs budgets in any form ``target_macs`` takes (a number for the model), as
+        ``{constraint name: level}``; ``what`` names them in errors.
+
+        Raises:
+            ValueError: the problem has no MACs accounting (it was built without
+                ``target_macs`` or ``macs_penalty``), or the levels are malformed.
+        """
+        if self._macs is None:
+            raise ValueError(f"{what}: this problem counts no MACs; build it with target_macs")
+        return self._macs.levels(levels, what)
+
     def _macs_levels(self, target_macs: Levels, macs_penalty: Levels, example_input) -> tuple[dict, dict]:
         """The MACs budgets and penalties, checked against what no gate can remove (the MACs
         accounting is built only when there is one)."""

@@ -110,7 +110,9 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; a missing or malformed file raises :class:`RunFormatError`
+    naming it."""
     if not path.exists():
         raise RunFormatError(f"{path}: no such file (is {path.parent} a finished ctrlsparse run?)")
     try:
@@ -178,7 +180,7 @@ def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise RunFormatError(f"{path}: not a run directory")
-    return Run(path, _read_json(path / CONFIG), read_summary(path))
+    return Run(path, read_json(path / CONFIG), read_summary(path))
 
 
 def is_path(run_dir: str | Path) -> bool:
@@ -199,7 +201,7 @@ def load_path(run_dir: str | Path) -> list[Run]:
         ['front/density-0.5', 'front/density-0.3', 'front/density-0.2', 'front/density-0.1']
     """
     path = Path(run_dir)
-    listed = _read_json(path / PATH).get("points")
+    listed = read_json(path / PATH).get("points")
     if not isinstance(listed, list) or not all(isinstance(p, dict) and "run" in p for p in listed):
         raise RunFormatError(f"{path / PATH}: no list of points with their 'run' directories")
     runs = [load_run(path / point["run"]) for point in listed]
@@ -216,7 +218,7 @@ def read_summary(run_dir: str | Path) -> RunSummary:
     """
     path = Path(run_dir) / SUMMARY
     try:
-        return RunSummary.from_dict(_read_json(path))
+        return RunSummary.from_dict(read_json(path))
     except SummaryFormatError as error:
         raise RunFormatError(f"{path}: {error}") from None
 

@@ -232,7 +232,7 @@ class DensityPath:
         if isinstance(point, str):
             raise ValueError(f"a {self.quantity} target is a number in (0, 1], got {point!r}")
         if self.quantity == "macs":
-            levels = problem._macs.levels(point, "the path's target_macs")
+            levels = problem.macs_levels(point, "the path's target_macs")
         else:
             levels = parse_levels(point, problem.layers, "the path's target_density")
         for name, eps in levels.items():
@@ -288,7 +288,7 @@ class DensityPath:
         done = sum(b <= step for b in self.boundaries)
         recorded = []
         if run_dir is not None and (Path(run_dir) / PATH_FILE).exists():
-            recorded = runs._read_json(Path(run_dir) / PATH_FILE).get("points", [])
+            recorded = runs.read_json(Path(run_dir) / PATH_FILE).get("points", [])
         self.points = [PathPoint(**p) for p in recorded if p["index"] < done]
         if len(self.points) != done:
             raise CheckpointError(
@@ -430,4 +430,4 @@ def read_path(run_dir: str | Path) -> dict:
     Raises:
         RunFormatError: naming the file when it is missing or not JSON.
     """
-    return runs._read_json(Path(run_dir) / PATH_FILE)
+    return runs.read_json(Path(run_dir) / PATH_FILE)
