@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+import ctrlsparse as cs
+
 from ctrlsparse.cli import main
 from ctrlsparse.experiments.build import build
 from ctrlsparse.experiments.config import ProblemFileError, load_problem, parse_problem
@@ -104,3 +106,20 @@ def test_distillation_from_the_dense_model_starts_at_zero_loss(corpus, tmp_path)
     # The student starts as the dense model it distills from: no divergence on the first batch.
     assert experiment.trainer.step(inputs, labels).loss == pytest.approx(0.0, abs=1e-5)
     assert experiment.trainer.step(inputs, labels).loss > 0.0  # one Adam step later it differs
+
+
+def test_gate_blocks_in_a_problem_file_gates_each_attention_and_mlp_block(corpus):
+    problem = _dense(corpus, epochs=1)
+    problem["model"] = {
+        "name": "llama",
+        "kwargs": {**TINY_LLAMA, "layers": 2},
+        "structure": "neuron",
+        "gate_blocks": True,
+    }
+    problem["sparsity"] = {"target_density": 0.6}
+    with_blocks = build(parse_problem(problem)).trainer.model
+    kinds = {(g.kind, g.num_units) for g in cs.gate_groups(with_blocks)}
+    assert {("attention", 2), ("mlp", 2)} <= kinds  # one gate per decoder layer's attention and MLP
+    problem["model"]["gate_blocks"] = False
+    plain = {g.kind for g in cs.gate_groups(build(parse_problem(problem)).trainer.model)}
+    assert "attention" not in plain and "mlp" not in plain
