@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import time
 
@@ -203,6 +204,11 @@ def main() -> None:
     parser.add_argument("--feasibility", type=float, default=0.1, help="ctrlsparse's fixed-gate share")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=["ctrlsparse", "torch_pruning"])
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--dense-cache",
+        default=None,
+        help="file to keep the trained dense model in (trained once, then loaded)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = load_text("python_docs", seq_len=128, tokenizer="bpe", vocab_size=4096)
@@ -210,7 +216,22 @@ def main() -> None:
     torch.manual_seed(0)
     dense = llama((128,), data.num_classes, hidden=128, layers=4, heads=4, kv_heads=2, intermediate=344)
     start = time.time()
-    _train(dense, data, args.dense_steps, 2e-3, args.batch_size, seed=0)
+    if args.dense_cache and os.path.exists(args.dense_cache):
+        saved = torch.load(args.dense_cache)
+        if saved["dense_steps"] != args.dense_steps or saved["batch_size"] != args.batch_size:
+            raise SystemExit(
+                f"{args.dense_cache} holds a dense model of other settings: delete it or pass another"
+            )
+        dense.load_state_dict(saved["state"])
+    else:
+        _train(dense, data, args.dense_steps, 2e-3, args.batch_size, seed=0)
+        if args.dense_cache:
+            state = {
+                "dense_steps": args.dense_steps,
+                "batch_size": args.batch_size,
+                "state": dense.state_dict(),
+            }
+            torch.save(state, args.dense_cache)
     result = {
         "args": vars(args),
         "shape": SHAPE,

@@ -58,7 +58,9 @@ def main() -> None:
             f"{_cell([s.test_error for s in ours])} | {_cell([s.realized_density for s in theirs], 1, 4)} | "
             f"{_cell([s.test_error for s in theirs])} | {gap} | {_cell([s.test_error for s in magnitude])} |"
         )
-    penalized = sorted((args.out / "penalized").glob("lam*/seed*"))
+    penalized = sorted(
+        (args.out / "penalized").glob("lam*/seed*"), key=lambda d: (float(d.parent.name[3:]), d.name)
+    )
     if penalized:
         print("\n| penalized λ | realized density | test error (%) |\n|---|---|---|")
         for directory in penalized:
