@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import ctrlsparse as cs
-
 from ctrlsparse.cli import main
 from ctrlsparse.experiments.build import build
 from ctrlsparse.experiments.config import ProblemFileError, load_problem, parse_problem

@@ -199,3 +199,22 @@ def test_a_parameter_budget_path_on_a_decoder_lm(tmp_path):
     for point, budget in zip(path.points, [0.9, 0.7]):
         kept = total - (point.params["dense"] - point.params["remaining"])
         assert kept <= budget * total + 1
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_a_point_trains_at_rates_decaying_to_zero_and_the_run_keeps_its_own(decay):
+    gda = GDA(_problem())
+    train, _ = _batches()
+    rates, step = [], gda.primal_optimizer.step
+
+    def record(*args, **kwargs):
+        rates.append(gda.primal_optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    gda.primal_optimizer.step = record
+    path = DensityPath([0.6, 0.4], finetune=0.25, decay=decay)  # 24 steps; each point trains 6
+    fit(gda, train, 4, path=path, progress=False)
+    lr = rates[0]
+    point = [lr * (6 - s) / 6 for s in range(6)] if decay else [lr] * 6
+    assert rates == pytest.approx([lr] * 12 + point + [lr] * 12 + point)
+    assert gda.primal_optimizer.param_groups[0]["lr"] == lr

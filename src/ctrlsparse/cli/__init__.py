@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="each point's training of its open weights, as a fraction of the run (default 0.1; all points "
         "together at most half the run)",
     )  # fmt: skip
+    path.add_argument(
+        "--no-decay", dest="decay", action="store_false",
+        help="train each point at the run's learning rates (default: decay them linearly to zero)",
+    )  # fmt: skip
     path.add_argument("--out", required=True, help="directory: one sub-run per point and path.json")
     path.add_argument("--epochs", type=int, help="override the problem file's epochs (the whole path's run)")
     path.add_argument("--seed", type=int, help="override the problem file's seed")
@@ -230,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=False,
         choices=[True, "step"],
-        help="torch.compile both models' forward passes; --compile step: the gated step is GDA(compile='step')",
+        help="torch.compile both models' forward passes; --compile step: the gated step compiles whole",
     )
     ov.add_argument(
         "--skip-below", type=float, help="the gated step skips units with P(z != 0) below this (e.g. 1e-3)"

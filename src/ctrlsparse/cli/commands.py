@@ -188,7 +188,7 @@ def cmd_path(args: argparse.Namespace) -> int:
             "constrained targets: give the file a target_density (any value: the path replaces it)"
         )
     quantity = path_quantity(config)
-    path = DensityPath(points, quantity=quantity, finetune=args.finetune)
+    path = DensityPath(points, quantity=quantity, finetune=args.finetune, decay=args.decay)
     # The points replace the file's target (a model-wise path on a per-layer file, say): the
     # problem is built with the first point, in its form.
     data["sparsity"][PATH_KEYS[quantity]] = path.given[0]

@@ -30,7 +30,6 @@ else:  # tomllib joined the standard library in 3.11; tomli is the same parser u
     import tomli as tomllib
 
 from ctrlsparse.choices import FEASIBILITY, PENALTY, TARGET, Range
-from ctrlsparse.problem.compiled import STEP
 from ctrlsparse.data import DATASETS
 from ctrlsparse.data.text import CORPORA
 from ctrlsparse.data.tokenizer import MIN_BPE_VOCAB
@@ -48,6 +47,7 @@ from ctrlsparse.experiments.schema import (
 )
 from ctrlsparse.gating.sparsify import Structure
 from ctrlsparse.models import MODELS
+from ctrlsparse.problem.compiled import STEP
 
 
 class ProblemFileError(CtrlsparseError, ValueError):

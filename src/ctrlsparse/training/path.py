@@ -112,6 +112,10 @@ class DensityPath:
             problem's kind of target (density when it has both kinds is refused).
         finetune: each point's training of the open weights, as a fraction of the run
             (capped so that all points together cost at most half the run).
+        decay: during a point's training, scale the primal optimizer's learning rates
+            linearly from where the run has them down to zero (step s of F trains at
+            (F − s)/F of them): the point ends at rest instead of on one noisy step of a
+            constant rate. The run's rates are untouched (they are restored with the rest).
         configure: ``configure(config, index, targets)`` gives a point's ``config.json``
             from the run's (the CLI writes a problem file whose targets are the point's, so
             ``ctrlsparse purge`` rebuilds it); by default the run's, with a ``"path_point"`` entry.
@@ -133,6 +137,7 @@ class DensityPath:
         quantity: str | None = None,
         finetune: float = DEFAULT_FINETUNE,
         configure: Callable[[dict, int, dict], dict] | None = None,
+        decay: bool = True,
     ) -> None:
         if isinstance(points, Mapping):
             points = _transpose(points)
@@ -151,8 +156,11 @@ class DensityPath:
             raise ValueError(f"finetune must be a fraction of the run in (0, 1], got {finetune!r}")
         self.given = list(points)
         self.quantity = quantity
+        if not isinstance(decay, bool):
+            raise ValueError(f"decay must be True or False, got {decay!r}")
         self.finetune = float(finetune)
         self.configure = configure
+        self.decay = decay
         self.targets: list[dict[str, float]] = []
         """Each point's ``{constraint name: ε}`` (set by :meth:`bind`)."""
         self.points: list[PathPoint] = []
@@ -288,7 +296,13 @@ class DensityPath:
         done = sum(b <= step for b in self.boundaries)
         recorded = []
         if run_dir is not None and (Path(run_dir) / PATH_FILE).exists():
-            recorded = runs.read_json(Path(run_dir) / PATH_FILE).get("points", [])
+            written = runs.read_json(Path(run_dir) / PATH_FILE)
+            if written.get("decay", self.decay) != self.decay:
+                raise CheckpointError(
+                    f"{PATH_FILE} was written with decay={written['decay']}, this path has "
+                    f"decay={self.decay}: resume with the same setting, or start afresh with overwrite"
+                )
+            recorded = written.get("points", [])
         self.points = [PathPoint(**p) for p in recorded if p["index"] < done]
         if len(self.points) != done:
             raise CheckpointError(
@@ -346,12 +360,17 @@ class DensityPath:
         if self.progress and sys.stderr.isatty():
             label = f"point {index + 1}/{len(self)} ({asked})"
             bar = tqdm(total=self.finetune_steps, desc=label, unit="step", file=sys.stderr, leave=False)
+        optimizer = getattr(trainer, "primal_optimizer", None) if self.decay else None
+        rates = [] if optimizer is None else [group["lr"] for group in optimizer.param_groups]
         while steps < self.finetune_steps:
             try:
                 x, y = next(batch_iter)
             except StopIteration:
                 batch_iter = iter(data)
                 continue
+            left = (self.finetune_steps - steps) / self.finetune_steps
+            for group, lr in zip(optimizer.param_groups if rates else (), rates):
+                group["lr"] = lr * left  # restored by take() with the trainer's state
             trainer.step(to_device(x, device), y.to(device))
             steps += 1
             if bar is not None:
@@ -409,6 +428,7 @@ class DensityPath:
             "targets": self.targets,
             "boundaries": self.boundaries,
             "finetune_steps": self.finetune_steps,
+            "decay": self.decay,
             "complete": len(self.points) == len(self.targets),
             "points": [p.to_dict() for p in self.points],
         }
