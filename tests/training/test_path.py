@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrlsparse import GDA, Batches, SparsityProblem, TargetSchedule, fit, sparsify
+from ctrlsparse.runs.checkpoint import CheckpointError
 from ctrlsparse.training.path import DensityPath, read_path
 from tests.helpers import Stop, stopping_loss
 
@@ -218,3 +219,10 @@ def test_a_point_trains_at_rates_decaying_to_zero_and_the_run_keeps_its_own(deca
     point = [lr * (6 - s) / 6 for s in range(6)] if decay else [lr] * 6
     assert rates == pytest.approx([lr] * 12 + point + [lr] * 12 + point)
     assert gda.primal_optimizer.param_groups[0]["lr"] == lr
+
+
+def test_a_path_resumed_with_another_decay_is_refused(tmp_path):
+    with pytest.raises(Stop):  # killed after its first point (steps 12 + 4)
+        _run(tmp_path / "cut", DensityPath([0.6, 0.4, 0.2], decay=False), loss_fn=stopping_loss(20))
+    with pytest.raises(CheckpointError, match="written with decay=False, this path has decay=True"):
+        _run(tmp_path / "cut", [0.6, 0.4, 0.2], resume=True)
