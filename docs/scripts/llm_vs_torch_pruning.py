@@ -84,18 +84,26 @@ def _train(model, data, steps: int, lr: float, batch_size: int, seed: int) -> No
 
 
 def _ctrlsparse(
-    dense, data, steps: int, lr: float, batch_size: int, seed: int, drop_rate: float, feasibility: float
-):
+    dense, data, steps: int, lr: float, batch_size: int, seed: int, drop_rate: float, feasibility: float,
+    prune_steps: int,
+):  # fmt: skip
+    """With ``prune_steps``: the Lagrangian prunes for that many steps of batches of their own
+    (the last ``feasibility`` share with decided gates), then the purged model fine-tunes for
+    ``steps`` on Torch-Pruning's batches. Without: pruning and all training in ``steps``."""
     model = copy.deepcopy(dense)
     example = {"input_ids": data.train[0][:1]}
     cs.sparsify(model, example_input=example, hidden=True, drop_rate=drop_rate)
     problem = cs.SparsityProblem(model, next_token_loss, target_shape=SHAPE)
     adam = torch.optim.Adam(model.parameters(), lr=lr)
-    opt = cs.GDA(problem, adam, total_steps=steps, feasibility=feasibility)
+    length = prune_steps or steps
+    opt = cs.GDA(problem, adam, total_steps=length, feasibility=feasibility)
     model.train()
-    for x, y in _batches(data, batch_size, seed, steps):
+    for x, y in _batches(data, batch_size, seed + 2000 if prune_steps else seed, length):
         opt.step(x, y)
-    return cs.to_pretrained(model)
+    pruned = cs.to_pretrained(model)
+    if prune_steps:
+        _train(pruned, data, steps, lr, batch_size, seed)
+    return pruned
 
 
 def _tp_groups(model):
@@ -202,6 +210,11 @@ def main() -> None:
     parser.add_argument("--importance", choices=("magnitude", "taylor"), default="taylor")
     parser.add_argument("--drop-rate", type=float, default=0.5, help="ctrlsparse's initial drop rate")
     parser.add_argument("--feasibility", type=float, default=0.1, help="ctrlsparse's fixed-gate share")
+    parser.add_argument(
+        "--prune-steps", type=int, default=0,
+        help="ctrlsparse prunes for this many steps, then fine-tunes --steps as Torch-Pruning does "
+        "(0: pruning and fine-tuning share --steps)",
+    )  # fmt: skip
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=["ctrlsparse", "torch_pruning"])
     parser.add_argument("--out", default=None)
     parser.add_argument(
@@ -246,8 +259,9 @@ def main() -> None:
             torch.manual_seed(seed)
             if method == "ctrlsparse":
                 model = _ctrlsparse(
-                    dense, data, args.steps, 1e-3, args.batch_size, seed, args.drop_rate, args.feasibility
-                )
+                    dense, data, args.steps, 1e-3, args.batch_size, seed, args.drop_rate, args.feasibility,
+                    args.prune_steps,
+                )  # fmt: skip
             elif method == "torch_pruning":
                 model = _torch_pruning(dense, data, args.steps, 1e-3, args.batch_size, seed, args.importance)
             else:

@@ -9,7 +9,8 @@
 #       "0.3 1 3 10"
 #
 # KINDS: path (PATH_EPOCHS epochs through ε = 0.5, 0.3, 0.2, 0.1, each point then trains its
-# open weights for FINETUNE x PATH_EPOCHS, default 0.1), separate (one constrained run per ε),
+# open weights for FINETUNE x PATH_EPOCHS, default 0.1, at learning rates decayed to zero;
+# NO_DECAY=1 keeps the run's rates), separate (one constrained run per ε),
 # magnitude (one run per ε: dense for half the run, then pruned and fine-tuned), penalized (one
 # run per λ); the runs other than the path are RUN_EPOCHS long. With 6, 2 and FINETUNE=0.0833
 # the path (6 + 4 x 0.5 epochs) costs what the four separate runs cost (4 x 2 epochs). Then:
@@ -29,7 +30,7 @@ for seed in $seeds; do
     for kind in $kinds; do
         case $kind in
         path) go "$out/path/seed$seed" $cs path "$problem" --densities "${densities// /,}" \
-                --epochs "$path_epochs" --finetune "${FINETUNE:-0.1}" --seed "$seed" ;;
+                --epochs "$path_epochs" --finetune "${FINETUNE:-0.1}" --seed "$seed" ${NO_DECAY:+--no-decay} ;;
         separate)
             for eps in $densities; do
                 go "$out/separate/eps$eps/seed$seed" $cs run "$problem" --target-density "$eps" \
