@@ -50,7 +50,7 @@ from ctrlsparse.gating.decoders import decoder_layout, decoder_units
 from ctrlsparse.models.hf import llama
 from ctrlsparse.training.lm import next_token_loss, perplexity
 
-METHODS = ("ctrlsparse", "torch_pruning", "dense")
+METHODS = ("ctrlsparse", "torch_pruning", "torch_pruning_total", "dense")
 SHAPE = {"kv_heads": 1, "heads": 2, "intermediate": 172, "hidden": 96}
 KIND_KEY = {"head": "kv_heads", "output": "intermediate", "hidden": "hidden"}
 
@@ -262,14 +262,15 @@ def main() -> None:
                     dense, data, args.steps, 1e-3, args.batch_size, seed, args.drop_rate, args.feasibility,
                     args.prune_steps,
                 )  # fmt: skip
-            elif method == "torch_pruning":
-                model = _torch_pruning(dense, data, args.steps, 1e-3, args.batch_size, seed, args.importance)
+            elif method.startswith("torch_pruning"):  # _total: as many training steps as ctrlsparse
+                steps = args.steps + (args.prune_steps if method == "torch_pruning_total" else 0)
+                model = _torch_pruning(dense, data, steps, 1e-3, args.batch_size, seed, args.importance)
             else:
                 model = copy.deepcopy(dense)
                 _train(model, data, args.steps, 1e-3, args.batch_size, seed)
             run = {"seed": seed, "ppl": perplexity(model, validation), **_shape(model)}
             runs[method].append(run)
-            if method != "dense":
+            if method in ("ctrlsparse", "torch_pruning"):
                 purged[method] = model
             print(f"{method} seed {seed}: {run} ({time.time() - start:.0f} s)", flush=True)
     result["runs"] = runs
