@@ -5,13 +5,17 @@ key-value heads, SwiGLU 344, BPE 4096 on Debian's python3-doc prose) is trained 
 (seed 0). From it, for each seed:
 
 - **ctrlsparse**: hard concrete gates on key-value heads, SwiGLU units and the hidden
-  dimension, ``target_shape`` driven by the Lagrangian for ``--steps`` steps (the last
-  tenth is the feasibility phase, gates decided), then ``to_pretrained``.
-- **Torch-Pruning**: its ``GroupMagnitudeImportance`` (p = 2) or ``GroupTaylorImportance``
-  scores the same units (each unit's slices of every projection form one
-  ``torch_pruning`` group), the lowest-scored units of every group are cut at once to the
-  same shape (the same purge), then the purged model is fine-tuned for ``--steps`` steps
-  with the same optimizer and the same batches.
+  dimension (initial drop rate ``--drop-rate``), ``target_shape`` driven by the Lagrangian
+  for ``--prune-steps`` steps on batches of their own (the last ``--feasibility`` share is
+  the feasibility phase, gates decided), then ``to_pretrained`` and ``--steps`` steps of
+  fine-tuning on Torch-Pruning's batches with a fresh Adam. With ``--prune-steps 0``,
+  pruning and training share the ``--steps`` steps instead.
+- **Torch-Pruning** (``torch_pruning``): its ``GroupMagnitudeImportance`` (p = 2) or
+  ``GroupTaylorImportance`` scores the same units (each unit's slices of every projection
+  form one ``torch_pruning`` group), the lowest-scored units of every group are cut at once
+  to the same shape (the same purge), then the purged model is fine-tuned for ``--steps``
+  steps with the same optimizer and the same batches. ``torch_pruning_total`` fine-tunes
+  for ``--prune-steps`` + ``--steps``: as many training steps as ctrlsparse takes in all.
 - **dense, continued** (``--methods dense``): the dense model trained ``--steps`` more
   steps on the same batches, the reference for the extra training the pruned models get.
 
@@ -23,10 +27,11 @@ All runs use the next-token loss alone (no distillation). Reported: validation
 perplexity (mean ± std over seeds), the realized shape and parameter count, and the
 purged model's forward tokens/s against the dense one next to the MACs ideal.
 
+    .venv-dev/bin/python docs/scripts/llm_vs_torch_pruning.py --dense-steps 1000 --steps 150 \
+        --prune-steps 150 --seeds 0 1 2 --methods ctrlsparse torch_pruning torch_pruning_total \
+        --drop-rate 0.1 --out docs/results/llm_vs_torch_pruning.json
     .venv-dev/bin/python docs/scripts/llm_vs_torch_pruning.py --dense-steps 300 --steps 150 \
-        --seeds 0 1 2 --out docs/results/llm_vs_torch_pruning.json
-    .venv-dev/bin/python docs/scripts/llm_vs_torch_pruning.py --dense-steps 300 --steps 150 \
-        --seeds 0 1 2 --methods dense --out docs/results/llm_dense_continued.json
+        --seeds 0 1 2 --out docs/results/llm_vs_torch_pruning_300.json  # the first protocol
 """
 
 from __future__ import annotations
