@@ -53,7 +53,7 @@ from ctrlsparse.data.dataset import Batches
 from ctrlsparse.data.text import load_text
 from ctrlsparse.gating.decoders import decoder_layout, decoder_units
 from ctrlsparse.models.hf import llama
-from ctrlsparse.training.lm import next_token_loss, perplexity
+from ctrlsparse.training.lm import distillation_loss, next_token_loss, perplexity
 
 METHODS = ("ctrlsparse", "torch_pruning", "torch_pruning_total", "dense")
 SHAPE = {"kv_heads": 1, "heads": 2, "intermediate": 172, "hidden": 96}
@@ -90,7 +90,7 @@ def _train(model, data, steps: int, lr: float, batch_size: int, seed: int) -> No
 
 def _ctrlsparse(
     dense, data, steps: int, lr: float, batch_size: int, seed: int, drop_rate: float, feasibility: float,
-    prune_steps: int,
+    prune_steps: int, distill: float = 0.0,
 ):  # fmt: skip
     """With ``prune_steps``: the Lagrangian prunes for that many steps of batches of their own
     (the last ``feasibility`` share with decided gates), then the purged model fine-tunes for
@@ -103,8 +103,14 @@ def _ctrlsparse(
     length = prune_steps or steps
     opt = cs.GDA(problem, adam, total_steps=length, feasibility=feasibility)
     model.train()
+    teacher = dense.eval()
     for x, y in _batches(data, batch_size, seed + 2000 if prune_steps else seed, length):
-        opt.step(x, y)
+        if distill:  # the pruning phase's loss: part next-token loss, part KL from the dense model
+            with torch.no_grad():
+                soft = teacher(**x).logits
+            opt.step(loss=distillation_loss(model(**x).logits, soft, y, weight=distill))
+        else:
+            opt.step(x, y)
     pruned = cs.to_pretrained(model)
     if prune_steps:
         _train(pruned, data, steps, lr, batch_size, seed)
@@ -220,6 +226,10 @@ def main() -> None:
         help="ctrlsparse prunes for this many steps, then fine-tunes --steps as Torch-Pruning does "
         "(0: pruning and fine-tuning share --steps)",
     )  # fmt: skip
+    parser.add_argument(
+        "--distill", type=float, default=0.0,
+        help="ctrlsparse's pruning loss: this weight of KL from the dense model (T = 2), the rest next-token",
+    )  # fmt: skip
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=["ctrlsparse", "torch_pruning"])
     parser.add_argument("--out", default=None)
     parser.add_argument(
@@ -265,7 +275,7 @@ def main() -> None:
             if method == "ctrlsparse":
                 model = _ctrlsparse(
                     dense, data, args.steps, 1e-3, args.batch_size, seed, args.drop_rate, args.feasibility,
-                    args.prune_steps,
+                    args.prune_steps, args.distill,
                 )  # fmt: skip
             elif method.startswith("torch_pruning"):  # _total: as many training steps as ctrlsparse
                 steps = args.steps + (args.prune_steps if method == "torch_pruning_total" else 0)
