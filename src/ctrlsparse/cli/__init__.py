@@ -55,6 +55,12 @@ class _CommandParser(argparse.ArgumentParser):
         return namespace, extras
 
 
+def _add_compile(parser: argparse.ArgumentParser, default, help: str) -> None:
+    """``--compile`` (True) or ``--compile step`` (``GDA(..., compile="step")``)."""
+    choices = [True, "step"]
+    parser.add_argument("--compile", nargs="?", const=True, default=default, choices=choices, help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ctrlsparse`` argument parser, one subparser per command.
 
@@ -100,14 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")
     run.add_argument("--seed", type=int, help="override the problem file's seed")
-    run.add_argument(
-        "--compile",
-        nargs="?",
-        const=True,
-        default=None,
-        choices=[True, "step"],
-        help="torch.compile the model's forward (GDA); --compile step compiles the whole step",
-    )
+    _add_compile(run, None, "torch.compile the model's forward (GDA); --compile step compiles the whole step")
     run.add_argument(
         "--skip-below", type=float, help="Linear/Conv2d layers skip units with P(z != 0) below this (GDA)"
     )
@@ -228,14 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--target-density", type=float, help="model-wise target instead of the problem file's")
     ov.add_argument("--open-fraction", type=float, help="open this fraction of the gates, close the rest")
     ov.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ov.add_argument(
-        "--compile",
-        nargs="?",
-        const=True,
-        default=False,
-        choices=[True, "step"],
-        help="torch.compile both models' forward passes; --compile step: the gated step compiles whole",
-    )
+    _add_compile(ov, False, "torch.compile both models' forward passes; --compile step: the whole gated step")
     ov.add_argument(
         "--skip-below", type=float, help="the gated step skips units with P(z != 0) below this (e.g. 1e-3)"
     )

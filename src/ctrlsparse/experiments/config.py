@@ -133,37 +133,8 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(
             f"{source}: [optim] augmented_lagrangian must be > 0, got {config.optim.augmented_lagrangian!r}"
         )
-    schedule = config.schedule
-    if (
-        (schedule.epochs is not None and schedule.epochs < 1)
-        or not 0 < schedule.factor < 1
-        or not 0 < schedule.fraction <= 1
-    ):
-        raise ProblemFileError(
-            f"{source}: [schedule] needs epochs >= 1, 0 < factor < 1 and 0 < fraction <= 1, "
-            f"got {config.schedule!r}"
-        )
-    if schedule.epochs is not None and schedule.epochs > config.train.epochs:
-        raise ProblemFileError(
-            f"{source}: [schedule] epochs = {schedule.epochs} ramps longer than the run "
-            f"([train] epochs = {config.train.epochs})"
-        )
-    for key in ("epochs", "batch_size", "log_every"):
-        if getattr(config.train, key) < 1:
-            raise ProblemFileError(
-                f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
-            )
-    train = config.train
-    if not 0.0 <= train.distill_weight <= 1.0 or not train.distill_temperature > 0:
-        raise ProblemFileError(
-            f"{source}: [train] needs 0 <= distill_weight <= 1 and distill_temperature > 0, "
-            f"got {train.distill_weight!r} and {train.distill_temperature!r}"
-        )
-    if train.compile not in (False, True, STEP):
-        raise ProblemFileError(
-            f"{source}: [train] compile = {train.compile!r} is not valid; valid choices: false, true "
-            f"(the model's forward), {STEP!r} (forward, backward, Lagrangian and dual update)"
-        )
+    _check_schedule(source, config)
+    _check_train(source, config)
     _check_method(source, config)
     _check_data(source, config)
     _check_model(source, config)
@@ -185,6 +156,43 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
             where = "[model]" if key == "arm_k" else "[optim]"
             raise ProblemFileError(f"{source}: {where} {key} must be > 0, got {getattr(section, key)!r}")
     return config
+
+
+def _check_schedule(source: str, config: ProblemConfig) -> None:
+    schedule = config.schedule
+    if (
+        (schedule.epochs is not None and schedule.epochs < 1)
+        or not 0 < schedule.factor < 1
+        or not 0 < schedule.fraction <= 1
+    ):
+        raise ProblemFileError(
+            f"{source}: [schedule] needs epochs >= 1, 0 < factor < 1 and 0 < fraction <= 1, "
+            f"got {config.schedule!r}"
+        )
+    if schedule.epochs is not None and schedule.epochs > config.train.epochs:
+        raise ProblemFileError(
+            f"{source}: [schedule] epochs = {schedule.epochs} ramps longer than the run "
+            f"([train] epochs = {config.train.epochs})"
+        )
+
+
+def _check_train(source: str, config: ProblemConfig) -> None:
+    for key in ("epochs", "batch_size", "log_every"):
+        if getattr(config.train, key) < 1:
+            raise ProblemFileError(
+                f"{source}: [train] {key} must be >= 1, got {getattr(config.train, key)!r}"
+            )
+    train = config.train
+    if not 0.0 <= train.distill_weight <= 1.0 or not train.distill_temperature > 0:
+        raise ProblemFileError(
+            f"{source}: [train] needs 0 <= distill_weight <= 1 and distill_temperature > 0, "
+            f"got {train.distill_weight!r} and {train.distill_temperature!r}"
+        )
+    if train.compile not in (False, True, STEP):
+        raise ProblemFileError(
+            f"{source}: [train] compile = {train.compile!r} is not valid; valid choices: false, true "
+            f"(the model's forward), {STEP!r} (forward, backward, Lagrangian and dual update)"
+        )
 
 
 def _positive_int(value: Any) -> bool:

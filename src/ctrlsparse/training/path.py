@@ -361,7 +361,8 @@ class DensityPath:
             label = f"point {index + 1}/{len(self)} ({asked})"
             bar = tqdm(total=self.finetune_steps, desc=label, unit="step", file=sys.stderr, leave=False)
         optimizer = getattr(trainer, "primal_optimizer", None) if self.decay else None
-        rates = [] if optimizer is None else [group["lr"] for group in optimizer.param_groups]
+        groups = [] if optimizer is None else optimizer.param_groups
+        rates = [group["lr"] for group in groups]
         while steps < self.finetune_steps:
             try:
                 x, y = next(batch_iter)
@@ -369,7 +370,7 @@ class DensityPath:
                 batch_iter = iter(data)
                 continue
             left = (self.finetune_steps - steps) / self.finetune_steps
-            for group, lr in zip(optimizer.param_groups if rates else (), rates):
+            for group, lr in zip(groups, rates):
                 group["lr"] = lr * left  # restored by take() with the trainer's state
             trainer.step(to_device(x, device), y.to(device))
             steps += 1
