@@ -246,6 +246,27 @@ def test_round_to_from_the_command_line_aligns_the_purged_widths(tmp_path, capsy
     assert "round_to must be an integer >= 1" in capsys.readouterr().err
 
 
+def test_block_gates_from_the_command_line_keep_whole_blocks(tmp_path, capsys):
+    """--round-to 8 --block-gates: one gate per block of 8 units; the feasibility phase keeps whole
+    blocks, so every purged width is a multiple of 8 or the dense width."""
+    import torch
+
+    import ctrlsparse as cs
+    from ctrlsparse.experiments.build import rebuild_run
+
+    run = tmp_path / "run"
+    args = ["--target-density", "0.3", "--epochs", "1", "--round-to", "8", "--block-gates"]
+    assert main(["run", DIGITS, *args, "--out", str(run), "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["model"]["block_gates"] is True
+    model = rebuild_run(run).model
+    blocked = [g for g in cs.gate_groups(model) if g.round_to == 8]
+    assert blocked and all(g.gate.block == 8 for g in blocked)
+    assert main(["purge", str(run)]) == 0
+    program = torch.export.load(run / "purged.pt2")
+    widths = [p.shape[0] for name, p in program.module().named_parameters() if name.endswith("weight")]
+    assert all(w % 8 == 0 or w in (300, 100, 10) for w in widths) and min(widths) < 100, widths
+
+
 def test_purge_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["purge", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err

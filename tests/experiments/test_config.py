@@ -41,6 +41,14 @@ def test_defaults_and_round_trip():
         ),
         ({"name": "x", "model": {"round_to": 8.0}}, "round_to must be int, got 8.0"),
         ({"name": "x", "model": {"round_to": 8, "structure": "weight"}}, 'structure = "weight" has one gate'),
+        (
+            {"name": "x", "model": {"block_gates": True}},
+            r"block_gates = true .* needs round_to > 1 \(got 1\)",
+        ),
+        (
+            {"name": "x", "model": {"block_gates": True, "round_to": 8, "gates": "arm"}},
+            r"block_gates = true .*gates = \"hard_concrete\" \(got 'arm'\)",
+        ),
         ({"name": "x", "train": {"compile": "graph"}}, r"compile = 'graph' is not valid; valid"),
         ({"name": "x", "data": "digits"}, r"\[data\] must be a table"),
         ({"sparsity": {}}, "name"),

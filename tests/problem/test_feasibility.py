@@ -97,3 +97,47 @@ def test_round_to_one_decides_as_before():
         decide(cs.SparsityProblem(model, F.cross_entropy, target_density={"b1.conv1": 0.5, "b2.conv1": 0.3}))
         decided.append([g.deterministic() for g in cs.gate_groups(model)])
     assert all(torch.equal(a, b) for a, b in zip(*decided))
+
+
+@pytest.mark.parametrize("structure", ["neuron", "paper"])
+def test_block_gates_train_decide_and_purge_in_whole_blocks(structure):
+    """block_gates=True: the N units of a block share one sample, one P(z != 0) and one test-time
+    gate; the feasibility phase keeps whole blocks under ε, and purge reproduces the gated model."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 28, 28)
+    model = cs.sparsify(FunctionalLeNet(), structure, example_input=x, round_to=8, block_gates=True)
+    aligned = [g for g in cs.gate_groups(model) if g.round_to == 8]
+    assert aligned and all(g.gate.block == 8 for g in aligned)
+
+    def tied(values, n):  # equal inside every block of 8 (the last block holds the rest)
+        return all(bool((values[a : a + 8] == values[a]).all()) for a in range(0, n, 8))
+
+    model.train()
+    _random_gates(model)
+    problem = cs.SparsityProblem(model, F.cross_entropy, example_input=x, target_density=0.3)
+    state = problem.compute_cmp_state(x, torch.randint(0, 10, (4,)))
+    (state.loss + sum(c.violation.sum() for c in state.observed_constraints.values())).backward()
+    for group in aligned:
+        n = group.num_units
+        assert tied(group.current().detach(), n) and tied(group.prob_active().detach(), n)
+        assert tied(group.gate.parameter.grad, n)  # one gradient per block: the blocks stay tied
+        assert len(set(group.deterministic().tolist())) <= -(-n // 8) < n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decide(problem)
+    for group in aligned:
+        kept = group.deterministic() > 0
+        assert tied(kept, group.num_units) and _allowed(group)
+    realized = problem.constraint_values(realized=True)
+    assert all(float(realized[name]) <= eps + 1e-6 for name, eps in problem.targets_all.items())
+    model.eval()
+    small = cs.purge(model, x)
+    assert torch.allclose(small(x), model(x), atol=1e-5)
+
+
+def test_block_gates_need_round_to_and_hard_concrete():
+    x = torch.randn(2, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"block_gates=True .* round_to > 1 \(got 1\)"):
+        cs.sparsify(FunctionalLeNet(), example_input=x, block_gates=True)
+    with pytest.raises(ValueError, match=r"gates='hard_concrete' \(got 'arm'\)"):
+        cs.sparsify(FunctionalLeNet(), example_input=x, round_to=8, block_gates=True, gates="arm")

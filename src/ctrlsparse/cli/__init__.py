@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--round-to", type=int, help="keep each layer's open channels/neurons in multiples of this (e.g. 8)"
     )
+    run.add_argument(
+        "--block-gates",
+        action=argparse.BooleanOptionalAction,
+        help="with --round-to N: one gate per block of N units instead of rounding the decision",
+    )
     run.add_argument("--finetune-epochs", type=int, help="magnitude: epochs of fine-tuning after pruning")
     run.add_argument("--rda-gamma", type=float, help="l1_rda: γ of β_t = γ√t (first step is grad/γ)")
     run.add_argument("--epochs", type=int, help="override the problem file's epochs")

@@ -53,6 +53,7 @@ _RUN_OVERRIDES = {
     "method": ("sparsity", "method"),
     "gates": ("model", "gates"),
     "round_to": ("model", "round_to"),
+    "block_gates": ("model", "block_gates"),
     "finetune_epochs": ("sparsity", "finetune_epochs"),
     "rda_gamma": ("optim", "rda_gamma"),
     "epochs": ("train", "epochs"),

@@ -115,6 +115,7 @@ def gated_model(
         layers=model_config.gate_layers,
         round_to=model_config.round_to,
         blocks=model_config.gate_blocks,
+        block_gates=model_config.block_gates,
     )
 
 

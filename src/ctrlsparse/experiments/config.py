@@ -107,15 +107,7 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
         raise ProblemFileError(
             f"{source}: [model] hidden must be a list of positive integers, got {config.model.hidden!r}"
         )
-    if not _positive_int(config.model.round_to):
-        raise ProblemFileError(
-            f"{source}: [model] round_to must be an integer >= 1 (e.g. 8), got {config.model.round_to!r}"
-        )
-    if config.model.round_to > 1 and Structure.parse(config.model.structure) is Structure.WEIGHT:
-        raise ProblemFileError(
-            f"{source}: [model] round_to = {config.model.round_to} aligns channels and neurons; "
-            'structure = "weight" has one gate per weight: use "neuron" or "paper", or round_to = 1'
-        )
+    _check_alignment(source, config.model)
     if not 0.0 < config.model.drop_rate < 1.0:
         raise ProblemFileError(
             f"{source}: [model] drop_rate must lie in (0, 1), got {config.model.drop_rate!r}"
@@ -156,6 +148,25 @@ def parse_problem(data: dict, source: str = "<problem>") -> ProblemConfig:
             where = "[model]" if key == "arm_k" else "[optim]"
             raise ProblemFileError(f"{source}: {where} {key} must be > 0, got {getattr(section, key)!r}")
     return config
+
+
+def _check_alignment(source: str, model) -> None:
+    """``[model] round_to`` and ``block_gates``: a positive integer, units to align, hard concrete blocks."""
+    if not _positive_int(model.round_to):
+        raise ProblemFileError(
+            f"{source}: [model] round_to must be an integer >= 1 (e.g. 8), got {model.round_to!r}"
+        )
+    if model.round_to > 1 and Structure.parse(model.structure) is Structure.WEIGHT:
+        raise ProblemFileError(
+            f"{source}: [model] round_to = {model.round_to} aligns channels and neurons; "
+            'structure = "weight" has one gate per weight: use "neuron" or "paper", or round_to = 1'
+        )
+    if model.block_gates and (model.round_to == 1 or model.gates != "hard_concrete"):
+        raise ProblemFileError(
+            f"{source}: [model] block_gates = true gives each block of round_to units one hard concrete "
+            f'gate: it needs round_to > 1 (got {model.round_to}) and gates = "hard_concrete" '
+            f"(got {model.gates!r})"
+        )
 
 
 def _check_schedule(source: str, config: ProblemConfig) -> None:

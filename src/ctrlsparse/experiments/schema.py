@@ -93,6 +93,9 @@ class ModelConfig:
     units. The feasibility phase rounds its decision to such counts, and purge pads undecided
     gates with zeroed units to them (sparsify's round_to; docs/howto/purge-export.md). 1: no
     rounding."""
+    block_gates: bool = _field(False, (bool,))
+    """With round_to N > 1: one hard concrete gate per block of N units of each aligned group,
+    instead of one gate per unit rounded at the decision (sparsify's block_gates)."""
     drop_rate: float = _field(0.5, NUMBER)
     gates: str = _field("hard_concrete", (str,), tuple(k.value for k in GateKind))
     arm_k: float = _field(ARM_SCALE, NUMBER)

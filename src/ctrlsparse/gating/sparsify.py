@@ -76,6 +76,7 @@ def sparsify(
     layers: bool = False,
     round_to: int = 1,
     blocks: bool = False,
+    block_gates: bool = False,
 ) -> nn.Module:
     """Give ``model`` one stochastic gate per prunable unit, in place.
 
@@ -116,6 +117,10 @@ def sparsify(
             with units (not ``"weight"``).
         blocks: gate whole attention blocks and whole MLP blocks of a decoder LM separately
             (one gate each per layer, as Sheared-LLaMA does).
+        block_gates: with ``round_to`` N > 1, give each block of N consecutive units of an
+            aligned group one hard concrete gate (``HardConcrete(block=N)``) instead of one
+            gate per unit rounded at the decision: units open and close in whole blocks
+            during training too. Hard concrete gates only.
 
     Returns:
         ``model`` itself.
@@ -148,6 +153,12 @@ def sparsify(
     if not 0.0 < drop_rate < 1.0:
         raise ValueError(f"drop_rate must lie in (0, 1), got {drop_rate!r}")
     _check_round_to(round_to, structure)
+    if block_gates and (round_to == 1 or gates is not GateKind.HARD_CONCRETE):
+        raise ValueError(
+            f"block_gates=True gives each block of round_to units one hard concrete gate: it needs "
+            f"round_to > 1 (got {round_to}) and gates='hard_concrete' "
+            f"(got {getattr(gates, 'value', gates)!r})"
+        )
     modules = {name: m for name, m in model.named_modules() if is_layer(m) and name}
     if not modules:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
@@ -191,6 +202,8 @@ def sparsify(
         )
         if group.kind in ALIGNED_KINDS:
             group.round_to = round_to
+            if block_gates:
+                group.gate.block = round_to
         groups.append(group)
         sites += [(group, site) for site in unit.sites]
     attach(model, groups, sites)

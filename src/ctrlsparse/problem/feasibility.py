@@ -365,6 +365,19 @@ def _close_then_open(problem: SparsityProblem, open_: torch.Tensor, scores: torc
     return open_
 
 
+def _ranked(group) -> torch.Tensor:
+    """The units' P(z ≠ 0), with a block-gated group's short last block (a width that is not a
+    multiple of the block) ranked below its other blocks: it is kept only with the whole group, so
+    the kept count stays a multiple of the block and every block stays whole."""
+    scores = group.prob_active().flatten()
+    block = getattr(group.gate, "block", 1)
+    short = group.num_units % block
+    if block > 1 and short and group.num_units > block:
+        scores = scores.clone()
+        scores[-short:] = scores[:-short].min() * (1 - 1e-6)
+    return scores
+
+
 @torch.no_grad()
 def decide(problem: SparsityProblem, step: int = 0) -> Decision:
     """Decide every gate of ``problem`` (see the module's description); returns what changed.
@@ -378,7 +391,7 @@ def decide(problem: SparsityProblem, step: int = 0) -> Decision:
     test_time = torch.cat([g.deterministic().flatten() for g in groups])
     before = (test_time > 0).to(test_time.dtype)
     realized = {n: float(v) for n, v in problem.target_values_at(before).items()}
-    scores = torch.cat([g.prob_active().flatten() for g in groups])
+    scores = torch.cat([_ranked(g) for g in groups])
     aims = joint_aims(problem)
     after = select_units(problem, before, scores, aims)
     # Open units keep their test-time value; a unit this phase opened starts fully open.
