@@ -121,7 +121,9 @@ def main() -> None:
     one = rows[1][0]["state_mib"]
     for world, ranks in rows.items():
         state = [r["state_mib"] for r in ranks]
-        cells = [", ".join(f"{r[key]:.0f}" for r in ranks) for key in ("state_mib", "training_mib", "peak_mib")]
+        cells = [
+            ", ".join(f"{r[key]:.0f}" for r in ranks) for key in ("state_mib", "training_mib", "peak_mib")
+        ]
         print(f"{world} | {cells[0]} | {max(state) / one:.2f} | {cells[1]} | {cells[2]}")
 
 

@@ -116,7 +116,7 @@ def main() -> None:
     for clock in clocks.values():
         clock.steps.clear()
     for i in range(args.steps):
-        for name in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
+        for name in list(steps) if i % 2 == 0 else list(steps)[::-1]:
             clocks[name].start()
             start = time.perf_counter()
             steps[name]()

@@ -24,7 +24,11 @@ For each model, with random weights (no download, no training):
 5. Eval forward time (``torch.no_grad``) of the dense model and of every purged variant,
    alternating in one process with the order rotated every repetition
    (``ctrlsparse.experiments.bench.alternate_many``); measured = dense time / purged time
-   per repetition, median [min, max]; fraction = median measured / ideal. ``--clock cpu``
+   per repetition, median [min, max]; fraction = median measured / ideal. The work ideal
+   (``ctrlsparse.experiments.bench.work_ideal``) lets the operators that are not
+   convolutions or matrix products (pooling, BatchNorm, activations, adds) shrink with the
+   elements they write instead of the FLOPs. ``--channels-last`` converts the dense model,
+   every purged model and the input to ``torch.channels_last``. ``--clock cpu``
    times the process's CPU seconds instead of wall seconds: with ``--threads 1`` on a
    machine that other jobs load, that measures the work rather than the waiting.
 
@@ -47,7 +51,7 @@ import torch
 from torch import nn
 
 import ctrlsparse as cs
-from ctrlsparse.experiments.bench import alternate_many, flops
+from ctrlsparse.experiments.bench import alternate_many, flops, work_ideal
 from ctrlsparse.problem.feasibility import decide
 
 SECONDS_PER_REPETITION = 0.6
@@ -181,6 +185,10 @@ def benchmark(name: str, args: argparse.Namespace) -> list[list[str]]:
         print(f"  {name} {variant}: realized density {realized[variant]:.4f} (ε {eps:.4f}), "
               f"kept units per group {kept[variant]}, logits rel. error {error:.1e}", flush=True)  # fmt: skip
         purged[variant] = small
+    if args.channels_last:  # dense and purged alike, and the input
+        x = x.contiguous(memory_format=torch.channels_last)
+        dense = dense.to(memory_format=torch.channels_last)
+        purged = {v: m.to(memory_format=torch.channels_last) for v, m in purged.items()}
     start = time.perf_counter()
     _forward(dense, x)()
     calls = max(1, round(SECONDS_PER_REPETITION / (time.perf_counter() - start)))
@@ -192,9 +200,11 @@ def benchmark(name: str, args: argparse.Namespace) -> list[list[str]]:
     for variant, small in purged.items():
         speedups = [d / p for d, p in zip(seconds["dense"], seconds[variant])]
         ideal = dense_flops / flops(small, x)
+        work, share = work_ideal(dense, small, x)
         measured = statistics.median(speedups)
         cells = [f"{realized[variant]:.3f}", kept[variant], f"{ideal:.2f}×"]
         cells += [f"{measured:.2f}× [{min(speedups):.2f}, {max(speedups):.2f}]", f"{measured / ideal:.2f}"]
+        cells += [f"{share:.2f}", f"{work:.2f}×", f"{measured / work:.2f}"]
         rows.append([name, variant, *cells])
     dense_ms = 1e3 * statistics.median(seconds["dense"])
     print(f"  {name}: batch {case.batch}, dense forward {dense_ms:.1f} ms, {calls} calls per repetition, "
@@ -203,7 +213,8 @@ def benchmark(name: str, args: argparse.Namespace) -> list[list[str]]:
 
 
 HEADER = ["model", "variant", "realized density", "kept units per group", "FLOP ideal",
-          "speed-up (median [min, max])", "fraction of ideal"]  # fmt: skip
+          "speed-up (median [min, max])", "fraction of ideal", "dense time in FLOP operators",
+          "work ideal", "fraction of work ideal"]  # fmt: skip
 
 
 def main() -> None:
@@ -219,6 +230,11 @@ def main() -> None:
         default="wall",
         help="wall time, or this process's CPU time (with --threads 1, on a machine other jobs load)",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="time the dense and the purged models and the input in channels_last memory format",
+    )
     args = parser.parse_args()
     names = args.models.split(",")
     unknown = [n for n in names if n not in CASES]
@@ -226,7 +242,8 @@ def main() -> None:
         parser.error(f"unknown model {unknown[0]!r}; valid models: {', '.join(CASES)}")
     torch.set_num_threads(args.threads)
     print("$ python " + shlex.join(sys.argv))
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock", flush=True)
+    layout = "channels_last" if args.channels_last else "contiguous (NCHW)"
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, {layout}", flush=True)
     rows = [row for name in names for row in benchmark(name, args)]
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "---|" * len(HEADER))

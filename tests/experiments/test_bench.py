@@ -48,7 +48,30 @@ def test_bench_purge_on_a_finished_run(tmp_path, capsys):
     rows = [line.split(" | ") for line in out.splitlines() if line.startswith(f"| {run} |")]
     assert len(rows) == 2 and rows[0][2] == f"{ideal:.2f}×"  # run, speed-up, FLOP ideal, their ratio
     speedup = float(rows[0][1].split("×")[0])
-    assert float(rows[0][3].rstrip(" |")) == pytest.approx(speedup / ideal, abs=0.02)
+    assert float(rows[0][3]) == pytest.approx(speedup / ideal, abs=0.02)
+    work = float(rows[0][4].rstrip("×"))  # between 1 (nothing shrinks) and the FLOP ideal
+    assert 1.0 <= work <= ideal + 0.01
+    assert float(rows[0][5].rstrip(" |")) == pytest.approx(speedup / work, abs=0.02)
+
+
+def test_work_ideal_lies_between_the_element_ratio_and_the_flop_ideal():
+    """LeNet-5 with 8 of 20 and 20 of 50 channels and 200 of 500 neurons: the FLOPs shrink by
+    about 5x, the elements the pooling and activations write by 2.5x; the work ideal weighs the
+    two by the dense forward's time in each, so it lies between them."""
+    import ctrlsparse as cs
+    from ctrlsparse.experiments.bench import flops, work_ideal
+
+    torch.manual_seed(0)
+    dense = cs.lenet5().eval()
+    small = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 20, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(320, 200), torch.nn.ReLU(), torch.nn.Linear(200, 10),
+    ).eval()  # fmt: skip
+    x = torch.randn(16, 1, 28, 28)
+    ideal, share = work_ideal(dense, small, x)
+    assert 0.0 < share < 1.0
+    assert 2.5 < ideal < flops(dense, x) / flops(small, x)
 
 
 def test_overhead_with_mostly_closed_gates(capsys):

@@ -141,3 +141,18 @@ def test_block_gates_need_round_to_and_hard_concrete():
         cs.sparsify(FunctionalLeNet(), example_input=x, block_gates=True)
     with pytest.raises(ValueError, match=r"gates='hard_concrete' \(got 'arm'\)"):
         cs.sparsify(FunctionalLeNet(), example_input=x, round_to=8, block_gates=True, gates="arm")
+
+
+def test_block_gates_round_trip_through_the_state_dict():
+    """The block size is part of a gate's state: a state saved with blocks of 8 loads into a model
+    sparsified the same way, and is refused, naming both sizes, by one with other blocks."""
+    x = torch.randn(2, 1, 28, 28)
+    saved = cs.sparsify(FunctionalLeNet(), example_input=x, round_to=8, block_gates=True).state_dict()
+    same = cs.sparsify(FunctionalLeNet(), example_input=x, round_to=8, block_gates=True)
+    same.load_state_dict(saved)
+    other = cs.sparsify(FunctionalLeNet(), example_input=x, round_to=4, block_gates=True)
+    with pytest.raises(RuntimeError, match="block of 8 units, this model has 4"):
+        other.load_state_dict(saved)
+    unblocked = cs.sparsify(FunctionalLeNet(), example_input=x, round_to=8)
+    with pytest.raises(RuntimeError, match="block_units"):
+        unblocked.load_state_dict(saved)

@@ -238,13 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ov.set_defaults(func=cmd_bench_overhead)
     pu = bench_sub.add_parser(
-        "purge", help="purged vs dense inference time of finished runs: speed-up, FLOP ideal, their ratio"
+        "purge",
+        help="purged vs dense inference time of finished runs: speed-up against the FLOP and work ideals",
     )
     pu.add_argument("runs", nargs="+", metavar="run", help="run directories")
     pu.add_argument("--batch-size", type=int, default=256)
     pu.add_argument("--steps", type=int, default=50, help="forward passes per repetition")
     pu.add_argument("--repetitions", type=int, default=7)
     pu.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    pu.add_argument(
+        "--channels-last", action="store_true", help="time both models and the batch in channels_last format"
+    )
     pu.set_defaults(func=cmd_bench_purge)
 
     pg = sub.add_parser("purge", help="remove a run's closed units and export the model as purged.pt2")

@@ -313,10 +313,13 @@ def cmd_bench_purge(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    setting = f"eval, batch {args.batch_size}, {torch.get_num_threads()} threads"
+    layout = ", channels_last" if args.channels_last else ""
+    setting = f"eval, batch {args.batch_size}, {torch.get_num_threads()} threads{layout}"
     rows = []
     for run in args.runs:
-        timing = purge_speed(run, batch_size=args.batch_size, steps=args.steps, repetitions=args.repetitions)
+        timing = purge_speed(
+            run, args.batch_size, args.steps, args.repetitions, channels_last=args.channels_last
+        )
         print(f"{run} ({setting}): {timing.report('purged / dense')}", flush=True)
         rows.append([run, *timing.speedup_cells()])
     header = ["run", *SPEEDUP_HEADER]

@@ -42,13 +42,15 @@ class Timing:
 
     ``peak_bytes`` (gated, dense): the most memory a step allocated on top of what was
     already resident (:func:`peak_memory`); ``ideal``: dense FLOPs / kept FLOPs, the
-    speed-up a purged model could reach.
+    speed-up a purged model could reach; ``work_ideal``: the speed-up it could reach if
+    every operator shrank with its own work (:func:`work_ideal`).
     """
 
     gated: list[float]
     dense: list[float]
     peak_bytes: tuple[int, int] | None = None
     ideal: float | None = None
+    work_ideal: float | None = None
 
     @property
     def ratios(self) -> list[float]:
@@ -71,6 +73,8 @@ class Timing:
                 f"; speed-up {self.speedup:.2f}x of an ideal {self.ideal:.2f}x (dense FLOPs / kept FLOPs), "
                 f"{self.speedup / self.ideal:.2f} of the ideal"
             )
+        if self.work_ideal is not None:
+            text += f"; work ideal {self.work_ideal:.2f}x, {self.speedup / self.work_ideal:.2f} of it"
         return text
 
     @property
@@ -84,21 +88,29 @@ class Timing:
         return statistics.median(self.speedups)
 
     def speedup_cells(self) -> list[str]:
-        """Speed-up (median [min, max]), FLOP ideal and their ratio: a row of :data:`SPEEDUP_HEADER`.
+        """Speed-up (median [min, max]), FLOP ideal, their ratio, work ideal and the speed-up's
+        share of it ("–" where it was not measured): a row of :data:`SPEEDUP_HEADER`.
 
         Examples:
-            >>> Timing([1.0, 2.0, 1.0], [2.0, 2.0, 3.0], ideal=2.5).speedup_cells()
-            ['2.00× [1.00, 3.00]', '2.50×', '0.80']
+            >>> Timing([1.0, 2.0, 1.0], [2.0, 2.0, 3.0], ideal=2.5, work_ideal=2.2).speedup_cells()
+            ['2.00× [1.00, 3.00]', '2.50×', '0.80', '2.20×', '0.91']
         """
         low, high = min(self.speedups), max(self.speedups)
+        work = (
+            ["–", "–"]
+            if self.work_ideal is None
+            else [f"{self.work_ideal:.2f}×", f"{self.speedup / self.work_ideal:.2f}"]
+        )
         return [
             f"{self.speedup:.2f}× [{low:.2f}, {high:.2f}]",
             f"{self.ideal:.2f}×",
             f"{self.speedup / self.ideal:.2f}",
+            *work,
         ]
 
 
-SPEEDUP_HEADER = ["speed-up (median [min, max])", "FLOP ideal", "fraction of ideal"]
+SPEEDUP_HEADER = ["speed-up (median [min, max])", "FLOP ideal", "fraction of ideal", "work ideal",
+                  "fraction of work ideal"]  # fmt: skip
 """The columns of :meth:`Timing.speedup_cells`."""
 
 
@@ -177,6 +189,77 @@ def flops(model: torch.nn.Module, *inputs) -> int:
     with torch.no_grad(), counter:
         model(*inputs)
     return counter.get_total_flops()
+
+
+# Operators whose work is their FLOPs (torch.utils.flop_counter counts them): the profiler's total
+# time of each includes its implementation's (aten::convolution runs aten::mkldnn_convolution).
+_FLOP_OPERATORS = {"aten::convolution", "aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"}
+# Operators that move no data: views and metadata, left out of the element count.
+_VIEWS = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "as_strided", "detach",
+          "slice", "select", "unsqueeze", "squeeze", "flatten", "alias", "split", "chunk", "unbind",
+          "split_with_sizes", "contiguous", "lift_fresh", "_to_copy", "clone", "unflatten", "view_as"}  # fmt: skip
+
+
+def _elements(model: torch.nn.Module, *inputs) -> int:
+    """Elements written by the operators of one eval forward that :func:`flops` does not count
+    (pooling, normalisation, activations, adds; views left out)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__.rstrip("_")
+            if f"aten::{name}" not in _FLOP_OPERATORS and name not in _VIEWS and name != "convolution":
+                for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(tensor, torch.Tensor):
+                        Count.total += tensor.numel()
+            return out
+
+    with torch.no_grad(), Count():
+        model(*inputs)
+    return Count.total
+
+
+def _flop_share(model: torch.nn.Module, *inputs, calls: int = 5) -> float:
+    """The share of one eval forward's CPU time spent in FLOP operators (``torch.profiler``)."""
+    with torch.no_grad():
+        model(*inputs)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            for _ in range(calls):
+                model(*inputs)
+    events = profiler.key_averages()
+    in_flop_ops = sum(e.cpu_time_total for e in events if e.key in _FLOP_OPERATORS)
+    # Top-level operators only: each event's self time summed is the whole forward's CPU time.
+    whole = sum(e.self_cpu_time_total for e in events)
+    return min(1.0, in_flop_ops / whole) if whole else 0.0
+
+
+def work_ideal(dense: torch.nn.Module, small: torch.nn.Module, *inputs) -> tuple[float, float]:
+    """The speed-up ``small`` could reach over ``dense`` if every operator's time shrank with its
+    own work, and the share of ``dense``'s time in FLOP operators.
+
+    The FLOP ideal (``flops(dense) / flops(small)``) assumes that all of a forward's time is in
+    convolutions and matrix products. Pooling, normalisation, activations and residual adds
+    shrink with the kept channels, not with their square, so they hold a purged model back.
+    Here the dense forward's CPU time is split (``torch.profiler``) into its FLOP operators,
+    share f, and the rest, 1 − f; the FLOP part shrinks by the FLOP ideal and the rest by the
+    ratio of elements the other operators write:
+
+        work ideal = 1 / (f / FLOP ideal + (1 − f) / element ratio).
+
+    Examples:
+        >>> import ctrlsparse as cs
+        >>> dense = cs.lenet5().eval()
+        >>> ideal, share = work_ideal(dense, dense, torch.zeros(8, 1, 28, 28))
+        >>> round(ideal, 6), 0.0 < share <= 1.0
+        (1.0, True)
+    """
+    share = _flop_share(dense, *inputs)
+    flop_ratio = flops(dense, *inputs) / max(flops(small, *inputs), 1)
+    element_ratio = _elements(dense, *inputs) / max(_elements(small, *inputs), 1)
+    return 1.0 / (share / flop_ratio + (1.0 - share) / element_ratio), share
 
 
 def _primal(config: ProblemConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -295,11 +378,20 @@ def overhead(
     return timing
 
 
-def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, repetitions: int = 7) -> Timing:
+def purge_speed(
+    run_dir: str | Path,
+    batch_size: int = 256,
+    steps: int = 50,
+    repetitions: int = 7,
+    channels_last: bool = False,
+) -> Timing:
     """Eval-mode forward time of the purged model of a run against the dense model (same
-    batch), and the ideal speed-up: dense FLOPs / the purged model's FLOPs.
+    batch), the ideal speed-up: dense FLOPs / the purged model's FLOPs, and the work ideal
+    (:func:`work_ideal`).
 
     Also checks that the purged model's outputs equal the gated model's on that batch.
+    ``channels_last``: time both models and the batch in ``torch.channels_last`` memory
+    format (4-D inputs), which oneDNN's CPU convolutions run without reordering.
 
     Examples:
         >>> print(purge_speed("runs/lenet5").report("purged / dense"))  # doctest: +SKIP
@@ -312,6 +404,13 @@ def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, rep
         difference = float((small(x) - gated(x)).abs().max())
     if difference > 1e-4:
         raise RuntimeError(f"purged model differs from the gated model by {difference:.2e} on {run_dir}")
+    if channels_last:
+        if x.dim() != 4:
+            raise ValueError(
+                f"channels_last needs 4-D image batches; {run_dir}'s inputs have shape {tuple(x.shape)}"
+            )
+        x = x.contiguous(memory_format=torch.channels_last)
+        dense, small = (m.to(memory_format=torch.channels_last) for m in (dense, small))
 
     def forward(model: torch.nn.Module) -> Callable[[], None]:
         def run() -> None:
@@ -322,4 +421,5 @@ def purge_speed(run_dir: str | Path, batch_size: int = 256, steps: int = 50, rep
 
     timing = alternate(forward(small), forward(dense), steps, repetitions)
     timing.ideal = flops(dense, x) / max(flops(small, x), 1)
+    timing.work_ideal = work_ideal(dense, small, x)[0]
     return timing

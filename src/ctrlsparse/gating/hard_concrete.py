@@ -80,19 +80,45 @@ class HardConcrete(Gate):
         gamma, zeta = stretch
         if not (gamma < 0.0 and zeta > 1.0):
             raise ValueError(f"stretch (gamma, zeta) needs gamma < 0 < 1 < zeta, got {stretch!r}")
-        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-            raise ValueError(f"block must be an integer >= 1 (units per gate), got {block!r}")
-        shape_tuple = (shape,) if isinstance(shape, int) else tuple(shape)
-        if block > 1 and len(shape_tuple) != 1:
-            raise ValueError(f"block={block} groups units of a 1-D gate tensor; got shape {shape_tuple}")
-        self.block = block
         self.drop_rate = drop_rate
         self.temperature = temperature
         self.gamma, self.zeta = float(gamma), float(zeta)
         # Constant shift of eq. 12: P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta)).
         self._prob_shift = temperature * math.log(-self.gamma / self.zeta)
         self.log_alpha = nn.Parameter(torch.empty(shape))
+        self._block = 1
+        self.block = block
         self.reset_parameters()
+
+    @property
+    def block(self) -> int:
+        """Units per gate (1: one gate per unit). A value above 1 is saved in the state dict
+        (``block_units``), and loading a state saved with another block size is refused."""
+        return self._block
+
+    @block.setter
+    def block(self, block: int) -> None:
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise ValueError(f"block must be an integer >= 1 (units per gate), got {block!r}")
+        if block > 1 and self.log_alpha.dim() != 1:
+            raise ValueError(
+                f"block={block} groups units of a 1-D gate tensor; got shape {tuple(self.log_alpha.shape)}"
+            )
+        self._block = block
+        if block > 1:
+            self.register_buffer("block_units", torch.tensor(block))
+        elif "block_units" in self._buffers:
+            del self._buffers["block_units"]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        saved = state_dict.get(prefix + "block_units")
+        if saved is not None and int(saved) != self._block:
+            errors.append(
+                f"{prefix}block_units: the state was saved with one gate per block of {int(saved)} units, "
+                f"this model has {self._block} (sparsify with the same round_to and block_gates)"
+            )
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
 
     def reset_parameters(self) -> None:
         """Re-draw ``log_alpha`` around the value that keeps a gate with ``1 - drop_rate``."""
