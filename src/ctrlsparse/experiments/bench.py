@@ -197,7 +197,7 @@ _FLOP_OPERATORS = {"aten::convolution", "aten::addmm", "aten::mm", "aten::bmm", 
 # Operators that move no data: views and metadata, left out of the element count.
 _VIEWS = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "as_strided", "detach",
           "slice", "select", "unsqueeze", "squeeze", "flatten", "alias", "split", "chunk", "unbind",
-          "split_with_sizes", "contiguous", "lift_fresh", "_to_copy", "clone", "unflatten", "view_as"}  # fmt: skip
+          "split_with_sizes", "lift_fresh", "unflatten", "view_as"}  # fmt: skip
 
 
 def _elements(model: torch.nn.Module, *inputs) -> int:
