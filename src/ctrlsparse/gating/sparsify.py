@@ -152,13 +152,7 @@ def sparsify(
         raise ValueError(f"{type(model).__name__} already has gates; sparsify a model only once")
     if not 0.0 < drop_rate < 1.0:
         raise ValueError(f"drop_rate must lie in (0, 1), got {drop_rate!r}")
-    _check_round_to(round_to, structure)
-    if block_gates and (round_to == 1 or gates is not GateKind.HARD_CONCRETE):
-        raise ValueError(
-            f"block_gates=True gives each block of round_to units one hard concrete gate: it needs "
-            f"round_to > 1 (got {round_to}) and gates='hard_concrete' "
-            f"(got {getattr(gates, 'value', gates)!r})"
-        )
+    _check_round_to(round_to, structure, block_gates, gates)
     modules = {name: m for name, m in model.named_modules() if is_layer(m) and name}
     if not modules:
         raise ValueError(f"{type(model).__name__} has no Linear or convolution layer to sparsify")
@@ -214,7 +208,7 @@ def sparsify(
     return model
 
 
-def _check_round_to(round_to, structure: Structure) -> None:
+def _check_round_to(round_to, structure: Structure, block_gates: bool, gates) -> None:
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(
             f"round_to must be an integer >= 1 (e.g. 8: open channels in multiples of 8; 1: no rounding), "
@@ -224,6 +218,12 @@ def _check_round_to(round_to, structure: Structure) -> None:
         raise ValueError(
             f"round_to={round_to} aligns the open channels and neurons of a layer; structure='weight' has "
             "one gate per weight: use structure='neuron' or 'paper', or round_to=1"
+        )
+    if block_gates and (round_to == 1 or gates is not GateKind.HARD_CONCRETE):
+        raise ValueError(
+            f"block_gates=True gives each block of round_to units one hard concrete gate: it needs "
+            f"round_to > 1 (got {round_to}) and gates='hard_concrete' "
+            f"(got {getattr(gates, 'value', gates)!r})"
         )
 
 
