@@ -52,6 +52,9 @@ def test_bench_purge_on_a_finished_run(tmp_path, capsys):
     work = float(rows[0][4].rstrip("×"))  # between 1 (nothing shrinks) and the FLOP ideal
     assert 1.0 <= work <= ideal + 0.01
     assert float(rows[0][5].rstrip(" |")) == pytest.approx(speedup / work, abs=0.02)
+    # Both models and the digits' 1x8x8 images in channels_last: the same table, said so.
+    assert main(["bench", "purge", str(run), *args, "--channels-last"]) == 0
+    assert "threads, channels_last)" in capsys.readouterr().out
 
 
 def test_work_ideal_lies_between_the_element_ratio_and_the_flop_ideal():
