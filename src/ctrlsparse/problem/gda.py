@@ -402,10 +402,14 @@ class GDA:
         levels = dict(self.problem.levels)
         read: list[GDAStep] = []
 
-        def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
+        def observe(cmp_state) -> None:  # the step's one host transfer, before any update
+            read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
+
+        def before_update(cmp_state) -> None:
             if self._sharded:
                 sharding.average_gate_gradients(self.problem.groups)
-            read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
+            if not read:
+                observe(cmp_state)
 
         if own_loss:
             device = self.problem.groups[0].gate.parameter.device.type
@@ -421,7 +425,9 @@ class GDA:
                 self._compile,
                 False,
             )
-            rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first)
+            # Read before the backward pass: its small operators run while their code is warm, and a
+            # non-finite loss stops the step before it pays for a backward pass.
+            rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first, observe)
         if own_loss or self._compiled_step is None:
             # The violations the dual step saw (after the primal step when alternating).
             target = self.problem.target_constraint
