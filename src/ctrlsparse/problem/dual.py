@@ -46,12 +46,8 @@ class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
     it detached), so the gradient of their sum is both gradients at once; one autograd
     pass saves the engine's fixed cost, which is a visible share of a small model's step.
 
-    ``before_backward(cmp_state)`` runs once the Lagrangians are built, before the backward
-    pass: GDA reads the step's numbers there (one host transfer: the loss, the densities,
-    the multipliers and the violations are known once the forward pass ran) and stops on a
-    non-finite loss before it pays for a backward pass. ``before_update(cmp_state)`` runs
-    after the backward pass and before any update (the gates' gradients averaged across
-    ranks under FSDP, or the read where the backward pass comes first).
+    ``before_update(cmp_state)`` runs after the backward pass and before any update: GDA
+    reads the step's numbers there (one host transfer) and stops on a non-finite loss.
     With ``accumulated``, the loss's gradient is already in the primal ``.grad``
     (:meth:`ctrlsparse.GDA.backward`): it is kept, and the Lagrangian's other terms add to it.
     """
@@ -61,14 +57,11 @@ class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
         compute_cmp_state_kwargs: dict | None = None,
         before_update: BeforeUpdate = None,
         accumulated: bool = False,
-        before_backward: BeforeUpdate = None,
     ) -> RollOut:
         _zero_grad(self, accumulated)
         cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
         primal_store = cmp_state.compute_primal_lagrangian()
         dual_store = cmp_state.compute_dual_lagrangian()
-        if before_backward is not None:
-            before_backward(cmp_state)
         _backward(primal_store.lagrangian, dual_store.lagrangian)
         if before_update is not None:
             before_update(cmp_state)
@@ -80,21 +73,18 @@ class OneBackwardSimultaneousOptimizer(SimultaneousOptimizer):
 class CheckedAlternatingOptimizer(AlternatingPrimalDualOptimizer):
     """cooper's alternating update (primal step, then the dual step on the violations at the
     new point), with ``before_update(cmp_state)`` between the backward pass and the primal step;
-    ``accumulated`` and ``before_backward`` as in :class:`OneBackwardSimultaneousOptimizer`."""
+    ``accumulated`` as in :class:`OneBackwardSimultaneousOptimizer`."""
 
     def roll(
         self,
         compute_cmp_state_kwargs: dict | None = None,
         before_update: BeforeUpdate = None,
         accumulated: bool = False,
-        before_backward: BeforeUpdate = None,
     ) -> RollOut:
         kwargs = compute_cmp_state_kwargs or {}
         _zero_grad(self, accumulated)
         cmp_state = self.cmp.compute_cmp_state(**kwargs)
         primal_store = cmp_state.compute_primal_lagrangian()
-        if before_backward is not None:
-            before_backward(cmp_state)
         _backward(primal_store.lagrangian)
         if before_update is not None:
             before_update(cmp_state)
@@ -135,23 +125,12 @@ def _backward(*terms: torch.Tensor | float | None) -> None:
         total.backward()
 
 
-def roll(
-    optimizer,
-    problem,
-    kwargs: dict,
-    before_update: BeforeUpdate,
-    read: list,
-    compile: bool,
-    before_backward: BeforeUpdate = None,
-) -> RollOut:
+def roll(optimizer, problem, kwargs: dict, before_update: BeforeUpdate, read: list, compile: bool) -> RollOut:
     """``optimizer.roll`` on ``problem``; with ``compile``, through a ``torch.compile``'d forward,
     and again eagerly (with a warning) when that fails before ``before_update`` ran, that is
-    before any update: ``read`` is what ``before_update`` appends to. ``before_backward`` runs
-    only without ``compile``: a compiled backward pass can still fail after it."""
+    before any update: ``read`` is what ``before_update`` appends to."""
     if not compile:
-        return optimizer.roll(
-            compute_cmp_state_kwargs=kwargs, before_update=before_update, before_backward=before_backward
-        )
+        return optimizer.roll(compute_cmp_state_kwargs=kwargs, before_update=before_update)
     eager = problem.forward_model
     problem.forward_model = torch.compile(eager or problem.model)
     try:

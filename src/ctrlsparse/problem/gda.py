@@ -399,8 +399,13 @@ class GDA:
             self.decide()
         if self.decision is None:
             self.schedule.advance(self.problem, self.steps, self._ramp_steps, self.steps_per_epoch)
+        levels = dict(self.problem.levels)
         read: list[GDAStep] = []
-        observe, before_update = self._readers(dict(self.problem.levels), read)
+
+        def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
+            if self._sharded:
+                sharding.average_gate_gradients(self.problem.groups)
+            read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
 
         if own_loss:
             device = self.problem.groups[0].gate.parameter.device.type
@@ -416,9 +421,7 @@ class GDA:
                 self._compile,
                 False,
             )
-            # Read before the backward pass: its small operators run while their code is warm, and a
-            # non-finite loss stops the step before it pays for a backward pass.
-            rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first, observe)
+            rollout = roll(self._cooper, self.problem, kwargs, before_update, read, compile_first)
         if own_loss or self._compiled_step is None:
             # The violations the dual step saw (after the primal step when alternating).
             target = self.problem.target_constraint
@@ -432,22 +435,6 @@ class GDA:
             if self.decision_due:
                 self.decide()
         return read[0]
-
-    def _readers(self, levels: dict[str, float], read: list[GDAStep]):
-        """A step's two callbacks: ``observe(cmp_state)``, the step's one host transfer (appended to
-        ``read``), and ``before_update(cmp_state)``, after the backward pass: the gates' gradients
-        averaged across ranks under FSDP, and the transfer where ``observe`` did not run yet."""
-
-        def observe(cmp_state) -> None:
-            read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
-
-        def before_update(cmp_state) -> None:
-            if self._sharded:
-                sharding.average_gate_gradients(self.problem.groups)
-            if not read:
-                observe(cmp_state)
-
-        return observe, before_update
 
     def retarget(self, targets: dict[str, float], ramp_steps: int | None = None) -> None:
         """Move the targets during training: from the next step each level ramps linearly from
