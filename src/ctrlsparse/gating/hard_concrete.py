@@ -106,7 +106,7 @@ class HardConcrete(Gate):
             )
         self._block = block
         if block > 1:
-            self.register_buffer("block_units", torch.tensor(block))
+            self.register_buffer("block_units", torch.tensor(block, device=self.log_alpha.device))
         elif "block_units" in self._buffers:
             del self._buffers["block_units"]
 
