@@ -134,18 +134,7 @@ def sparsify(
     structure = Structure.parse(structure)
     # Decoder LMs: units from the family's registered layout, not from a traced graph.
     layout = decoder_layout(model) if structure is Structure.NEURON else None
-    for flag, value in (("layers", layers), ("blocks", blocks)):
-        if value and layout is None:
-            raise ValueError(
-                f"{flag}=True gates the {flag} of decoder LMs (registered families); {type(model).__name__} "
-                "is not one"
-            )
-    if hidden and layout is None:
-        raise NotImplementedError(
-            "hidden=True (gating the residual-stream dimension) is supported for decoder LMs of RMSNorm "
-            "families only: LayerNorm normalizes over that dimension, so closed dimensions cannot be "
-            "removed exactly; heads and FFN neurons are gated with the default hidden=False"
-        )
+    _check_decoder_flags(model, layout, layers=layers, blocks=blocks, hidden=hidden)
     if not callable(gates) or isinstance(gates, str):
         gates = GateKind.parse(gates)
     if gate_groups(model):
@@ -189,23 +178,35 @@ def sparsify(
         listed = "; ".join(f"{name} ({why})" for name, why in dense.items())
         warnings.warn(f"ctrlsparse left these modules dense: {listed}", stacklevel=2)
     parameter = next(model.parameters())
-    groups, sites = [], []
-    for unit in chosen:
-        group = _group(unit, gates, drop_rate, modules, structure).to(
+    groups = [
+        _group(unit, gates, drop_rate, modules, structure, round_to, block_gates).to(
             device=parameter.device, dtype=parameter.dtype
         )
-        if group.kind in ALIGNED_KINDS:
-            group.round_to = round_to
-            if block_gates:
-                group.gate.block = round_to
-        groups.append(group)
-        sites += [(group, site) for site in unit.sites]
+        for unit in chosen
+    ]
+    sites = [(group, site) for group, unit in zip(groups, chosen) for site in unit.sites]
     attach(model, groups, sites)
     if layout is not None:  # what purge cuts the closed units from
         model.__dict__[LAYOUT_ATTRIBUTE] = layout
     if example_input is not None:  # what a MACs budget counts with (SparsityProblem(target_macs=...))
         model.__dict__[EXAMPLE_ATTRIBUTE] = head(example_input, 1)
     return model
+
+
+def _check_decoder_flags(model: nn.Module, layout, layers: bool, blocks: bool, hidden: bool) -> None:
+    """``layers``, ``blocks`` and ``hidden`` gate parts of registered decoder LMs only."""
+    for flag, value in (("layers", layers), ("blocks", blocks)):
+        if value and layout is None:
+            raise ValueError(
+                f"{flag}=True gates the {flag} of decoder LMs (registered families); {type(model).__name__} "
+                "is not one"
+            )
+    if hidden and layout is None:
+        raise NotImplementedError(
+            "hidden=True (gating the residual-stream dimension) is supported for decoder LMs of RMSNorm "
+            "families only: LayerNorm normalizes over that dimension, so closed dimensions cannot be "
+            "removed exactly; heads and FFN neurons are gated with the default hidden=False"
+        )
 
 
 def _check_round_to(round_to, structure: Structure, block_gates: bool, gates) -> None:
@@ -227,11 +228,23 @@ def _check_round_to(round_to, structure: Structure, block_gates: bool, gates) ->
         )
 
 
-def _group(unit: Unit, gates, drop_rate: float, layers: dict[str, nn.Module], structure) -> GateGroup:
+def _group(
+    unit: Unit,
+    gates,
+    drop_rate: float,
+    layers: dict[str, nn.Module],
+    structure,
+    round_to: int = 1,
+    block_gates: bool = False,
+) -> GateGroup:
     weight_gates = structure is Structure.WEIGHT
     shape = tuple(layers[unit.name].weight.shape) if weight_gates else (unit.num_units,)
     group = GateGroup(unit.name, unit.kind, make_gate(gates, shape, drop_rate), unit.slices, unit.prune)
     group.silent = unit.silent
+    if group.kind in ALIGNED_KINDS:
+        group.round_to = round_to
+        if block_gates:
+            group.gate.block = round_to
     return group
 
 
