@@ -28,6 +28,12 @@ on every parameter:
 ctrlsparse's primal Adam takes: ``ctrlsparse / reference fused`` compares the two steps
 at the same optimizer kernel.
 
+``--same-start`` starts the reference's model from the weights, biases and gate parameters
+of ctrlsparse's gated model (:func:`start_like`), and puts every step's model back to those
+weights before each repetition (:func:`rewinder`): some kernels' time depends on the data
+(max pooling on LeNet-5), the two libraries initialise differently, and models trained on
+one minibatch drift apart.
+
 ``--weight-scaling`` adds ctrlsparse's step with the input scaling of Linear layers off
 (every gate multiplies a weight, as before that change), to measure it in the same process.
 
@@ -94,11 +100,59 @@ def load_reference(root: Path) -> types.ModuleType:
     return importlib.import_module("sparse.models")
 
 
-def reference_step(models: types.ModuleType, name: str, x: torch.Tensor, y: torch.Tensor, fused=False):
+def start_like(reference: torch.nn.Module, gated: torch.nn.Module) -> None:
+    """Give the reference's model the weights, biases and gate parameters of ctrlsparse's gated model.
+
+    The steps' kernels are not all data-blind: max pooling runs 15% longer on LeNet-5's first
+    activations when 54% of them are zeros than when 79% are (docs/performance.md), and the two
+    libraries initialise differently (the reference doubles its initial weights). Started from
+    the same point and trained on the same minibatch, both models stay alike.
+    """
+    ours = [m for m in gated.modules() if hasattr(m, "parametrizations") and "weight" in m.parametrizations]
+    theirs = reference.layers_dict["l0"]
+    if len(ours) != len(theirs):
+        raise SystemExit(f"{len(ours)} gated layers here, {len(theirs)} L0 layers in the reference")
+    with torch.no_grad():
+        for mine, layer in zip(ours, theirs):
+            group = getattr(mine, "output_gate", None) or mine.input_gate
+            pairs = [(layer.weight, mine.parametrizations.weight.original),
+                     (layer.bias, mine.parametrizations.bias.original if "bias" in mine.parametrizations else mine.bias),
+                     (layer.weight_log_alpha, group.gate.parameter)]  # fmt: skip
+            for target, source in pairs:
+                if target.shape != source.shape:
+                    raise SystemExit(f"shapes differ: reference {tuple(target.shape)}, ours {tuple(source.shape)}")
+                target.copy_(source)
+
+
+def rewinder(steps):
+    """A function that puts the model behind each step back to its weights of now (``--same-start``).
+
+    Called before each repetition, it times every step on the same weights and gates, where
+    models trained on and on drift apart and with them the data-dependent kernels' time.
+    """
+    models = []
+    for step in steps:
+        nonlocals = inspect.getclosurevars(step).nonlocals
+        model = nonlocals["gda"].model if "gda" in nonlocals else nonlocals.get("model", nonlocals.get("dense_forward"))
+        models.append((model, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+
+    def rewind() -> None:
+        for model, state in models:
+            model.load_state_dict(state)
+
+    return rewind
+
+
+def reference_step(
+    models: types.ModuleType, name: str, x: torch.Tensor, y: torch.Tensor, fused=False, like=None
+):
+    """The reference's training step; ``like``: a gated model of ctrlsparse's to start from (:func:`start_like`)."""
     if name == "mlp":
         model = models.L0MLP(784, 10, sparsity_type="structured", layer_dims=(300, 100))
     else:
         model = models.L0LeNet5(10, sparsity_type="structured", input_shape=(1, 28, 28))
+    if like is not None:
+        start_like(model, like)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=7e-4, fused=fused or None)
     multiplier, dual_lr, target = torch.zeros(()), 1e-4, TARGET[name]
@@ -189,6 +243,11 @@ def main() -> None:
         help="also time the reference's step with torch's fused Adam (ctrlsparse's primal Adam's kernel)",
     )
     parser.add_argument(
+        "--same-start",
+        action="store_true",
+        help="start the reference's model from ctrlsparse's weights and gates (max pooling's time depends on the data)",
+    )
+    parser.add_argument(
         "--weight-scaling",
         action="store_true",
         help="also time ctrlsparse's step with every gate on the weights (no input scaling)",
@@ -203,7 +262,8 @@ def main() -> None:
 
     data = load_data(config)
     x, y = data.train[0][: config.train.batch_size], data.train[1][: config.train.batch_size]
-    reference = reference_step(models, args.model, x, y)
+    like = inspect.getclosurevars(ours).nonlocals["gda"].model if args.same_start else None
+    reference = reference_step(models, args.model, x, y, like=like)
     steps = {"dense": dense, "reference": reference, "ctrlsparse": ours}
     if args.compile:
         steps["compiled"] = overhead_steps(config, (args.steps + 1) * (args.repetitions + 1), compile=True)[0]
@@ -214,7 +274,7 @@ def main() -> None:
     if args.compile_step:
         steps["compile step"], steps["dense compiled"] = overhead_steps(config, total, compile="step")
     if args.fused_reference:
-        steps["reference fused"] = reference_step(models, args.model, x, y, fused=True)
+        steps["reference fused"] = reference_step(models, args.model, x, y, fused=True, like=like)
     if args.hand_written:
         steps["hand-written"] = hand_written_step(ours, x, y, TARGET[args.model])
     if args.weight_scaling:
@@ -226,7 +286,8 @@ def main() -> None:
 
         for name in ("dense", "reference", "ctrlsparse"):
             print(f"  {name}: {sum(count_operators(steps[name]).values())} operators per step")
-    seconds = alternate_many(steps, args.steps, args.repetitions)
+    rewind = rewinder(steps.values()) if args.same_start else None
+    seconds = alternate_many(steps, args.steps, args.repetitions, before_repetition=rewind)
     print(f"{args.model}, batch {len(x)}, {torch.get_num_threads()} threads, {args.repetitions} repetitions")
     for name in [n for n in steps if n != "dense"]:
         ratios = [a / b for a, b in zip(seconds[name], seconds["dense"])]

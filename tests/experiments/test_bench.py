@@ -91,6 +91,14 @@ def test_alternate_many_rotates_the_order_every_repetition():
     assert calls == list("abc") * 3 + list("abc") + list("bca") + list("cab")  # warm-up, then rotated
 
 
+def test_alternate_many_runs_its_rewind_before_each_repetition_untimed():
+    calls = []
+    functions = {name: (lambda name=name: calls.append(name)) for name in "ab"}
+    seconds = alternate_many(functions, 2, 2, before_repetition=lambda: calls.append("rewind"))
+    assert calls == list("ab") * 3 + ["rewind", *"aabb", "rewind", *"bbaa"]  # not in the warm-up
+    assert all(len(v) == 2 for v in seconds.values())
+
+
 def test_peak_memory_sees_what_a_step_allocates():
     def step():
         big = torch.ones(1_000_000)  # 4 MB, alive until the sum below

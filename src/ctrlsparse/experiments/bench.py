@@ -126,13 +126,16 @@ def alternate_many(
     steps: int,
     repetitions: int,
     clock: Callable[[], float] = time.perf_counter,
+    before_repetition: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, ``steps`` calls per repetition; the order of the
     functions rotates from one repetition to the next (after three or more warm-up rounds).
 
     ``clock`` is wall time by default; ``time.process_time`` (CPU seconds of this process)
     with one torch thread measures the work rather than the scheduling on a machine that
-    other jobs load.
+    other jobs load. ``before_repetition`` runs, untimed, before each repetition: training
+    steps whose kernels' time depends on the data (max pooling) can rewind their models
+    there, so that every step is timed on the same weights.
 
     Examples:
         >>> seconds = alternate_many({"a": lambda: None, "b": lambda: None}, steps=3, repetitions=4)
@@ -145,6 +148,8 @@ def alternate_many(
     seconds: dict[str, list[float]] = {name: [] for name in functions}
     names = list(functions)
     for r in range(repetitions):
+        if before_repetition is not None:
+            before_repetition()
         turn = names[r % len(names) :] + names[: r % len(names)]
         for name in turn:
             seconds[name].append(_time(functions[name], steps, clock))
