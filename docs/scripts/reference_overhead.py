@@ -115,12 +115,13 @@ def start_like(reference: torch.nn.Module, gated: torch.nn.Module) -> None:
     with torch.no_grad():
         for mine, layer in zip(ours, theirs):
             group = getattr(mine, "output_gate", None) or mine.input_gate
-            pairs = [(layer.weight, mine.parametrizations.weight.original),
-                     (layer.bias, mine.parametrizations.bias.original if "bias" in mine.parametrizations else mine.bias),
+            bias = mine.parametrizations.bias.original if "bias" in mine.parametrizations else mine.bias
+            pairs = [(layer.weight, mine.parametrizations.weight.original), (layer.bias, bias),
                      (layer.weight_log_alpha, group.gate.parameter)]  # fmt: skip
             for target, source in pairs:
                 if target.shape != source.shape:
-                    raise SystemExit(f"shapes differ: reference {tuple(target.shape)}, ours {tuple(source.shape)}")
+                    shapes = f"reference {tuple(target.shape)}, ours {tuple(source.shape)}"
+                    raise SystemExit(f"the models' shapes differ: {shapes}")
                 target.copy_(source)
 
 
@@ -133,7 +134,8 @@ def rewinder(steps):
     models = []
     for step in steps:
         nonlocals = inspect.getclosurevars(step).nonlocals
-        model = nonlocals["gda"].model if "gda" in nonlocals else nonlocals.get("model", nonlocals.get("dense_forward"))
+        model = nonlocals["gda"].model if "gda" in nonlocals else nonlocals.get("model")
+        model = model if model is not None else nonlocals["dense_forward"]
         models.append((model, {k: v.detach().clone() for k, v in model.state_dict().items()}))
 
     def rewind() -> None:
@@ -146,7 +148,8 @@ def rewinder(steps):
 def reference_step(
     models: types.ModuleType, name: str, x: torch.Tensor, y: torch.Tensor, fused=False, like=None
 ):
-    """The reference's training step; ``like``: a gated model of ctrlsparse's to start from (:func:`start_like`)."""
+    """The reference's training step; ``like``: a gated model of ctrlsparse's to start from
+    (:func:`start_like`)."""
     if name == "mlp":
         model = models.L0MLP(784, 10, sparsity_type="structured", layer_dims=(300, 100))
     else:
@@ -245,7 +248,7 @@ def main() -> None:
     parser.add_argument(
         "--same-start",
         action="store_true",
-        help="start the reference's model from ctrlsparse's weights and gates (max pooling's time depends on the data)",
+        help="start every step from ctrlsparse's weights and gates, and rewind them before each repetition",
     )
     parser.add_argument(
         "--weight-scaling",
