@@ -12,6 +12,11 @@ milliseconds per step of each phase and their difference. ``GDA.step``'s phases 
 by wrapping the methods it calls (cooper's ``zero_grad``, ``primal_step`` and
 ``dual_step``, the problem's ``compute_cmp_state``, the CMP state's two Lagrangians, the
 logging transfer); its backward pass is the rest of the roll.
+
+``--user-adam`` gives both steps ``torch.optim.Adam`` as a user builds it (the README's
+path). ``--shared-model`` has the hand-written step train GDA's own model instead of a
+copy: the two steps then alternate on the same weights, where two copies trained apart
+drift, and with them the time of kernels that depend on the data (max pooling).
 """
 
 import argparse
@@ -100,15 +105,25 @@ def main() -> None:
     parser.add_argument("problem", help="problems/fashion_lenet5.toml or problems/fashion_mlp.toml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--user-adam", action="store_true", help="both steps with torch.optim.Adam as a user builds it"
+    )
+    parser.add_argument(
+        "--shared-model", action="store_true", help="the hand-written step trains GDA's own model, not a copy"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_problem(args.problem)
-    gated_step, _ = overhead_steps(config, 2 * args.steps + 100)
+    primal = (lambda model: torch.optim.Adam(model.parameters(), lr=7e-4)) if args.user_adam else None
+    gated_step, _ = overhead_steps(config, 2 * args.steps + 100, primal=primal)
     gda = inspect.getclosurevars(gated_step).nonlocals["gda"]
     nonlocals = inspect.getclosurevars(gated_step).nonlocals
     target = TARGET.get(config.model.name, float(config.sparsity.target_density))
     clocks = {"GDA.step": gda_clock(gated_step), "hand-written": Clock()}
-    hand = hand_written_step(gated_step, nonlocals["x"], nonlocals["y"], target, clocks["hand-written"].mark)
+    hand = hand_written_step(
+        gated_step, nonlocals["x"], nonlocals["y"], target, clocks["hand-written"].mark,
+        user_adam=args.user_adam, shared=args.shared_model,
+    )  # fmt: skip
     steps = {"GDA.step": gated_step, "hand-written": hand}
     for _ in range(10):  # warm-up
         for step in steps.values():

@@ -173,17 +173,22 @@ def reference_step(
     return step
 
 
-def hand_written_step(gated_step, x: torch.Tensor, y: torch.Tensor, target: float, mark=None):
+def hand_written_step(
+    gated_step, x: torch.Tensor, y: torch.Tensor, target: float, mark=None, user_adam=False, shared=False
+):
     """ctrlsparse's gated model and density, trained by a step written like the reference's.
 
     ``mark(phase)``, if given, is called at the end of each phase (``gda_phases.py`` times them).
+    ``user_adam``: torch's Adam as a user builds it (its per-tensor loop on the CPU) instead of
+    the fused kernel GDA's own Adam takes. ``shared``: train the GDA's own model rather than a
+    copy, so that both steps run on the same weights (the data-dependent kernels' time).
     """
     problem = inspect.getclosurevars(gated_step).nonlocals["gda"].problem
-    model = copy.deepcopy(problem.model)
+    model = problem.model if shared else copy.deepcopy(problem.model)
     accounting = Accounting(model)
     gates = [group.gate.parameter for group in accounting.groups]
     ranges = [group.gate.parameter_range for group in accounting.groups]
-    optimizer = adam(model.parameters(), lr=7e-4)  # the kernel GDA's primal Adam takes
+    optimizer = (torch.optim.Adam if user_adam else adam)(model.parameters(), lr=7e-4)
     multiplier, dual_lr = torch.zeros(()), 1e-4
     mark = mark or (lambda phase: None)
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from ctrlsparse import SparsityProblem, mlp, penalty_from_per_parameter, sparsify
 from ctrlsparse.problem.levels import MODEL
-from ctrlsparse.problem.stacking import CONSTRAINED, PENALIZED
+from ctrlsparse.problem.stacking import CONSTRAINED, PENALIZED, VectorLagrangian
 
 
 def _model():
@@ -139,3 +139,34 @@ def test_target_list_follows_forward_order_of_example_input(reordered):
         model, F.cross_entropy, target_density=[0.2, 0.7], example_input=torch.zeros(1, 3)
     )
     assert problem.targets == {"body": 0.2, "head": 0.7}
+
+
+@pytest.mark.parametrize("dual", [True, False])
+def test_the_vector_formulation_gives_cooper_lagrangians_and_gradients(dual):
+    """The stacked constraints' formulation is cooper's Lagrangian: same values, and the
+    primal gradient reaches only the violations, the dual one only the multipliers."""
+    results = []
+    for formulation in (cooper.formulations.Lagrangian, VectorLagrangian):
+        torch.manual_seed(0)
+        theta = torch.randn(3, requires_grad=True)
+        multiplier = cooper.multipliers.DenseMultiplier(init=torch.tensor([0.5, 0.0, 2.0]))
+        constraint = cooper.Constraint(
+            cooper.ConstraintType.INEQUALITY, formulation_type=formulation, multiplier=multiplier
+        )
+        violation = theta.sigmoid() - torch.tensor([0.1, 0.9, 0.3])
+        state = cooper.ConstraintState(violation=violation, contributes_to_dual_update=dual)
+        cmp_state = cooper.CMPState(loss=(theta**2).sum(), observed_constraints={constraint: state})
+        primal = cmp_state.compute_primal_lagrangian().lagrangian
+        dual_store = cmp_state.compute_dual_lagrangian()
+        primal.backward()
+        if dual:
+            dual_store.lagrangian.backward()
+        else:
+            assert dual_store.lagrangian is None
+        grad = multiplier.weight.grad
+        results.append((primal.detach(), theta.grad.clone(), None if grad is None else grad.clone()))
+    (value, primal_grad, dual_grad), (value2, primal_grad2, dual_grad2) = results
+    assert torch.allclose(value, value2) and torch.allclose(primal_grad, primal_grad2)
+    assert (dual_grad is None) == (dual_grad2 is None) == (not dual)
+    if dual:  # d(lambda . g)/d lambda = g, the violation
+        assert torch.allclose(dual_grad2, dual_grad) and torch.allclose(dual_grad2, violation.detach())

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 import cooper
 import torch
-from cooper.formulations import AugmentedLagrangian
+from cooper.formulations import AugmentedLagrangian, Lagrangian
+from cooper.formulations.formulations import ContributionStore
 from cooper.multipliers import DenseMultiplier
 from cooper.penalty_coefficients import DensePenaltyCoefficient
 
@@ -23,6 +24,28 @@ CONSTRAINED = "constrained"
 """The name of the cooper constraint that holds every target (learned multipliers)."""
 PENALIZED = "penalized"
 """The name of the cooper constraint that holds every penalty (multipliers fixed at λ)."""
+
+
+class VectorLagrangian(Lagrangian):
+    r"""cooper's Lagrangian formulation for one vector of violations with no strict
+    violations and no constraint features, the stacked constraints' case:
+    :math:`\lambda^\top g(\theta)` with the multiplier detached in the primal Lagrangian
+    and the violation detached in the dual one, each one ``dot`` (cooper's general
+    formulation evaluates the multiplier as a copy and takes an ``einsum``, a few more
+    small operators forward and backward on every step).
+    """
+
+    def compute_contribution_to_primal_lagrangian(self, constraint_state, multiplier):
+        if not constraint_state.contributes_to_primal_update:
+            return None
+        value = multiplier.weight.detach()
+        return ContributionStore(torch.dot(value, constraint_state.violation), value, None)
+
+    def compute_contribution_to_dual_lagrangian(self, constraint_state, multiplier):
+        if not constraint_state.contributes_to_dual_update:
+            return None
+        value = multiplier.weight
+        return ContributionStore(torch.dot(value, constraint_state.violation.detach()), value.detach(), None)
 
 
 class StackedConstraints:
@@ -49,7 +72,7 @@ class StackedConstraints:
         self.constraints: dict[str, cooper.Constraint] = {}
         for kind, kind_names in self.members.items():
             multiplier = DenseMultiplier(init=torch.tensor([init[n] for n in kind_names], device=device))
-            kwargs = {}
+            kwargs = {"formulation_type": VectorLagrangian}
             if augmented_lagrangian is not None and kind == CONSTRAINED:
                 kwargs["formulation_type"] = AugmentedLagrangian
                 kwargs["penalty_coefficient"] = DensePenaltyCoefficient(
