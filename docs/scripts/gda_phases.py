@@ -84,7 +84,7 @@ def gda_clock(gated_step) -> Clock:
     clock.wrap(gda.problem, "compute_cmp_state", "forward and densities")
     clock.wrap(cooper.CMPState, "compute_primal_lagrangian", "Lagrangians")
     clock.wrap(cooper.CMPState, "compute_dual_lagrangian", "Lagrangians")
-    clock.wrap(gda_module, "read_step", "logging transfer")
+    clock.wrap(gda, "_read", "logging transfer")
     clock.wrap(gda._cooper, "primal_step", "primal step")
     clock.wrap(gda._cooper, "dual_step", "dual step")
     roll = gda_module.roll

@@ -6,7 +6,7 @@ A step on a minibatch runs in this order:
    densities, the constraint states and cooper's primal and dual Lagrangians, summed as
    :class:`~ctrlsparse.problem.dual.OneBackwardSimultaneousOptimizer` sums them. Its backward
    pass is compiled with it (AOTAutograd), so ``.backward()`` runs a compiled graph;
-2. the step's one host transfer (:func:`~ctrlsparse.problem.readout.read_step`), eager: the
+2. the step's one host transfer (:class:`~ctrlsparse.problem.readout.StepReader`), eager: the
    logged numbers, checked before any update;
 3. the primal optimizer's step, eager: the optimizer the user built, as they built it (a
    fused Adam is one kernel already; compiled, its step would check guards on every

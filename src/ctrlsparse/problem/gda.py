@@ -37,7 +37,7 @@ from ctrlsparse.problem.horizon import (
 )
 from ctrlsparse.problem.kernels import adam
 from ctrlsparse.problem.optimizer import GDAOptimizer
-from ctrlsparse.problem.readout import read_step
+from ctrlsparse.problem.readout import StepReader
 from ctrlsparse.problem.schedules import TargetSchedule
 from ctrlsparse.runs.records import GDAStep, RunSummary
 
@@ -196,6 +196,7 @@ class GDA:
         self._loss: torch.Tensor | None = None
         self._loss_checked = False
         self._as_optimizer: GDAOptimizer | None = None
+        self._read = StepReader(problem)
         skipping.check(skip_below, skip_every)
         self._compile, self.skip_below, self.skip_every = compile is True, skip_below, skip_every
         self._compiled_step = (
@@ -405,7 +406,7 @@ class GDA:
         def before_update(cmp_state) -> None:  # the step's one host transfer, before any update
             if self._sharded:
                 sharding.average_gate_gradients(self.problem.groups)
-            read.append(read_step(self.problem, cmp_state, levels, self.steps + 1))
+            read.append(self._read(cmp_state, levels, self.steps + 1))
 
         if own_loss:
             device = self.problem.groups[0].gate.parameter.device.type
