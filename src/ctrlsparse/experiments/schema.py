@@ -172,7 +172,7 @@ class TrainConfig:
     device: str = _field("cpu", (str,))
     compile: bool | str = _field(False, (bool, str))
     """``true``: run the model's forward through ``torch.compile`` (``GDA(..., compile=True)``);
-    ``"step"``: compile the whole step, forward, backward, Lagrangian and dual update
+    ``"step"``: compile the step's forward, backward and Lagrangian, the updates eager
     (``GDA(..., compile="step")``); eager with a warning where the compiler fails."""
     skip_below: float | None = _field(None, NUMBER)
     """Skip units with P(z != 0) below this in Linear/Conv2d layers (``GDA(..., skip_below=...)``)."""

@@ -11,17 +11,19 @@ A step on a minibatch runs in this order:
 3. the primal optimizer's step, eager: the optimizer the user built, as they built it (a
    fused Adam is one kernel already; compiled, its step would check guards on every
    parameter and optimizer state at each call, which costs more than it saves on the CPU);
-4. the dual update, compiled: the dual optimizer's step, cooper's projection onto λ ≥ 0, the
-   clamp of the gate parameters and the dual restarts.
+4. the dual update, eager: the dual optimizer's step, cooper's projection onto λ ≥ 0, the
+   clamp of the gate parameters and the dual restarts. A handful of small operators: a
+   compiled region of its own checked guards on the multipliers, the dual optimizer's
+   state and every gate parameter at each call, and made the MLP's step slower (3.57 ms
+   against 3.40 eager, docs/performance.md).
 
 Levels enter the Lagrangian through one tensor written in place
 (:attr:`StackedConstraints.level_tensor <ctrlsparse.problem.stacking.StackedConstraints.level_tensor>`),
 so a moving target ramp does not recompile it; the feasibility phase does, once.
 
-Where a region's first call fails (no C++ compiler, an untraceable model) GDA warns and runs
-that region eagerly from then on: the Lagrangian's failure comes before its backward pass
-has written a gradient, the dual update's before the multipliers move, so no step is lost or
-applied twice.
+Where the compiled region's first call fails (no C++ compiler, an untraceable model) GDA
+warns and runs it eagerly from then on: the failure comes before its backward pass has
+written a gradient, so no step is lost or applied twice.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ctrlsparse.modelio import Inputs
 from ctrlsparse.problem.dual import BeforeUpdate, lagrangian_sum
 
 STEP = "step"
-"""``GDA(..., compile="step")``: the forward, backward, Lagrangian and dual update compiled."""
+"""``GDA(..., compile="step")``: the forward, backward and Lagrangian compiled, the updates eager."""
 
 
 def check_compile(compile: bool | str) -> bool | str:
@@ -50,12 +52,12 @@ def check_compile(compile: bool | str) -> bool | str:
         return compile
     raise ValueError(
         f"compile must be False (eager), True (torch.compile the model's forward) or {STEP!r} "
-        f"(forward, backward, Lagrangian and dual update), got {compile!r}"
+        f"(forward, backward and Lagrangian), got {compile!r}"
     )
 
 
 class CompiledStep:
-    """The compiled regions of a GDA step on a minibatch (module docstring).
+    """The compiled region of a GDA step on a minibatch, and its eager updates (module docstring).
 
     Args:
         problem: the GDA's problem.
@@ -73,7 +75,6 @@ class CompiledStep:
             _backward,
         )
         self._after_update = after_update
-        self._dual_update = _Region(self._eager_dual_update, "the dual update")
 
     def _eager_lagrangian(self, inputs: Inputs, targets: torch.Tensor | None):
         state = self.problem._cmp_state(inputs, targets, None, False)
@@ -83,7 +84,7 @@ class CompiledStep:
         violations = [constraint_state.violation for constraint_state in state.observed_constraints.values()]
         return total, state.loss, state.misc, violations
 
-    def _eager_dual_update(self, violation: torch.Tensor | None) -> None:
+    def _dual_update(self, violation: torch.Tensor | None) -> None:
         self.optimizer.dual_step()
         self._after_update(violation)
 

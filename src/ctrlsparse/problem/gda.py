@@ -99,9 +99,10 @@ class GDA:
             group with weights get a group of their own (same settings, no weight decay:
             decaying log α would pull every gate towards P = 1/2).
         compile: ``True``: ``torch.compile`` the model's forward, gate sampling included;
-            ``"step"``: the whole step on a minibatch, forward, backward, Lagrangian and both
-            updates (:mod:`ctrlsparse.problem.compiled`; ``step(loss=...)`` and the
-            alternating update stay eager). Eager, with a warning, where the first compiled
+            ``"step"``: the step on a minibatch as one compiled region, forward, backward and
+            Lagrangian, with both updates eager, which measured faster than compiled
+            (:mod:`ctrlsparse.problem.compiled`; ``step(loss=...)`` and the alternating
+            update stay eager). Eager, with a warning, where the first compiled
             step fails (docs/performance.md).
         skip_below: opt-in conditional computation (:mod:`ctrlsparse.gating.skipping`):
             units with P(z != 0) below it are closed and their layers skip them.
