@@ -1,7 +1,8 @@
 """``GDA(..., compile="step")``: the forward pass, Lagrangian and backward pass through
-``torch.compile``, the updates eager (src/ctrlsparse/problem/compiled.py). Inductor's C++ build takes minutes on
-the CPU, so the compiled runs here trace with AOTAutograd and run its graphs eagerly
-(``backend="aot_eager"``): the same graphs, forward and backward, without the C++ step."""
+``torch.compile``, the updates eager (src/ctrlsparse/problem/compiled.py). Inductor's C++
+build takes minutes on the CPU, so the compiled runs here trace with AOTAutograd and run its
+graphs eagerly (``backend="aot_eager"``): the same graphs, forward and backward, without the
+C++ step."""
 
 import pytest
 import torch
