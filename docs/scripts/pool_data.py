@@ -43,7 +43,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     models = load_reference(args.reference.resolve())
     config = load_problem(PROBLEMS / "fashion_lenet5.toml")
-    ours, _ = overhead_steps(config, 10 * args.steps + 100, primal=lambda m: torch.optim.Adam(m.parameters(), lr=7e-4))
+    user_adam = lambda m: torch.optim.Adam(m.parameters(), lr=7e-4)  # noqa: E731
+    ours, _ = overhead_steps(config, 10 * args.steps + 100, primal=user_adam)
     gated = inspect.getclosurevars(ours).nonlocals["gda"].model
     data = load_data(config)
     x, y = data.train[0][: config.train.batch_size], data.train[1][: config.train.batch_size]
@@ -69,7 +70,8 @@ def main() -> None:
     print(f"after {args.steps} steps, the reference from {start_from}; {args.threads} thread(s)")
     for name, a in activations.items():
         zeros = float((a == 0).float().mean())
-        print(f"  {name:<10} {tuple(a.shape)}: {zeros:.2f} zeros, pooling {1e3 * statistics.median(seconds[name]):.3f} ms")
+        milliseconds = 1e3 * statistics.median(seconds[name])
+        print(f"  {name:<10} {tuple(a.shape)}: {zeros:.2f} zeros, pooling {milliseconds:.3f} ms")
     ratios = [a / b for a, b in zip(seconds["ctrlsparse"], seconds["reference"])]
     print(f"  ctrlsparse / reference: {statistics.median(ratios):.3f} ({min(ratios):.2f}–{max(ratios):.2f})")
 
