@@ -14,8 +14,8 @@ A step on a minibatch runs in this order:
 4. the dual update, eager: the dual optimizer's step, cooper's projection onto λ ≥ 0, the
    clamp of the gate parameters and the dual restarts. A handful of small operators: a
    compiled region of its own checked guards on the multipliers, the dual optimizer's
-   state and every gate parameter at each call, and made the MLP's step slower (3.57 ms
-   against 3.40 eager, docs/performance.md).
+   state and every gate parameter at each call, and made the MLP's step slower (3.88 ms
+   against 3.60 eager, docs/scripts/compile_dual.py, docs/performance.md).
 
 Levels enter the Lagrangian through one tensor written in place
 (:attr:`StackedConstraints.level_tensor <ctrlsparse.problem.stacking.StackedConstraints.level_tensor>`),
