@@ -155,13 +155,15 @@ def _kept(model: nn.Module) -> str:
     return " ".join(f"{int((g.deterministic() > 0).sum())}" for g in cs.gate_groups(model))
 
 
-def benchmark(name: str, args: argparse.Namespace) -> list[list[str]]:
+def build(name: str, fraction: float, seed: int) -> tuple[nn.Module, dict, dict, dict, torch.Tensor]:
+    """The dense model in eval mode, its purged variants (``VARIANTS``), each variant's realized
+    density and kept units per group, and the benchmark batch, steps 1–3 of the module docstring."""
     case = CASES[name]
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     dense = case.model().eval()
-    fractions = case.fractions if case.fractions is not None else args.fraction
+    fractions = case.fractions if case.fractions is not None else fraction
     reference = _sparsified(dense, case, 1, None)
-    log_alphas = _hand_gates(reference, fractions, args.seed)
+    log_alphas = _hand_gates(reference, fractions, seed)
     reference = _sparsified(dense, case, 1, log_alphas)
     eps = cs.SparsityProblem(reference, target_density=1.0).realized_densities()[0]
     x = case.inputs(case.batch)
@@ -185,6 +187,12 @@ def benchmark(name: str, args: argparse.Namespace) -> list[list[str]]:
         print(f"  {name} {variant}: realized density {realized[variant]:.4f} (ε {eps:.4f}), "
               f"kept units per group {kept[variant]}, logits rel. error {error:.1e}", flush=True)  # fmt: skip
         purged[variant] = small
+    return dense, purged, realized, kept, x
+
+
+def benchmark(name: str, args: argparse.Namespace) -> list[list[str]]:
+    case = CASES[name]
+    dense, purged, realized, kept, x = build(name, args.fraction, args.seed)
     if args.channels_last:  # dense and purged alike, and the input
         x = x.contiguous(memory_format=torch.channels_last)
         dense = dense.to(memory_format=torch.channels_last)

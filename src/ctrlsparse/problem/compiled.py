@@ -82,7 +82,9 @@ class CompiledStep:
             state.compute_primal_lagrangian().lagrangian, state.compute_dual_lagrangian().lagrangian
         )
         violations = [constraint_state.violation for constraint_state in state.observed_constraints.values()]
-        return total, state.loss, state.misc, violations
+        # Only the Lagrangian is backpropagated (right after the call, its graph freed then): the
+        # rest leaves the region detached, so the compiled backward takes no zero gradients for it.
+        return total, state.loss.detach(), _detached(state.misc), [v.detach() for v in violations]
 
     def _dual_update(self, violation: torch.Tensor | None) -> None:
         self.optimizer.dual_step()
@@ -145,6 +147,13 @@ class _Region:
             result = self.function(*args)
             self.then(result)
         return result
+
+
+def _detached(misc):
+    """``misc`` with every tensor in it detached, its dicts rebuilt."""
+    if isinstance(misc, dict):
+        return {key: _detached(value) for key, value in misc.items()}
+    return misc.detach() if isinstance(misc, torch.Tensor) else misc
 
 
 def _backward(result: tuple) -> None:
