@@ -103,3 +103,13 @@ def test_the_levels_view_is_rebuilt_only_when_a_level_moves():
     assert problem.levels["model"] == 0.2 and problem.stacking.level_tensor.tolist() == [pytest.approx(0.2)]
     step = gda.step(torch.randn(8, 10), torch.zeros(8, dtype=torch.long))
     assert step.violations["model"] == pytest.approx(step.density - 0.2, abs=1e-6)
+
+
+def test_the_compiled_region_backpropagates_the_lagrangian_alone(aot_eager):
+    # The logged values leave the region detached: differentiable outputs would make its
+    # compiled backward build a zero gradient for each of them at every step.
+    _, _, gda = _run("step", steps=2)
+    state = gda.problem.last_state
+    logged = [state.loss, *state.misc["densities"].values(), state.misc["layer_densities"]]
+    logged += [constraint.violation for constraint in state.observed_constraints.values()]
+    assert logged and not any(value.requires_grad for value in logged)
