@@ -190,9 +190,30 @@ def build(name: str, fraction: float, seed: int) -> tuple[nn.Module, dict, dict,
     return dense, purged, realized, kept, x
 
 
+def _folded(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``model`` with each BatchNorm folded into the convolution before it (``torch.fx``'s
+    ``fuse``, eval mode), checked against the unfolded logits; a model that ``torch.fx`` cannot
+    trace raises ``SystemExit`` naming it."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(model)
+    except Exception as error:  # torch.fx's trace errors have no common base class
+        name = type(model).__name__
+        raise SystemExit(f"--fold-batchnorm: torch.fx cannot trace {name} ({error})") from None
+    with torch.no_grad():
+        before, after = (getattr(o, "logits", o) for o in (model(x), folded(x)))
+    error = float((after - before).abs().max() / before.abs().max())
+    if error > 1e-5:
+        raise RuntimeError(f"folding changed {type(model).__name__}'s logits ({error:.1e})")
+    return folded
+
+
 def benchmark(name: str, args: argparse.Namespace) -> list[list[str]]:
     case = CASES[name]
     dense, purged, realized, kept, x = build(name, args.fraction, args.seed)
+    if args.fold_batchnorm:  # dense and purged alike
+        dense, purged = _folded(dense, x), {v: _folded(m, x) for v, m in purged.items()}
     if args.channels_last:  # dense and purged alike, and the input
         x = x.contiguous(memory_format=torch.channels_last)
         dense = dense.to(memory_format=torch.channels_last)
@@ -243,6 +264,12 @@ def main() -> None:
         action="store_true",
         help="time the dense and the purged models and the input in channels_last memory format",
     )
+    parser.add_argument(
+        "--fold-batchnorm",
+        action="store_true",
+        help="fold every BatchNorm into the convolution before it, in the dense and the purged models "
+        "(torch.fx; LeNet-5 and ResNet-8, which it can trace)",
+    )
     args = parser.parse_args()
     names = args.models.split(",")
     unknown = [n for n in names if n not in CASES]
@@ -251,6 +278,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print("$ python " + shlex.join(sys.argv))
     layout = "channels_last" if args.channels_last else "contiguous (NCHW)"
+    layout += ", BatchNorm folded" if args.fold_batchnorm else ""
     print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, {layout}", flush=True)
     rows = [row for name in names for row in benchmark(name, args)]
     print("| " + " | ".join(HEADER) + " |")
