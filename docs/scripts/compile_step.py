@@ -111,8 +111,10 @@ def phases(gda_step: Callable[[], None], steps: int) -> None:
 
 
 def profile(gda_step: Callable[[], None], steps: int = 50) -> None:
-    """Print per-step counts and self times of the compiled region's runtime operators
-    (``torch.profiler``, which slows every operator down: read them against each other)."""
+    """Print per-step counts and self times of a few operators of the whole step
+    (``torch.profiler``, which slows every operator down: read them against each other):
+    ``aten::zeros`` (every one in the step; the compiled backward's zero gradients among
+    them), dynamo's guard check and AOTAutograd's forward and backward wrappers."""
     with torch.profiler.profile() as trace:
         for _ in range(steps):
             gda_step()
@@ -149,6 +151,9 @@ def main() -> None:
     for step in steps.values():  # the compilations, before the timed warm-up
         step()
     print(f"compiled in {time.perf_counter() - start:.0f} s", flush=True)
+    gda = inspect.getclosurevars(gda_step).nonlocals["gda"]
+    if not gda._compiled_step._lagrangian.compiled:  # a fallback would time the eager step
+        raise SystemExit("GDA's step fell back to eager (the warning above says why): nothing to compare")
     seconds = alternate_many(steps, args.steps, args.repetitions)
     for name, times in seconds.items():
         print(f"  {name}: {1e3 * statistics.median(times):.3f} ms per step")

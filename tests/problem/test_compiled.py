@@ -109,6 +109,7 @@ def test_the_compiled_region_backpropagates_the_lagrangian_alone(aot_eager):
     # The logged values leave the region detached: differentiable outputs would make its
     # compiled backward build a zero gradient for each of them at every step.
     _, _, gda = _run("step", steps=2)
+    assert gda._compiled_step._lagrangian.compiled
     state = gda.problem.last_state
     logged = [state.loss, *state.misc["densities"].values(), state.misc["layer_densities"]]
     logged += [constraint.violation for constraint in state.observed_constraints.values()]
